@@ -1,0 +1,108 @@
+"""The ``warehouse`` command: a thin layer over the Python API.
+
+Every subcommand takes ``--lake`` (default ``$SQUIGGLE_LAKE`` or ``./lake``) and, where it
+touches the catalog, ``--db`` (default ``$SQUIGGLE_DB`` or ``./warehouse.duckdb``).
+Errors the warehouse raises on purpose print as one line on stderr with exit status 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from typing import Callable
+
+from .errors import WarehouseError
+
+Handler = Callable[[argparse.Namespace], int]
+
+
+def _ingest(args: argparse.Namespace) -> int:
+    from .writer import ingest_files
+
+    results = ingest_files(args.dataset, args.files, lake=args.lake, batch_rows=args.batch_rows)
+    for r in results:
+        print(f"{r.source}: {r.rows_written} rows written, {r.rows_skipped} already present, {len(r.files)} files")
+    return 0
+
+
+def _check(args: argparse.Namespace) -> int:
+    from .check import check_lake
+
+    problems = check_lake(args.lake)
+    if args.json:
+        print(json.dumps([p.as_dict() for p in problems], indent=2))
+    else:
+        for p in problems:
+            print(p)
+        print(f"{len(problems)} problem(s) found" if problems else "lake is clean")
+    return 1 if problems else 0
+
+
+def _catalog(args: argparse.Namespace) -> int:
+    from .catalog import build_catalog
+
+    path = build_catalog(lake=args.lake, db=args.db)
+    print(f"catalog written: {path}")
+    return 0
+
+
+def _demo(args: argparse.Namespace) -> int:
+    from .demo import write_demo
+
+    summary = write_demo(lake=args.lake, seed=args.seed)
+    print(summary)
+    return 0
+
+
+def _docs(args: argparse.Namespace) -> int:
+    from .docs import update_readme
+
+    changed = update_readme(args.readme)
+    print(f"{args.readme}: data dictionary {'updated' if changed else 'already up to date'}")
+    return 0
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="warehouse", description=__doc__.splitlines()[0])
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    def add(name: str, handler: Handler, help_: str, db: bool = False) -> argparse.ArgumentParser:
+        p = sub.add_parser(name, help=help_, description=help_)
+        p.add_argument("--lake", help="lake root (default $SQUIGGLE_LAKE or ./lake)")
+        if db:
+            p.add_argument("--db", help="catalog file (default $SQUIGGLE_DB or ./warehouse.duckdb)")
+        p.set_defaults(handler=handler)
+        return p
+
+    p = add("ingest", _ingest, "Validate files against a dataset contract and write them to the lake.")
+    p.add_argument("dataset", help="dataset name, e.g. geometry_state")
+    p.add_argument("files", nargs="+", help="Parquet, CSV (.csv) or JSON Lines (.jsonl, .ndjson) files")
+    p.add_argument("--batch-rows", type=int, default=1_000_000, help="rows read per batch (default 1000000)")
+
+    p = add("check", _check, "Report every problem of an existing lake without changing it.")
+    p.add_argument("--json", action="store_true", help="print the problems as JSON")
+
+    add("catalog", _catalog, "Write the DuckDB catalog: one view per dataset, comments, BI views.", db=True)
+
+    p = add("demo", _demo, "Write a deterministic demo lake with planted geometry changes.")
+    p.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
+
+    p = sub.add_parser("docs", help="Regenerate the data dictionary in the README from the contracts.")
+    p.add_argument("--readme", default="README.md")
+    p.set_defaults(handler=_docs)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    try:
+        return args.handler(args)
+    except (WarehouseError, KeyError, FileNotFoundError) as exc:
+        message = exc.args[0] if isinstance(exc, KeyError) and exc.args else exc
+        print(f"warehouse {args.command}: error: {message}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

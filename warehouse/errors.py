@@ -1,0 +1,49 @@
+"""The errors the warehouse raises: each names what is wrong and where."""
+
+from __future__ import annotations
+
+from typing import Any
+
+
+class WarehouseError(Exception):
+    """Base class of every error the warehouse raises on purpose."""
+
+
+class UnsafeIdentifier(WarehouseError, ValueError):
+    """An identifier that would become an unsafe path segment."""
+
+
+class ValidationError(WarehouseError, ValueError):
+    """A batch refused against its dataset contract; nothing was written.
+
+    Carries the dataset, the input (file name or ``<batch>``), the column, the 0-based row
+    and the offending value, so that callers and tests can inspect them.
+    """
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        dataset: str,
+        source: str = "<batch>",
+        column: str | None = None,
+        row: int | None = None,
+        value: Any = None,
+    ) -> None:
+        self.dataset = dataset
+        self.source = source
+        self.column = column
+        self.row = row
+        self.value = value
+        where = [f"dataset {dataset}", f"input {source}"]
+        if column is not None:
+            where.append(f"column {column}")
+        if row is not None:
+            where.append(f"row {row}")
+        if value is not None:
+            where.append(f"value {value!r}")
+        super().__init__(f"{', '.join(where)}: {message}")
+
+
+class LockBusy(WarehouseError):
+    """Another build holds the lake's lock."""

@@ -1,0 +1,134 @@
+"""The lake on disk: where it is, how its folders are named, and atomic file publishing.
+
+Layout: ``<root>/<dataset>/<key>=<value>/.../part-<sha256>.parquet``. Partition values are
+identifiers checked against :data:`warehouse.contracts.IDENTIFIER_PATTERN` before any path
+is built from them. Files appear only by an atomic rename of a fully written temporary file
+in the same folder, named by the hash of its bytes, so readers never see half a file and
+publishing the same bytes twice is a no-op.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import uuid
+from pathlib import Path
+from typing import Iterable, Mapping
+
+from .contracts import IDENTIFIER_PATTERN, IDENTIFIER_RE, Dataset
+from .errors import UnsafeIdentifier
+
+DEFAULT_LAKE = "lake"
+DEFAULT_DB = "warehouse.duckdb"
+
+# Folders at the lake root that are not datasets.
+STAGING_DIR = ".staging"  # a writer's work area; anything left there is from a crashed writer
+CAPTURES_DIR = "captures"  # raw capture files referenced by probe_captures_index
+META_DIR = "_meta"  # lake-level metadata (e.g. the demo's planted truth)
+RESERVED_DIRS = (STAGING_DIR, CAPTURES_DIR, META_DIR)
+
+TEMP_PREFIX = ".tmp-"
+DATA_PREFIX = "part-"
+
+
+def lake_root(path: str | os.PathLike | None = None) -> Path:
+    """The lake root: ``path``, else ``$SQUIGGLE_LAKE``, else ``./lake``; always absolute."""
+    return Path(path or os.environ.get("SQUIGGLE_LAKE") or DEFAULT_LAKE).resolve()
+
+
+def db_path(path: str | os.PathLike | None = None) -> Path:
+    """The catalog file: ``path``, else ``$SQUIGGLE_DB``, else ``./warehouse.duckdb``."""
+    return Path(path or os.environ.get("SQUIGGLE_DB") or DEFAULT_DB).resolve()
+
+
+def is_identifier(value: object) -> bool:
+    return isinstance(value, str) and IDENTIFIER_RE.fullmatch(value) is not None
+
+
+def check_identifier(value: object, column: str) -> str:
+    """Return ``value`` if it is a safe path segment, else raise :class:`UnsafeIdentifier`."""
+    if not is_identifier(value):
+        raise UnsafeIdentifier(
+            f"{column} {value!r} is not a safe identifier: it must match {IDENTIFIER_PATTERN}"
+        )
+    return value  # type: ignore[return-value]
+
+
+def dataset_dir(root: Path, dataset: Dataset) -> Path:
+    return root / dataset.name
+
+
+def partition_dir(root: Path, dataset: Dataset, values: Mapping[str, str]) -> Path:
+    """The folder of one partition; ``values`` gives every partition column of the dataset."""
+    path = dataset_dir(root, dataset)
+    for key in dataset.partition_by:
+        path = path / f"{key}={check_identifier(values[key], key)}"
+    return path
+
+
+def data_files(root: Path, dataset: Dataset) -> list[Path]:
+    """Every published Parquet file of a dataset, sorted by path."""
+    folder = dataset_dir(root, dataset)
+    if not folder.is_dir():
+        return []
+    return sorted(p for p in folder.rglob("*.parquet") if not p.name.startswith("."))
+
+
+def parquet_glob(root: Path, dataset: Dataset) -> str:
+    """The absolute glob a reader uses for a dataset's files."""
+    return str(dataset_dir(root, dataset) / "**" / "*.parquet")
+
+
+def temp_path(folder: Path) -> Path:
+    """A fresh hidden name in ``folder`` that no reader's glob matches."""
+    return folder / f"{TEMP_PREFIX}{uuid.uuid4().hex}.parquet.partial"
+
+
+def file_sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def publish(written: Path, folder: Path) -> Path:
+    """Move a fully written file into ``folder`` under its content-hash name.
+
+    ``written`` must be on the same file system as ``folder`` (a temporary file inside it,
+    or in the lake's staging area). If a file with the same content is already there, the
+    new copy is dropped and the existing path returned.
+    """
+    folder.mkdir(parents=True, exist_ok=True)
+    final = folder / f"{DATA_PREFIX}{file_sha256(written)[:32]}.parquet"
+    if final.exists():
+        written.unlink()
+        return final
+    _fsync_file(written)
+    os.replace(written, final)
+    _fsync_dir(folder)
+    return final
+
+
+def remove_quietly(paths: Iterable[Path]) -> None:
+    for p in paths:
+        try:
+            p.unlink()
+        except FileNotFoundError:
+            pass
+
+
+def _fsync_file(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _fsync_dir(folder: Path) -> None:
+    fd = os.open(folder, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
