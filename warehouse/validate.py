@@ -1,0 +1,208 @@
+"""Conform a batch to its dataset contract, or refuse it with the first offending value.
+
+:func:`conform` returns the batch cast to the contract's exact schema and column order. It
+refuses (raising :class:`~warehouse.errors.ValidationError`) on: an unknown column, a
+missing required column, a value that cannot be cast losslessly, NULL in a non-nullable
+column, NaN or infinity in a float column, a value outside a column's enum, an identifier
+that would be an unsafe path segment, and a schema_version of another dataset or major
+version. Missing ``schema_version`` and ``created_at_utc`` columns are filled in, and a
+missing nullable column is filled with NULL.
+
+Rows are counted from 1 (the first data row of the input) in every message.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import re
+from typing import Callable
+
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from .contracts import IDENTIFIER_PATTERN, Column, Dataset
+from .errors import ValidationError
+
+
+def conform(
+    dataset: Dataset,
+    table: pa.Table,
+    *,
+    source: str = "<batch>",
+    first_row: int = 1,
+    created_at: dt.datetime | None = None,
+) -> pa.Table:
+    """Cast ``table`` to ``dataset``'s schema, checking every rule of the contract.
+
+    ``first_row`` is the input row number of the table's first row (for messages when a
+    large input is validated batch by batch); ``created_at`` fills a missing created_at_utc.
+    """
+    check = _Checker(dataset, source, first_row)
+    check.columns(table.column_names)
+    arrays = []
+    for column in dataset.all_columns:
+        if column.name in table.column_names:
+            array = check.cast(column, table.column(column.name).combine_chunks())
+        else:
+            array = _fill(dataset, column, table.num_rows, created_at)
+        check.values(column, array)
+        arrays.append(array)
+    return pa.Table.from_arrays(arrays, schema=dataset.schema)
+
+
+def _fill(dataset: Dataset, column: Column, n: int, created_at: dt.datetime | None) -> pa.Array:
+    if column.name == "schema_version":
+        return pa.array([dataset.schema_version] * n, pa.string())
+    if column.name == "created_at_utc":
+        now = created_at or dt.datetime.now(dt.timezone.utc)
+        return pa.array([now] * n, column.type)
+    return pa.nulls(n, column.type)
+
+
+class _Checker:
+    def __init__(self, dataset: Dataset, source: str, first_row: int) -> None:
+        self.dataset = dataset
+        self.source = source
+        self.first_row = first_row
+
+    def fail(self, message: str, column: str | None = None, index: int | None = None, value=None):
+        row = None if index is None else self.first_row + index
+        raise ValidationError(
+            message, dataset=self.dataset.name, source=self.source, column=column, row=row, value=value
+        )
+
+    def columns(self, names: list[str]) -> None:
+        known = set(self.dataset.column_names)
+        for name in names:
+            if name not in known:
+                self.fail(f"unknown column; the contract's columns are {', '.join(self.dataset.column_names)}", name)
+        if len(set(names)) != len(names):
+            dup = next(n for n in names if names.count(n) > 1)
+            self.fail("column appears more than once", dup)
+        fillable = {"schema_version", "created_at_utc"}
+        for column in self.dataset.all_columns:
+            if column.name not in names and not column.nullable and column.name not in fillable:
+                self.fail("required column is missing", column.name)
+
+    def cast(self, column: Column, array: pa.Array) -> pa.Array:
+        if array.type == column.type:
+            return array
+        self._check_float_source(column, array)
+        cast = _caster(array.type, column.type)
+        try:
+            result = cast(array)
+        except (pa.ArrowInvalid, pa.ArrowNotImplementedError) as exc:
+            index = _first_failure(array, cast)
+            value = array[index].as_py() if index is not None else None
+            self.fail(f"cannot be cast losslessly from {array.type} to {column.type} ({exc})", column.name, index, value)
+        self._check_float_overflow(column, array, result)
+        return result
+
+    def _check_float_source(self, column: Column, array: pa.Array) -> None:
+        # NaN and infinity must be reported as such before a cast hides them in another type.
+        if pa.types.is_floating(_leaf_type(array.type)):
+            self._check_finite(column, array)
+
+    def _check_float_overflow(self, column: Column, before: pa.Array, after: pa.Array) -> None:
+        if _leaf_type(after.type) == pa.float32() and _leaf_type(before.type) != pa.float32():
+            flat_after = _leaf_values(after)
+            if pa.types.is_floating(flat_after.type):
+                bad = pc.is_inf(flat_after)
+                if pc.any(bad).as_py():
+                    index = _row_of_leaf(after, _first_true(bad))
+                    self.fail("value does not fit in float32", column.name, index, before[index].as_py())
+
+    def values(self, column: Column, array: pa.Array) -> None:
+        if not column.nullable and array.null_count:
+            self.fail("NULL in a non-nullable column", column.name, _first_true(array.is_null()))
+        if pa.types.is_floating(_leaf_type(column.type)):
+            self._check_finite(column, array)
+        if column.enum is not None:
+            bad = pc.invert(pc.is_in(array, value_set=pa.array(column.enum, pa.string())))
+            self._refuse_where(bad, array, column, f"not one of the allowed values {', '.join(column.enum)}")
+        if column.is_identifier or column.name in self.dataset.partition_by:
+            bad = pc.invert(pc.match_substring_regex(array, IDENTIFIER_PATTERN))
+            self._refuse_where(bad, array, column, f"unsafe identifier: it must match {IDENTIFIER_PATTERN}")
+        if column.name == "schema_version":
+            name, _, version = self.dataset.schema_version.partition("@")
+            pattern = rf"^{re.escape(name)}@{version.split('.')[0]}\.[0-9]+$"
+            bad = pc.invert(pc.match_substring_regex(array, pattern))
+            self._refuse_where(bad, array, column, f"schema_version must be {name}@{version.split('.')[0]}.x")
+
+    def _check_finite(self, column: Column, array: pa.Array) -> None:
+        flat = _leaf_values(array)
+        bad = pc.invert(pc.is_finite(flat))
+        if pc.any(bad).as_py():
+            i = _first_true(bad)
+            index = _row_of_leaf(array, i)
+            self.fail("NaN or infinity in a float column (write NULL for a missing value)", column.name, index, flat[i].as_py())
+
+    def _refuse_where(self, bad: pa.Array, array: pa.Array, column: Column, message: str) -> None:
+        bad = pc.fill_null(bad, False)
+        if pc.any(bad).as_py():
+            index = _first_true(bad)
+            self.fail(message, column.name, index, array[index].as_py())
+
+
+def _caster(source: pa.DataType, target: pa.DataType) -> Callable[[pa.Array], pa.Array]:
+    if pa.types.is_timestamp(target) and (pa.types.is_string(source) or pa.types.is_large_string(source)):
+        return _parse_utc_timestamps(target)
+    if pa.types.is_timestamp(target) and pa.types.is_timestamp(source) and source.tz is None:
+        # A timestamp without a zone is taken as UTC, the lake's only zone.
+        return lambda a: pc.assume_timezone(a, "UTC").cast(target, safe=True)
+    return lambda a: pc.cast(a, target, safe=True)
+
+
+def _parse_utc_timestamps(target: pa.DataType) -> Callable[[pa.Array], pa.Array]:
+    def parse(a: pa.Array) -> pa.Array:
+        try:
+            return pc.cast(a, target, safe=True)
+        except pa.ArrowInvalid:
+            naive = pc.cast(a, pa.timestamp(target.unit), safe=True)
+            return pc.assume_timezone(naive, "UTC").cast(target, safe=True)
+
+    return parse
+
+
+def _first_failure(array: pa.Array, cast: Callable[[pa.Array], pa.Array]) -> int | None:
+    """The index of the first element that ``cast`` refuses, by bisection."""
+
+    def fails(lo: int, hi: int) -> bool:
+        try:
+            cast(array.slice(lo, hi - lo))
+            return False
+        except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
+            return True
+
+    lo, hi = 0, len(array)
+    if not fails(lo, hi):
+        return None
+    while hi - lo > 1:
+        mid = (lo + hi) // 2
+        if fails(lo, mid):
+            hi = mid
+        else:
+            lo = mid
+    return lo
+
+
+def _leaf_type(type_: pa.DataType) -> pa.DataType:
+    return _leaf_type(type_.value_type) if pa.types.is_list(type_) or pa.types.is_large_list(type_) else type_
+
+
+def _leaf_values(array: pa.Array) -> pa.Array:
+    while pa.types.is_list(array.type) or pa.types.is_large_list(array.type):
+        array = array.flatten()
+    return array
+
+
+def _row_of_leaf(array: pa.Array, leaf_index: int) -> int:
+    """The row of ``array`` (a flat array or a list array) that holds leaf ``leaf_index``."""
+    if not (pa.types.is_list(array.type) or pa.types.is_large_list(array.type)):
+        return leaf_index
+    ends = pc.list_value_length(array).fill_null(0).to_numpy().cumsum()
+    return int((ends <= leaf_index).sum())
+
+
+def _first_true(mask: pa.Array) -> int:
+    return pc.index(mask, True).as_py()
