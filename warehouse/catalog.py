@@ -1,0 +1,290 @@
+"""The catalog: one DuckDB file with a view per dataset, the BI views, and comments.
+
+Every build writes a fresh file next to the target and renames it into place, so a
+notebook or BI tool holding the old file keeps reading it undisturbed. The file is written
+in DuckDB's v1.4.0 storage format so that older clients (BI drivers) can open it, and it
+holds only SQL views over absolute Parquet globs: no Python UDFs, no relative paths.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import uuid
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import duckdb
+
+from . import lake as lake_mod
+from .contracts import DATASETS, Column, Dataset, duckdb_type
+from .errors import WarehouseError
+
+# The oldest DuckDB storage format the project supports (DuckDB 1.4 and 1.5 clients).
+STORAGE_VERSION = "v1.4.0"
+# Name under which the catalog file is attached, both while building and in connect().
+CATALOG_ALIAS = "warehouse"
+DEFAULT_VIEWS_DIR = Path(__file__).resolve().parent.parent / "views"
+DATASETS_TABLE = "warehouse_datasets"
+
+
+def sql_string(value: str) -> str:
+    """``value`` as a SQL string literal (single quotes doubled)."""
+    return "'" + value.replace("'", "''") + "'"
+
+
+def sql_ident(name: str) -> str:
+    """``name`` as a quoted SQL identifier (double quotes doubled)."""
+    return '"' + name.replace('"', '""') + '"'
+
+
+# --------------------------------------------------------------------------------------
+# Dataset views
+
+
+def column_comment(dataset: Dataset, column: Column) -> str:
+    """The comment of one view column: its doc, allowed values, nullability, partitioning."""
+    parts = [column.doc.strip() or column.name]
+    if column.enum:
+        parts.append(f"Allowed values: {', '.join(column.enum)}.")
+    if column.nullable:
+        parts.append("Nullable.")
+    if column.name in dataset.partition_by:
+        parts.append("Partition column (read from the folder name).")
+    return " ".join(parts)
+
+
+def view_comment(dataset: Dataset, n_files: int) -> str:
+    """The comment of a dataset view: number, name, kind, description and keys."""
+    text = (
+        f"{dataset.number} {dataset.name} ({dataset.kind}): {dataset.doc} "
+        f"Schema {dataset.schema_version}; primary key ({', '.join(dataset.primary_key)})."
+    )
+    if n_files == 0:
+        text += " No files yet when the catalog was built: rebuild it to see new data."
+    return text
+
+
+def dataset_view_sql(root: Path, dataset: Dataset, has_files: bool) -> str:
+    """The CREATE VIEW statement of one dataset, typed from its contract.
+
+    Without files the Parquet glob would fail to bind, so the view is then an empty,
+    correctly typed SELECT.
+    """
+    casts = ",\n  ".join(
+        f"CAST({sql_ident(c.name) if has_files else 'NULL'} AS {duckdb_type(c.type)}) AS {sql_ident(c.name)}"
+        for c in dataset.all_columns
+    )
+    if not has_files:
+        return f"CREATE VIEW {sql_ident(dataset.name)} AS SELECT\n  {casts}\nWHERE false"
+    if dataset.partition_by:
+        # Partition values are always strings: no type inference from folder names
+        # (run_id=0007 stays '0007'), and unknown folders (seed=3) stay VARCHAR too, so
+        # only the CASTs below decide types. DuckDB still prefers a stray folder's value
+        # over a file column of the same name; such folders are a lake problem to report.
+        hive_types = ", ".join(f"{sql_string(k)}: 'VARCHAR'" for k in dataset.partition_by)
+        options = f"hive_partitioning = true, hive_types = {{{hive_types}}}, hive_types_autocast = false"
+    else:
+        options = "hive_partitioning = false"
+    glob = sql_string(lake_mod.parquet_glob(root, dataset))
+    return (
+        f"CREATE VIEW {sql_ident(dataset.name)} AS SELECT\n  {casts}\n"
+        f"FROM read_parquet([{glob}], {options}, union_by_name = true)"
+    )
+
+
+def _comment_on_view(con: duckdb.DuckDBPyConnection, view: str, text: str) -> None:
+    con.execute(f"COMMENT ON VIEW {sql_ident(view)} IS {sql_string(text)}")
+
+
+def _comment_on_column(con: duckdb.DuckDBPyConnection, view: str, column: str, text: str) -> None:
+    con.execute(f"COMMENT ON COLUMN {sql_ident(view)}.{sql_ident(column)} IS {sql_string(text)}")
+
+
+def _create_dataset_views(con: duckdb.DuckDBPyConnection, root: Path) -> dict[str, int]:
+    n_files: dict[str, int] = {}
+    for dataset in DATASETS.values():
+        n = len(lake_mod.data_files(root, dataset))
+        n_files[dataset.name] = n
+        try:
+            con.execute(dataset_view_sql(root, dataset, n > 0))
+        except duckdb.Error as exc:
+            folder = lake_mod.dataset_dir(root, dataset)
+            raise WarehouseError(f"dataset {dataset.name}: cannot create its view over {folder}: {exc}") from exc
+        # Comments after the view's final CREATE: re-creating a view drops them.
+        _comment_on_view(con, dataset.name, view_comment(dataset, n))
+        for column in dataset.all_columns:
+            _comment_on_column(con, dataset.name, column.name, column_comment(dataset, column))
+    return n_files
+
+
+def _create_datasets_table(con: duckdb.DuckDBPyConnection, n_files: dict[str, int]) -> None:
+    con.execute(
+        f"""CREATE TABLE {DATASETS_TABLE} (
+            name VARCHAR, number VARCHAR, kind VARCHAR, schema_version VARCHAR,
+            primary_key VARCHAR[], partition_by VARCHAR[], n_files INTEGER, description VARCHAR)"""
+    )
+    con.executemany(
+        f"INSERT INTO {DATASETS_TABLE} VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+        [
+            [d.name, d.number, d.kind, d.schema_version, list(d.primary_key), list(d.partition_by), n_files[d.name], d.doc]
+            for d in DATASETS.values()
+        ],
+    )
+    con.execute(f"COMMENT ON TABLE {DATASETS_TABLE} IS 'The datasets of the lake, one row per dataset view.'")
+    docs = {
+        "name": "Dataset name, also the name of its view.",
+        "number": "Dataset number from the specification, e.g. 20.",
+        "kind": "fact (immutable run artifacts) or interpretation (versioned analysis output).",
+        "schema_version": "Schema version of the dataset's contract, e.g. runs@2.0.",
+        "primary_key": "Columns that identify a row.",
+        "partition_by": "Hive partition columns, in folder order.",
+        "n_files": "Parquet files of the dataset when the catalog was built.",
+        "description": "What the dataset holds.",
+    }
+    for column, doc in docs.items():
+        _comment_on_column(con, DATASETS_TABLE, column, doc)
+
+
+# --------------------------------------------------------------------------------------
+# BI views (views/*.sql)
+
+_HEADER_RE = re.compile(r"^--\s*(?:(name|description)\s*:\s*(.*)|column\s+([^\s:]+)\s*:\s*(.*))$")
+
+
+@dataclass
+class ViewHeader:
+    """The ``-- name:``, ``-- description:`` and ``-- column <name>: <doc>`` header lines."""
+
+    name: str | None = None
+    description: str | None = None
+    columns: dict[str, str] = field(default_factory=dict)
+
+
+def parse_view_header(sql: str) -> ViewHeader:
+    """Read the header: the comment lines before the first line of SQL."""
+    header = ViewHeader()
+    for line in sql.splitlines():
+        line = line.strip()
+        if not line:
+            continue
+        if not line.startswith("--"):
+            break
+        m = _HEADER_RE.match(line)
+        if not m:
+            continue
+        key, value, column, doc = m.groups()
+        if key == "name":
+            header.name = value.strip()
+        elif key == "description":
+            header.description = value.strip()
+        else:
+            header.columns[column] = doc.strip()
+    return header
+
+
+def _view_names(con: duckdb.DuckDBPyConnection) -> set[str]:
+    rows = con.execute(
+        "SELECT view_name FROM duckdb_views() WHERE database_name = ? AND NOT internal", [CATALOG_ALIAS]
+    ).fetchall()
+    return {r[0] for r in rows}
+
+
+def _create_bi_view(con: duckdb.DuckDBPyConnection, path: Path) -> None:
+    sql = path.read_text(encoding="utf-8")
+    try:
+        statements = con.extract_statements(sql)
+        if len(statements) != 1 or statements[0].type != duckdb.StatementType.CREATE:
+            raise WarehouseError("it must hold exactly one CREATE VIEW statement")
+        before = _view_names(con)
+        con.execute(sql)
+        # Name the view from what DuckDB created, not from a second parser's reading.
+        created = _view_names(con) - before
+        if len(created) != 1:
+            raise WarehouseError("it must create exactly one new view (CREATE VIEW, not OR REPLACE of an existing name)")
+        (name,) = created
+        header = parse_view_header(sql)
+        if header.name is not None and header.name != name:
+            raise WarehouseError(f"its header says '-- name: {header.name}' but it creates view {name}")
+        if header.description:
+            _comment_on_view(con, name, header.description)
+        for column, doc in header.columns.items():
+            _comment_on_column(con, name, column, doc)
+    except (duckdb.Error, WarehouseError) as exc:
+        raise WarehouseError(f"views file {path}: {exc}") from exc
+
+
+def _create_bi_views(con: duckdb.DuckDBPyConnection, views_dir: Path) -> None:
+    if not views_dir.is_dir():
+        return  # no BI views yet
+    for path in sorted(views_dir.glob("*.sql")):
+        _create_bi_view(con, path)
+
+
+# --------------------------------------------------------------------------------------
+# Build and connect
+
+
+def build_catalog(
+    lake: str | os.PathLike | None = None,
+    db: str | os.PathLike | None = None,
+    *,
+    views_dir: str | os.PathLike | None = None,
+) -> Path:
+    """Write the catalog file for ``lake`` at ``db`` and return its path.
+
+    The file is built under a temporary name in the target's folder and renamed onto the
+    target only once complete; on any failure the temporary file is removed and the old
+    catalog is left as it was.
+    """
+    root = lake_mod.lake_root(lake)
+    target = lake_mod.db_path(db)
+    views = Path(views_dir).resolve() if views_dir is not None else DEFAULT_VIEWS_DIR
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = target.with_name(f"{target.name}.tmp-{uuid.uuid4().hex}")
+    try:
+        con = duckdb.connect()
+        try:
+            con.execute(f"ATTACH {sql_string(str(tmp))} AS {CATALOG_ALIAS} (STORAGE_VERSION {sql_string(STORAGE_VERSION)})")
+            # Unqualified names in views/*.sql must resolve inside the catalog being built.
+            con.execute(f"USE {CATALOG_ALIAS}")
+            n_files = _create_dataset_views(con, root)
+            _create_datasets_table(con, n_files)
+            _create_bi_views(con, views)
+            con.execute("USE memory")
+            con.execute(f"DETACH {CATALOG_ALIAS}")  # checkpoints: the file is complete, no WAL left
+        finally:
+            con.close()
+        # A WAL left beside the old file (by a crashed read-write session) belongs to the
+        # old file; DuckDB refuses to open the new one next to it ("WAL does not match").
+        lake_mod.remove_quietly([_wal(target)])
+        os.replace(tmp, target)
+    except BaseException:
+        lake_mod.remove_quietly([tmp, _wal(tmp)])
+        raise
+    return target
+
+
+def _wal(path: Path) -> Path:
+    return path.with_name(path.name + ".wal")
+
+
+def connect(db: str | os.PathLike | None = None, *, read_only: bool = True) -> duckdb.DuckDBPyConnection:
+    """Open the catalog (read-only by default) with its views as the default schema.
+
+    The file is attached to a fresh in-memory DuckDB rather than opened by path: DuckDB
+    caches open databases per path within a process, so opening by path after a rebuild
+    would hand back the replaced catalog while an older connection is still open.
+    """
+    path = lake_mod.db_path(db)
+    if not path.is_file():
+        raise WarehouseError(f"no catalog at {path}: run `warehouse catalog` or `make models` first")
+    con = duckdb.connect()
+    try:
+        mode = " (READ_ONLY)" if read_only else ""
+        con.execute(f"ATTACH {sql_string(str(path))} AS {CATALOG_ALIAS}{mode}")
+        con.execute(f"USE {CATALOG_ALIAS}")
+    except BaseException:
+        con.close()
+        raise
+    return con
