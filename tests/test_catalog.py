@@ -94,17 +94,22 @@ def test_partition_values_stay_strings(built: Path) -> None:
         assert con.execute("SELECT DISTINCT analysis_id, run_id FROM probe_summaries").fetchall() == [("dis-a", "0007")]
 
 
-def test_stray_folder_does_not_change_types(tmp_path: Path) -> None:
+def test_stray_folder_does_not_change_types_or_values(tmp_path: Path) -> None:
     lake = tmp_path / "lake"
     # checkpoints has no seed column; geometry_state has one (int32) inside its files.
-    write_part(lake, "checkpoints", {"run_id": "0007"}, 2, extra_dirs=("seed=3",))
-    write_part(lake, "geometry_state", {"analysis_id": "a", "run_id": "0007"}, 2, extra_dirs=("seed=3",))
+    # Files below a stray folder are not at the dataset's partition depth: views skip them
+    # (`warehouse check` reports them), so they can neither add rows nor override values.
+    write_part(lake, "checkpoints", {"run_id": "0007"}, 2)
+    write_part(lake, "checkpoints", {"run_id": "0007"}, 5, extra_dirs=("seed=3",), start=10)
+    write_part(lake, "geometry_state", {"analysis_id": "a", "run_id": "0007"}, 2)
+    write_part(lake, "geometry_state", {"analysis_id": "a", "run_id": "0007"}, 5, extra_dirs=("seed=3",), start=10)
     db = build_catalog(lake, tmp_path / "w.duckdb", views_dir=tmp_path / "no-views")
     with connect(db) as con:
         for name in ("checkpoints", "geometry_state"):
             assert describe(con, name) == contract_columns(name)
             assert con.execute(f"SELECT count(*) FROM {name}").fetchone() == (2,)
         assert con.execute("SELECT DISTINCT typeof(seed) FROM geometry_state").fetchall() == [("INTEGER",)]
+        assert 3 not in [s for (s,) in con.execute("SELECT seed FROM geometry_state").fetchall()]
 
 
 def test_comments_on_every_view_and_column(built: Path) -> None:
@@ -241,10 +246,10 @@ def test_unreadable_dataset_fails_the_build_naming_it(tmp_path: Path) -> None:
     lake = make_lake(tmp_path / "lake")
     db = build_catalog(lake, tmp_path / "w.duckdb", views_dir=tmp_path / "no-views")
     before = db.read_bytes()
-    # Files at two partition depths: DuckDB refuses to read the dataset at all.
-    write_part(lake, "checkpoints", {"run_id": "0009"}, 1, extra_dirs=("seed=3",))
-    with pytest.raises(WarehouseError, match="dataset checkpoints") as info:
+    # A file that is not Parquet at the dataset's depth: DuckDB cannot bind the view.
+    (lake / "checkpoints" / "run_id=0009").mkdir(parents=True)
+    (lake / "checkpoints" / "run_id=0009" / "part-bad.parquet").write_bytes(b"not parquet")
+    with pytest.raises(WarehouseError, match="dataset checkpoints"):
         build_catalog(lake, db, views_dir=tmp_path / "no-views")
-    assert "Hive partition mismatch" in str(info.value)
     assert db.read_bytes() == before
     assert sorted(p.name for p in tmp_path.iterdir()) == ["lake", "w.duckdb"]

@@ -17,8 +17,10 @@ from pathlib import Path
 import duckdb
 
 from . import lake as lake_mod
-from .contracts import DATASETS, Column, Dataset, duckdb_type
+from .contracts import DATASETS, Column, Dataset
 from .errors import WarehouseError
+from .scan import select_dataset
+from .sql import quote_identifier as sql_ident, quote_literal as sql_string
 
 # The oldest DuckDB storage format the project supports (DuckDB 1.4 and 1.5 clients).
 STORAGE_VERSION = "v1.4.0"
@@ -26,16 +28,6 @@ STORAGE_VERSION = "v1.4.0"
 CATALOG_ALIAS = "warehouse"
 DEFAULT_VIEWS_DIR = Path(__file__).resolve().parent.parent / "views"
 DATASETS_TABLE = "warehouse_datasets"
-
-
-def sql_string(value: str) -> str:
-    """``value`` as a SQL string literal (single quotes doubled)."""
-    return "'" + value.replace("'", "''") + "'"
-
-
-def sql_ident(name: str) -> str:
-    """``name`` as a quoted SQL identifier (double quotes doubled)."""
-    return '"' + name.replace('"', '""') + '"'
 
 
 # --------------------------------------------------------------------------------------
@@ -71,26 +63,8 @@ def dataset_view_sql(root: Path, dataset: Dataset, has_files: bool) -> str:
     Without files the Parquet glob would fail to bind, so the view is then an empty,
     correctly typed SELECT.
     """
-    casts = ",\n  ".join(
-        f"CAST({sql_ident(c.name) if has_files else 'NULL'} AS {duckdb_type(c.type)}) AS {sql_ident(c.name)}"
-        for c in dataset.all_columns
-    )
-    if not has_files:
-        return f"CREATE VIEW {sql_ident(dataset.name)} AS SELECT\n  {casts}\nWHERE false"
-    if dataset.partition_by:
-        # Partition values are always strings: no type inference from folder names
-        # (run_id=0007 stays '0007'), and unknown folders (seed=3) stay VARCHAR too, so
-        # only the CASTs below decide types. DuckDB still prefers a stray folder's value
-        # over a file column of the same name; such folders are a lake problem to report.
-        hive_types = ", ".join(f"{sql_string(k)}: 'VARCHAR'" for k in dataset.partition_by)
-        options = f"hive_partitioning = true, hive_types = {{{hive_types}}}, hive_types_autocast = false"
-    else:
-        options = "hive_partitioning = false"
-    glob = sql_string(lake_mod.parquet_glob(root, dataset))
-    return (
-        f"CREATE VIEW {sql_ident(dataset.name)} AS SELECT\n  {casts}\n"
-        f"FROM read_parquet([{glob}], {options}, union_by_name = true)"
-    )
+    sources = lake_mod.parquet_glob(root, dataset) if has_files else []
+    return f"CREATE VIEW {sql_ident(dataset.name)} AS {select_dataset(dataset, sources)}"
 
 
 def _comment_on_view(con: duckdb.DuckDBPyConnection, view: str, text: str) -> None:

@@ -66,17 +66,25 @@ def partition_dir(root: Path, dataset: Dataset, values: Mapping[str, str]) -> Pa
     return path
 
 
+def file_pattern(dataset: Dataset) -> str:
+    """The glob of a dataset's data files below its folder, at exactly its partition depth.
+
+    An exact depth keeps stray folders (``run_id=r/seed=3/``) from leaking into readers.
+    """
+    return "/".join([f"{key}=*" for key in dataset.partition_by] + ["*.parquet"])
+
+
 def data_files(root: Path, dataset: Dataset) -> list[Path]:
     """Every published Parquet file of a dataset, sorted by path."""
     folder = dataset_dir(root, dataset)
     if not folder.is_dir():
         return []
-    return sorted(p for p in folder.rglob("*.parquet") if not p.name.startswith("."))
+    return sorted(p for p in folder.glob(file_pattern(dataset)) if not p.name.startswith("."))
 
 
 def parquet_glob(root: Path, dataset: Dataset) -> str:
     """The absolute glob a reader uses for a dataset's files."""
-    return str(dataset_dir(root, dataset) / "**" / "*.parquet")
+    return str(dataset_dir(root, dataset) / file_pattern(dataset))
 
 
 def temp_path(folder: Path) -> Path:
@@ -108,6 +116,13 @@ def publish(written: Path, folder: Path) -> Path:
     os.replace(written, final)
     _fsync_dir(folder)
     return final
+
+
+def remove_if_empty(folder: Path) -> None:
+    try:
+        folder.rmdir()
+    except OSError:
+        pass
 
 
 def remove_quietly(paths: Iterable[Path]) -> None:

@@ -34,7 +34,7 @@ import pyarrow.parquet as pq
 from . import contracts, lake as lk
 from .contracts import Dataset
 from .errors import ValidationError
-from .readers import read_batches
+from .readers import read_batches, rows_to_table
 from .sql import quote_identifier as qi, quote_literal as ql
 from .validate import conform
 
@@ -70,7 +70,8 @@ def write(
     record batches (streamed). Raises :class:`~warehouse.errors.ValidationError` and writes
     nothing if any row breaks the contract.
     """
-    return _write_batches(contracts.get(dataset), _as_batches(data), lk.lake_root(lake), source, created_at)
+    contract = contracts.get(dataset)
+    return _write_batches(contract, _as_batches(data, contract, source), lk.lake_root(lake), source, created_at)
 
 
 def ingest_files(
@@ -95,13 +96,13 @@ def ingest_files(
     return results
 
 
-def _as_batches(data: Data) -> Iterator[pa.Table]:
+def _as_batches(data: Data, contract: Dataset, source: str) -> Iterator[pa.Table]:
     if isinstance(data, pa.Table):
         yield data
     elif isinstance(data, pa.RecordBatch):
         yield pa.Table.from_batches([data])
     elif isinstance(data, Sequence):
-        yield pa.Table.from_pylist(list(data))
+        yield rows_to_table(list(data), contract, source)
     else:
         for batch in data:
             yield batch if isinstance(batch, pa.Table) else pa.Table.from_batches([batch])
@@ -125,7 +126,7 @@ def _write_batches(
         return result
     finally:
         shutil.rmtree(staging, ignore_errors=True)
-        _remove_if_empty(staging.parent)
+        lk.remove_if_empty(staging.parent)
 
 
 def _stage(contract: Dataset, batches: Iterable[pa.Table], staging: Path, source: str, created_at) -> bool:
@@ -158,16 +159,17 @@ def _key_match(contract: Dataset, left: str, right: str) -> str:
 
 def _refuse_duplicates(con: duckdb.DuckDBPyConnection, contract: Dataset, source: str) -> None:
     keys = ", ".join(qi(k) for k in contract.primary_key)
-    dup = con.execute(
+    dup = _first_row(
+        con,
         f"SELECT {keys}, list({ROW} ORDER BY {ROW})[1:2] FROM staged"
-        f" GROUP BY {keys} HAVING count(*) > 1 ORDER BY min({ROW}) LIMIT 1"
-    ).fetchone()
+        f" GROUP BY {keys} HAVING count(*) > 1 ORDER BY min({ROW}) LIMIT 1",
+    )
     if dup:
         key = dict(zip(contract.primary_key, dup[:-1]))
         first, second = dup[-1]
         raise ValidationError(
-            f"duplicate primary key {key}: rows {first} and {second} have the same key",
-            dataset=contract.name, source=source, column=", ".join(contract.primary_key), row=second,
+            f"duplicate primary key: rows {first} and {second} have the same key",
+            dataset=contract.name, source=source, column=", ".join(contract.primary_key), row=second, value=key,
         )
 
 
@@ -181,22 +183,35 @@ def _register_new_rows(con: duckdb.DuckDBPyConnection, contract: Dataset, root: 
     compared = [c.name for c in contract.all_columns if c.name not in contract.primary_key and c.name != "created_at_utc"]
     differs = " OR ".join(f"s.{qi(c)} IS DISTINCT FROM e.{qi(c)}" for c in compared) or "false"
     first_diff = "CASE " + " ".join(f"WHEN s.{qi(c)} IS DISTINCT FROM e.{qi(c)} THEN {ql(c)}" for c in compared) + " END"
-    clash = con.execute(
+    clash = _first_row(
+        con,
         f"SELECT s.{ROW}, {first_diff}, e.__file FROM staged s JOIN existing e ON {_key_match(contract, 's', 'e')}"
-        f" WHERE {differs} ORDER BY s.{ROW} LIMIT 1"
-    ).fetchone()
+        f" WHERE {differs} ORDER BY s.{ROW} LIMIT 1",
+    )
     if clash:
         row, column, path = clash
+        new, old = _first_row(
+            con,
+            f"SELECT s.{qi(column)}, e.{qi(column)} FROM staged s JOIN existing e ON {_key_match(contract, 's', 'e')}"
+            f" WHERE s.{ROW} = {int(row)} AND e.__file = {ql(path)} LIMIT 1",
+        )
         raise ValidationError(
-            f"primary key already in the lake with a different {column} (in {path}); "
+            f"primary key already in the lake with a different {column}: {old!r} in {path}; "
             f"{contract.kind} rows are immutable",
-            dataset=contract.name, source=source, column=column, row=row,
+            dataset=contract.name, source=source, column=column, row=row, value=new,
         )
     con.execute(
         f"CREATE TABLE new_rows AS SELECT s.* FROM staged s ANTI JOIN existing e ON {_key_match(contract, 's', 'e')}"
     )
-    staged, new = con.execute("SELECT (SELECT count(*) FROM staged), (SELECT count(*) FROM new_rows)").fetchone()
+    staged, new = _first_row(con, "SELECT (SELECT count(*) FROM staged), (SELECT count(*) FROM new_rows)")
     return staged - new
+
+
+def _first_row(con: duckdb.DuckDBPyConnection, sql: str) -> tuple | None:
+    """The first row of a query, fetched completely (DuckDB 2 refuses further work on a
+    connection while an ``execute()`` result is only partly fetched)."""
+    rows = con.execute(sql).fetchall()
+    return rows[0] if rows else None
 
 
 def _existing_files(con: duckdb.DuckDBPyConnection, contract: Dataset, root: Path) -> list[Path]:
@@ -299,10 +314,3 @@ def _split_by(table: pa.Table, columns: tuple[str, ...]) -> Iterator[tuple[tuple
     for start, end in zip(bounds, bounds[1:]):
         key = tuple(table.column(c)[start].as_py() for c in columns)
         yield key, table.slice(start, end - start)
-
-
-def _remove_if_empty(folder: Path) -> None:
-    try:
-        folder.rmdir()
-    except OSError:
-        pass
