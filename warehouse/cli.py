@@ -63,6 +63,45 @@ def _docs(args: argparse.Namespace) -> int:
     return 0
 
 
+def _models(args: argparse.Namespace) -> int:
+    from . import models
+
+    if args.action == "check":
+        problems = models.lock_problems()
+        for p in problems:
+            print(p, file=sys.stderr)
+        print(f"{len(problems)} model(s) out of step with sql/models.lock" if problems else "models match sql/models.lock")
+        return 1 if problems else 0
+    if args.action == "lock":
+        print(f"written {models.write_lock()}")
+        return 0
+    if args.action == "lineage":
+        print(models.lineage(args.column))
+        return 0
+    models.run(
+        lake=args.lake,
+        selected=args.select,
+        params=_key_values(args.param, "--param"),
+        inputs=_key_values(args.input, "--input"),
+        full_refresh=args.full_refresh,
+        dry_run=args.action == "plan",
+        wait=args.wait,
+    )
+    return 0
+
+
+def _key_values(items: list[str] | None, flag: str) -> dict[str, dict[str, str]]:
+    """``MODEL.KEY=VALUE`` options as {model: {key: value}}."""
+    out: dict[str, dict[str, str]] = {}
+    for item in items or []:
+        target, sep, value = item.partition("=")
+        model, dot, key = target.partition(".")
+        if not (sep and dot and model and key):
+            raise WarehouseError(f"{flag} {item!r}: write MODEL.KEY=VALUE")
+        out.setdefault(model, {})[key] = value
+    return out
+
+
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="warehouse", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True)
@@ -87,6 +126,15 @@ def _parser() -> argparse.ArgumentParser:
 
     p = add("demo", _demo, "Write a deterministic demo lake with planted geometry changes.")
     p.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
+
+    p = add("models", _models, "Plan, run and check the versioned SQL models of sql/models.")
+    p.add_argument("action", choices=["plan", "run", "check", "lock", "lineage"])
+    p.add_argument("column", nargs="?", help="for lineage: MODEL.COLUMN")
+    p.add_argument("--select", action="append", metavar="NAME[+]", help="only these models (NAME+ adds downstream)")
+    p.add_argument("--param", action="append", metavar="MODEL.KEY=VALUE", help="set a model parameter")
+    p.add_argument("--input", action="append", metavar="MODEL.DATASET=ANALYSIS", help="read this analysis of an input")
+    p.add_argument("--full-refresh", action="store_true", help="recompute every unit of the selected models")
+    p.add_argument("--wait", action="store_true", help="wait for a running build instead of refusing")
 
     p = sub.add_parser("docs", help="Regenerate the data dictionary in the README from the contracts.")
     p.add_argument("--readme", default="README.md")

@@ -1,0 +1,47 @@
+"""The model engine: versioned Jinja + SQL models, planned and run incrementally in DuckDB.
+
+Python API (the ``warehouse models`` command mirrors it):
+
+- :func:`run` plans and runs the models (``dry_run=True`` only plans);
+- :func:`lock_problems` and :func:`write_lock` keep ``sql/models.lock`` in step;
+- :func:`lineage` traces a model column back to the datasets it comes from.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Callable, Mapping
+
+from .. import lake as lk
+from .lineage import lineage
+from .project import Project, load_project, lock_problems
+from .project import write_lock as _write_lock
+from .runner import ModelResult, run_models
+from .spec import ModelError
+
+__all__ = ["ModelError", "Project", "load_project", "lineage", "lock_problems", "run", "write_lock"]
+
+
+def run(
+    *,
+    lake: str | Path | None = None,
+    sql_dir: str | Path | None = None,
+    selected: list[str] | None = None,
+    params: Mapping[str, Mapping[str, Any]] | None = None,
+    inputs: Mapping[str, Mapping[str, str]] | None = None,
+    full_refresh: bool = False,
+    dry_run: bool = False,
+    wait: bool = False,
+    report: Callable[[str], None] = print,
+) -> list[ModelResult]:
+    """Plan and run the models on a lake; see :func:`runner.run_models`."""
+    project = load_project(Path(sql_dir) if sql_dir else None, params)
+    return run_models(
+        project, lk.lake_root(lake), selected=selected, chosen_inputs={k: dict(v) for k, v in (inputs or {}).items()},
+        full_refresh=full_refresh, dry_run=dry_run, wait=wait, report=report,
+    )
+
+
+def write_lock(sql_dir: str | Path | None = None) -> Path:
+    """Record every model's version and logic fingerprint in ``sql/models.lock``."""
+    return _write_lock(load_project(Path(sql_dir) if sql_dir else None))

@@ -1,0 +1,407 @@
+"""Plan and run models: work out what is stale, compute it in DuckDB, publish it atomically.
+
+A model's unit of work is a run (``incremental: run_id``) or the whole table (``full``).
+A unit is rebuilt when its analysis is new (changed logic, version, parameters or input
+analysis), when its run is new, when the files it was computed from changed, or when its
+output partition went missing. Nothing else runs, so a rebuild with nothing new does no
+model work.
+
+Each model runs in its own DuckDB connection over views of exactly the input files it
+needs; the output is written by ``COPY`` into a staging folder inside the lake, then each
+output partition is swapped into place by renaming folders. A failure anywhere leaves the
+lake as it was: staged output is discarded, and analysis records are written last.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import os
+import shutil
+import time
+import uuid
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+from urllib.parse import unquote
+
+import duckdb
+import pyarrow.parquet as pq
+
+from .. import contracts, lake as lk
+from ..scan import select_dataset
+from ..sql import quote_identifier as qi, quote_literal as ql
+from .compile import CompiledModel, analysis_id as make_analysis_id, fingerprint
+from .project import ENGINE_COLUMNS, Project
+from .spec import ModelError
+from .state import build_lock, digest, load_analyses, save_analysis
+
+WHOLE = "*"  # the unit of a full model
+
+
+@dataclass
+class Input:
+    """One dataset a model reads: which analysis, and its files per run (or all at WHOLE)."""
+
+    dataset: contracts.Dataset
+    analysis: str | None
+    files: dict[str, list[Path]]
+
+    @property
+    def by_run(self) -> bool:
+        return "run_id" in self.dataset.partition_by
+
+    def files_for(self, units: list[str]) -> list[Path]:
+        if not self.by_run or WHOLE in units:
+            return [p for files in self.files.values() for p in files]
+        return [p for u in units for p in self.files.get(u, [])]
+
+
+@dataclass
+class ModelPlan:
+    """What one model would do: its analysis id and the units to (re)build, each with a reason."""
+
+    model: CompiledModel
+    analysis_id: str
+    fingerprint: str
+    inputs: dict[str, Input]
+    digests: dict[str, str]
+    build: dict[str, str] = field(default_factory=dict)  # unit -> reason
+    drop: list[str] = field(default_factory=list)  # units whose inputs are gone
+
+    @property
+    def name(self) -> str:
+        return self.model.spec.name
+
+    def describe(self) -> str:
+        head = f"{self.name} {self.model.spec.version} -> {self.analysis_id}"
+        if not self.build and not self.drop:
+            return f"{head}: up to date ({len(self.digests)} {self._unit_word(len(self.digests))})"
+        reasons: dict[str, list[str]] = {}
+        for unit, reason in sorted(self.build.items()):
+            reasons.setdefault(reason, []).append(unit)
+        parts = [f"{len(units)} {self._unit_word(len(units))} ({reason})" for reason, units in reasons.items()]
+        if self.drop:
+            parts.append(f"{len(self.drop)} removed")
+        return f"{head}: " + ", ".join(parts)
+
+    def _unit_word(self, n: int = 2) -> str:
+        if self.model.spec.incremental == "full":
+            return "table"
+        return "run" if n == 1 else "runs"
+
+
+@dataclass
+class ModelResult:
+    plan: ModelPlan
+    rows: int
+    partitions: int
+    seconds: float
+
+    def describe(self) -> str:
+        if not self.plan.build and not self.plan.drop:
+            return self.plan.describe()
+        return f"{self.plan.describe()}: {self.rows:,} rows, {self.partitions} partitions, {self.seconds:.2f} s"
+
+
+# -- planning ----------------------------------------------------------------------------
+
+
+def plan_model(
+    project: Project,
+    name: str,
+    root: Path,
+    upstream: dict[str, ModelPlan],
+    records: dict[str, dict[str, Any]],
+    *,
+    chosen_inputs: dict[str, str] | None = None,
+    full_refresh: bool = False,
+) -> ModelPlan:
+    """Plan one model; ``upstream`` holds the plans of the models it reads, already made."""
+    model = project.models[name]
+    inputs = {d: _input(root, d, model, upstream, chosen_inputs or {}) for d in model.dependencies}
+    fp = fingerprint(model, {d: i.analysis for d, i in inputs.items()})
+    plan = ModelPlan(model, make_analysis_id(model, fp), fp, inputs, _digests(model, inputs, root))
+    record = records.get(plan.analysis_id)
+    if record is None:
+        reason = _new_analysis_reason(model, plan, records)
+        plan.build = {unit: reason for unit in plan.digests}
+        return plan
+    done = record.get("units", {})
+    for unit, d in plan.digests.items():
+        plan.build[unit] = _unit_reason(plan, unit, d, done.get(unit), root, upstream, full_refresh) or ""
+    plan.build = {u: r for u, r in plan.build.items() if r}
+    plan.drop = sorted(set(done) - set(plan.digests))
+    return plan
+
+
+def _input(
+    root: Path, dataset: str, model: CompiledModel, upstream: dict[str, ModelPlan], chosen: dict[str, str]
+) -> Input:
+    contract = contracts.DATASETS[dataset]
+    producer = next((p for p in upstream.values() if p.model.spec.target == dataset), None)
+    analysis = None
+    base = lk.dataset_dir(root, contract)
+    if "analysis_id" in contract.partition_by:
+        analysis = producer.analysis_id if producer else chosen.get(dataset) or _newest_analysis(base)
+        if chosen.get(dataset) and not (base / f"analysis_id={analysis}").is_dir():
+            raise ModelError(f"{model.spec.where()}: {dataset} has no analysis {analysis!r}")
+        base = base / f"analysis_id={analysis}" if analysis else base / "analysis_id=-none-"
+    return Input(contract, analysis, _files_by_run(base, contract))
+
+
+def _newest_analysis(base: Path) -> str | None:
+    """The analysis folder whose newest file is newest: 'the newest analysis' of a dataset."""
+    newest = None, -1.0
+    for folder in base.glob("analysis_id=*"):
+        mtimes = [p.stat().st_mtime for p in folder.rglob("*.parquet") if not p.name.startswith(".")]
+        if mtimes and max(mtimes) > newest[1]:
+            newest = folder.name.split("=", 1)[1], max(mtimes)
+    return newest[0]
+
+
+def _files_by_run(base: Path, contract: contracts.Dataset) -> dict[str, list[Path]]:
+    if not base.is_dir():
+        return {}
+    if "run_id" not in contract.partition_by:
+        return {WHOLE: sorted(p for p in base.rglob("*.parquet") if not p.name.startswith("."))}
+    files: dict[str, list[Path]] = {}
+    for folder in sorted(base.glob("run_id=*")):
+        found = sorted(p for p in folder.rglob("*.parquet") if not p.name.startswith("."))
+        if found:
+            files[folder.name.split("=", 1)[1]] = found
+    return files
+
+
+def _digests(model: CompiledModel, inputs: dict[str, Input], root: Path) -> dict[str, str]:
+    """The digest of each unit's input files. A run's unit also sees every non-run input."""
+    shared = [p for i in inputs.values() if not i.by_run for p in i.files_for([WHOLE])]
+    if model.spec.incremental == "full":
+        every = shared + [p for i in inputs.values() if i.by_run for p in i.files_for([WHOLE])]
+        return {WHOLE: digest(every, root)}
+    runs = sorted({r for i in inputs.values() if i.by_run for r in i.files})
+    return {r: digest(shared + [p for i in inputs.values() if i.by_run for p in i.files.get(r, [])], root) for r in runs}
+
+
+def _new_analysis_reason(model: CompiledModel, plan: ModelPlan, records: dict[str, dict]) -> str:
+    earlier = [r for r in records.values() if r["model"] == model.spec.name]
+    if not earlier:
+        return "first build"
+    last = max(earlier, key=lambda r: r["updated_at"])
+    if last["version"] != model.spec.version:
+        return f"new version (was {last['version']})"
+    if last["logic_fingerprint"] != model.logic_fingerprint:
+        return "changed fingerprint"
+    if last["params"] != model.params:
+        return "new parameters"
+    return "changed input analysis"
+
+
+def _unit_reason(
+    plan: ModelPlan, unit: str, d: str, done: dict | None, root: Path, upstream: dict[str, ModelPlan], full_refresh: bool
+) -> str | None:
+    if full_refresh:
+        return "full refresh"
+    if done is None:
+        return "new run" if unit != WHOLE else "first build"
+    if any(unit in p.build or (WHOLE in p.build) for p in upstream.values() if p.model.spec.target in plan.inputs):
+        return "upstream changed"
+    if done["digest"] != d:
+        return "changed input"
+    if done["rows"] and not _output_dir(root, plan, unit).is_dir():
+        return "missing output"
+    return None
+
+
+def _output_dir(root: Path, plan: ModelPlan, unit: str) -> Path:
+    contract = plan.model.spec.contract
+    folder = lk.dataset_dir(root, contract) / f"analysis_id={plan.analysis_id}"
+    return folder if unit == WHOLE else folder / f"run_id={unit}"
+
+
+# -- running -----------------------------------------------------------------------------
+
+
+def run_models(
+    project: Project,
+    root: Path,
+    *,
+    selected: list[str] | None = None,
+    chosen_inputs: dict[str, dict[str, str]] | None = None,
+    full_refresh: bool = False,
+    dry_run: bool = False,
+    wait: bool = False,
+    report: Callable[[str], None] = print,
+) -> list[ModelResult]:
+    """Plan (and unless ``dry_run``, run) the selected models in build order under the lake's lock."""
+    with build_lock(root, wait=wait):
+        records = load_analyses(root)
+        chosen_inputs = chosen_inputs or {}
+        plans: dict[str, ModelPlan] = {}
+        results = []
+        for name in project.select(selected):
+            upstream = {p: plans[p] for p in project.parents(name) if p in plans}
+            plan = plan_model(
+                project, name, root, upstream, records,
+                chosen_inputs=chosen_inputs.get(name), full_refresh=full_refresh,
+            )
+            plans[name] = plan
+            if dry_run:
+                results.append(ModelResult(plan, 0, 0, 0.0))
+                report(plan.describe())
+                continue
+            result = execute(plan, root, records.get(plan.analysis_id), report)
+            records[plan.analysis_id] = load_analyses(root).get(plan.analysis_id, {})
+            results.append(result)
+            report(result.describe())
+        return results
+
+
+def execute(plan: ModelPlan, root: Path, record: dict | None, report: Callable[[str], None]) -> ModelResult:
+    """Compute the plan's units and publish them; then record the analysis."""
+    if not plan.build and not plan.drop:
+        return ModelResult(plan, 0, 0, 0.0)
+    started = time.perf_counter()
+    staging = root / lk.STAGING_DIR / uuid.uuid4().hex
+    staging.mkdir(parents=True)
+    try:
+        units = sorted(plan.build)
+        staged = _compute(plan, units, staging) if units else {}
+        _publish(plan, root, units, staged, staging)
+        seconds = time.perf_counter() - started
+        rows = sum(n for n, _ in staged.values())
+        _record(plan, root, record, staged, seconds)
+        return ModelResult(plan, rows, sum(1 for n, _ in staged.values() if n), seconds)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+        lk.remove_if_empty(staging.parent)
+
+
+def connect_for_build(staging: Path) -> duckdb.DuckDBPyConnection:
+    """A DuckDB connection with the build's resource settings (memory limit, threads, spill)."""
+    con = duckdb.connect()
+    con.execute(f"SET temp_directory = {ql(str(staging / 'spill'))}")
+    con.execute("SET preserve_insertion_order = false")
+    if os.environ.get("SQUIGGLE_MEMORY_LIMIT"):
+        con.execute(f"SET memory_limit = {ql(os.environ['SQUIGGLE_MEMORY_LIMIT'])}")
+    if os.environ.get("SQUIGGLE_THREADS"):
+        con.execute(f"SET threads = {int(os.environ['SQUIGGLE_THREADS'])}")
+    return con
+
+
+def output_sql(plan: ModelPlan, created_at: dt.datetime) -> str:
+    """The model's query wrapped to give the target's columns, types and engine columns."""
+    contract = plan.model.spec.contract
+    engine = {
+        "analysis_id": ql(plan.analysis_id),
+        "schema_version": ql(contract.schema_version),
+        "created_at_utc": f"{ql(created_at.isoformat())}::TIMESTAMPTZ",
+    }
+    columns = [c for c in contract.all_columns if c.name not in contract.partition_by or c.name == "run_id"]
+    select = ",\n    ".join(
+        f"CAST({engine[c.name] if c.name in ENGINE_COLUMNS else 'model_output.' + qi(c.name)}"
+        f" AS {contracts.duckdb_type(c.type)}) AS {qi(c.name)}"
+        for c in columns
+    )
+    return f"SELECT\n    {select}\nFROM (\n{plan.model.sql}\n) AS model_output"
+
+
+def _compute(plan: ModelPlan, units: list[str], staging: Path) -> dict[str, tuple[int, list[Path]]]:
+    """Run the model for ``units`` into ``staging/out``; rows and files per unit."""
+    spec = plan.model.spec
+    con = connect_for_build(staging)
+    try:
+        for name, inp in plan.inputs.items():
+            con.execute(f"CREATE VIEW {qi(name)} AS {select_dataset(inp.dataset, inp.files_for(units))}")
+        query = output_sql(plan, dt.datetime.now(dt.timezone.utc))
+        _check_types(plan, con, query)
+        out = staging / "out"
+        by_run = "run_id" in spec.contract.partition_by
+        target = ql(str(out)) if by_run else ql(str(out / "data.parquet"))
+        options = "FORMAT parquet, COMPRESSION zstd" + (", PARTITION_BY (run_id)" if by_run else "")
+        out.mkdir(parents=True, exist_ok=True)
+        con.execute(f"COPY (\n{query}\n) TO {target} ({options})")
+    except duckdb.Error as exc:
+        raise ModelError(f"{spec.where()}: the SQL failed: {exc}\n--- rendered SQL ---\n{plan.model.sql}") from None
+    finally:
+        con.close()
+    return _staged_units(out, units, by_run)
+
+
+def _check_types(plan: ModelPlan, con: duckdb.DuckDBPyConnection, query: str) -> None:
+    """Compare the model's own output types with the contract before anything is written."""
+    described = con.execute(f"DESCRIBE {plan.model.sql}").fetchall()
+    contract = plan.model.spec.contract
+    for name, type_, *_ in described:
+        expected = contracts.duckdb_type(contract.column(name).type)
+        if type_ != expected:
+            raise ModelError(
+                f"{plan.model.spec.where()}: output column {name} is {type_}, the {contract.name} contract says {expected}"
+            )
+
+
+def _staged_units(out: Path, units: list[str], by_run: bool) -> dict[str, tuple[int, list[Path]]]:
+    staged: dict[str, tuple[int, list[Path]]] = {u: (0, []) for u in units}
+    if not by_run:
+        files = sorted(out.glob("*.parquet"))
+        staged[WHOLE] = (sum(pq.ParquetFile(f).metadata.num_rows for f in files), files)
+        return staged
+    for folder in out.glob("run_id=*"):
+        run = unquote(folder.name.split("=", 1)[1])
+        files = sorted(folder.glob("*.parquet"))
+        staged[run] = (sum(pq.ParquetFile(f).metadata.num_rows for f in files), files)
+    return staged
+
+
+def _publish(plan: ModelPlan, root: Path, units: list[str], staged: dict, staging: Path) -> None:
+    """Swap each unit's folder into place: build it in staging, move the old one out, move it in."""
+    trash = staging / "trash"
+    trash.mkdir()
+    for unit in units + plan.drop:
+        target = _output_dir(root, plan, unit)
+        fresh = staging / "publish" / uuid.uuid4().hex
+        fresh.mkdir(parents=True)
+        _, files = staged.get(unit, (0, []))
+        if plan.model.spec.incremental == "full" and "run_id" in plan.model.spec.contract.partition_by:
+            _move_runs(staging / "out", fresh)
+        else:
+            for f in files:
+                lk.publish(f, fresh)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        if target.exists():
+            os.replace(target, trash / uuid.uuid4().hex)
+        if any(fresh.iterdir()):
+            os.replace(fresh, target)
+
+
+def _move_runs(out: Path, fresh: Path) -> None:
+    """A full model partitioned by run: every staged run folder goes under the new analysis folder."""
+    for folder in out.glob("run_id=*"):
+        run = lk.check_identifier(unquote(folder.name.split("=", 1)[1]), "run_id")
+        for f in sorted(folder.glob("*.parquet")):
+            lk.publish(f, fresh / f"run_id={run}")
+
+
+def _record(plan: ModelPlan, root: Path, record: dict | None, staged: dict, seconds: float) -> None:
+    now = dt.datetime.now(dt.timezone.utc).isoformat()
+    units = dict((record or {}).get("units", {}))
+    for unit in plan.drop:
+        units.pop(unit, None)
+    for unit in plan.build:
+        units[unit] = {"digest": plan.digests[unit], "rows": staged.get(unit, (0, []))[0]}
+    model = plan.model
+    save_analysis(root, {
+        "analysis_id": plan.analysis_id,
+        "model": model.spec.name,
+        "version": model.spec.version,
+        "target": model.spec.target,
+        "fingerprint": plan.fingerprint,
+        "logic_fingerprint": model.logic_fingerprint,
+        "params": model.params,
+        "inputs": {d: i.analysis for d, i in plan.inputs.items()},
+        "created_at": (record or {}).get("created_at", now),
+        "updated_at": now,
+        "units": units,
+        "rows": sum(u["rows"] for u in units.values()),
+        "last_build_seconds": round(seconds, 3),
+        "last_build_units": len(plan.build),
+    })

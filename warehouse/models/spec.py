@@ -1,0 +1,168 @@
+"""Model files: the metadata header every ``sql/models/<name>.sql`` starts with.
+
+A header is a block of ``-- key: value`` comment lines before the SQL::
+
+    -- name: geometry_dynamics
+    -- version: dyn@1
+    -- target: geometry_dynamics
+    -- materialization: lake
+    -- incremental: run_id
+    -- grain: run_id, sample_set, sample_id, layer, module, step
+    -- param volatility_window: int = 5  | captures in the volatility window
+    -- description: Layer B dynamics of every geometry_state series.
+    --   Continuation lines are indented by at least two spaces.
+
+``materialization`` is ``lake`` (Parquet in the target dataset's partitions) or ``view``
+(a view in the catalog); ``incremental`` is ``run_id`` (only runs whose inputs changed are
+recomputed) or ``full``.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from .. import contracts
+from ..errors import WarehouseError
+
+VERSION_RE = re.compile(r"^[a-z][a-z0-9_]*@[0-9]+(\.[0-9]+)?$")
+PARAM_RE = re.compile(r"^(?P<name>[a-z_][a-z0-9_]*)\s*:\s*(?P<type>int|float|str|bool)\s*=\s*(?P<default>[^|]*?)\s*(\|\s*(?P<doc>.*))?$")
+PARAM_TYPES = {"int": int, "float": float, "str": str, "bool": bool}
+REQUIRED = ("name", "version", "target", "materialization", "incremental", "description")
+
+
+class ModelError(WarehouseError):
+    """A model that cannot be planned or run; the message names the model and its file."""
+
+
+@dataclass(frozen=True)
+class Param:
+    name: str
+    type: str
+    default: Any
+    doc: str = ""
+
+    def parse(self, text: str, model: str) -> Any:
+        """``text`` (from the command line) as a value of this parameter's type."""
+        return _convert(text, self.type, f"model {model}: parameter {self.name}")
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    name: str
+    version: str
+    target: str
+    materialization: str
+    incremental: str
+    description: str
+    path: Path
+    template: str
+    grain: tuple[str, ...] = ()
+    params: dict[str, Param] = field(default_factory=dict)
+
+    @property
+    def contract(self) -> contracts.Dataset | None:
+        return contracts.DATASETS.get(self.target)
+
+    def where(self) -> str:
+        return f"model {self.name} ({self.path})"
+
+
+def parse_model_file(path: Path) -> ModelSpec:
+    """Read a model file and validate its header."""
+    text = path.read_text(encoding="utf-8")
+    header, body = _split_header(text)
+    fields, params = _parse_header(header, path)
+    missing = [k for k in REQUIRED if k not in fields]
+    if missing:
+        raise ModelError(f"{path}: header is missing {', '.join(missing)}")
+    spec = ModelSpec(
+        name=fields["name"],
+        version=fields["version"],
+        target=fields["target"],
+        materialization=fields["materialization"],
+        incremental=fields["incremental"],
+        description=fields["description"],
+        path=path,
+        template=body,
+        grain=tuple(g.strip() for g in fields.get("grain", "").split(",") if g.strip()),
+        params=params,
+    )
+    _validate(spec)
+    return spec
+
+
+def _split_header(text: str) -> tuple[list[str], str]:
+    lines = text.splitlines(keepends=True)
+    n = 0
+    while n < len(lines) and (lines[n].startswith("--") or not lines[n].strip()):
+        n += 1
+    return [line.rstrip("\n") for line in lines[:n]], "".join(lines[n:])
+
+
+def _parse_header(lines: list[str], path: Path) -> tuple[dict[str, str], dict[str, Param]]:
+    fields: dict[str, str] = {}
+    params: dict[str, Param] = {}
+    last = None
+    for line in lines:
+        body = line[2:]
+        if not body.strip():
+            continue
+        if body.startswith("   ") and last:
+            fields[last] += " " + body.strip()
+            continue
+        key, sep, value = body.strip().partition(":")
+        if key.startswith("param "):
+            param = _parse_param(body.strip()[len("param "):], path)
+            params[param.name] = param
+            last = None
+        elif sep and re.fullmatch(r"[a-z_]+", key):
+            fields[key] = value.strip()
+            last = key
+    return fields, params
+
+
+def _parse_param(text: str, path: Path) -> Param:
+    m = PARAM_RE.match(text)
+    if not m:
+        raise ModelError(f"{path}: cannot read parameter {text!r}; write `-- param NAME: int|float|str|bool = DEFAULT | doc`")
+    default = _convert(m["default"], m["type"], f"{path}: parameter {m['name']}")
+    return Param(m["name"], m["type"], default, (m["doc"] or "").strip())
+
+
+def _convert(text: str, type_: str, where: str) -> Any:
+    if isinstance(text, PARAM_TYPES[type_]) and not (type_ != "bool" and isinstance(text, bool)):
+        return text
+    text = str(text).strip()
+    try:
+        if type_ == "bool":
+            if text.lower() not in ("true", "false"):
+                raise ValueError
+            return text.lower() == "true"
+        if type_ == "str":
+            return text[1:-1] if len(text) >= 2 and text[0] == text[-1] and text[0] in "'\"" else text
+        return PARAM_TYPES[type_](text)
+    except ValueError:
+        raise ModelError(f"{where}: {text!r} is not a valid {type_}") from None
+
+
+def _validate(spec: ModelSpec) -> None:
+    where = spec.where()
+    if spec.name != spec.path.stem:
+        raise ModelError(f"{where}: the header's name must equal the file name {spec.path.stem!r}")
+    if not VERSION_RE.match(spec.version):
+        raise ModelError(f"{where}: version {spec.version!r} must look like dyn@1")
+    if spec.materialization not in ("lake", "view"):
+        raise ModelError(f"{where}: materialization must be lake or view, not {spec.materialization!r}")
+    if spec.incremental not in ("run_id", "full"):
+        raise ModelError(f"{where}: incremental must be run_id or full, not {spec.incremental!r}")
+    contract = spec.contract
+    if spec.materialization == "lake":
+        if contract is None or contract.kind != "interpretation":
+            raise ModelError(f"{where}: a lake model's target must be an interpretation dataset, not {spec.target!r}")
+        if spec.incremental == "run_id" and "run_id" not in contract.partition_by:
+            raise ModelError(f"{where}: incremental run_id needs a target partitioned by run_id")
+    elif contract is not None:
+        raise ModelError(f"{where}: a view model's target must not be a dataset name ({spec.target!r})")

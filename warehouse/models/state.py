@@ -1,0 +1,82 @@
+"""What the engine remembers between builds, kept in the lake under ``_meta/``.
+
+- ``_meta/analyses/<analysis_id>.json``: one record per analysis: model, version,
+  fingerprints, parameters, the analyses it read, and per unit of work (a run, or the whole
+  table) the digest of the input files it was computed from, its rows and partitions.
+- ``_meta/build.lock``: held (flock) by the build that is running.
+
+Input digests are cheap and exact because published file names are hashes of their bytes:
+the sorted list of an input partition's file names changes exactly when its content does.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import hashlib
+import json
+import os
+import time
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any, Iterator
+
+from .. import lake as lk
+from ..errors import LockBusy
+
+ANALYSES_DIR = "analyses"
+
+
+def analyses_dir(root: Path) -> Path:
+    return root / lk.META_DIR / ANALYSES_DIR
+
+
+def load_analyses(root: Path) -> dict[str, dict[str, Any]]:
+    """Every analysis record of the lake, by analysis id."""
+    folder = analyses_dir(root)
+    if not folder.is_dir():
+        return {}
+    records = (json.loads(p.read_text()) for p in sorted(folder.glob("*.json")))
+    return {r["analysis_id"]: r for r in records}
+
+
+def save_analysis(root: Path, record: dict[str, Any]) -> None:
+    """Write an analysis record atomically (temporary file, then rename)."""
+    folder = analyses_dir(root)
+    folder.mkdir(parents=True, exist_ok=True)
+    final = folder / f"{lk.check_identifier(record['analysis_id'], 'analysis_id')}.json"
+    temp = folder / f"{lk.TEMP_PREFIX}{os.getpid()}-{final.name}.partial"
+    temp.write_text(json.dumps(record, indent=2, sort_keys=True, default=str))
+    os.replace(temp, final)
+
+
+def digest(paths: list[Path], root: Path) -> str:
+    """A digest of a set of input files, by their lake-relative names."""
+    names = sorted(str(p.relative_to(root)) for p in paths)
+    return hashlib.sha256("\n".join(names).encode()).hexdigest()[:16]
+
+
+@contextmanager
+def build_lock(root: Path, *, wait: bool = False) -> Iterator[None]:
+    """Hold the lake's build lock; refuse (or wait) when another build holds it."""
+    path = root / lk.META_DIR / "build.lock"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "a+") as f:
+        try:
+            fcntl.flock(f, fcntl.LOCK_EX | (0 if wait else fcntl.LOCK_NB))
+        except BlockingIOError:
+            f.seek(0)
+            holder = f.read().strip() or "another process"
+            raise LockBusy(
+                f"another build is running on {root} ({holder}); wait for it to finish, "
+                f"or pass --wait to queue behind it"
+            ) from None
+        f.seek(0)
+        f.truncate()
+        f.write(f"pid {os.getpid()}, started {time.strftime('%Y-%m-%dT%H:%M:%S')}")
+        f.flush()
+        try:
+            yield
+        finally:
+            f.seek(0)
+            f.truncate()
+            fcntl.flock(f, fcntl.LOCK_UN)
