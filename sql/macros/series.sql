@@ -6,7 +6,8 @@
 PARTITION BY run_id, sample_set, sample_id, layer, module
 {%- endmacro %}
 
-{#- A descriptor as DOUBLE with NaN read as NULL. -#}
-{% macro nan_as_null(column) -%}
-CASE WHEN isnan({{ column }}) THEN NULL ELSE {{ column }}::DOUBLE END
+{#- A descriptor as DOUBLE with NaN (and infinity) read as NULL. isfinite, not isnan:
+    DuckDB folds isnan() to false from Parquet statistics that exclude NaN. -#}
+{% macro finite_or_null(column) -%}
+CASE WHEN isfinite({{ column }}) THEN {{ column }}::DOUBLE END
 {%- endmacro %}

@@ -12,11 +12,11 @@
 {% set drift_descriptors = ['eff_rank', 'sv_entropy', 'sparsity', 'act_norm'] %}
 
 WITH captures AS (
-    -- NaN counts as NULL; DOUBLE keeps the arithmetic exact before the final FLOAT cast.
+    -- NaN and infinity count as NULL; DOUBLE keeps the arithmetic exact before the final FLOAT cast.
     SELECT
         run_id, step, seed, sample_set, sample_id, layer, module,
         {%- for d in descriptors %}
-        {{ series.nan_as_null(d) }} AS {{ d }}{{ "," if not loop.last }}
+        {{ series.finite_or_null(d) }} AS {{ d }}{{ "," if not loop.last }}
         {%- endfor %}
     FROM geometry_state
 ),
