@@ -8,6 +8,7 @@ holds only SQL views over absolute Parquet globs: no Python UDFs, no relative pa
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import uuid
@@ -67,8 +68,9 @@ def dataset_view_sql(root: Path, dataset: Dataset, has_files: bool) -> str:
     return f"CREATE VIEW {sql_ident(dataset.name)} AS {select_dataset(dataset, sources)}"
 
 
-def _comment_on_view(con: duckdb.DuckDBPyConnection, view: str, text: str) -> None:
-    con.execute(f"COMMENT ON VIEW {sql_ident(view)} IS {sql_string(text)}")
+def _comment_on(con: duckdb.DuckDBPyConnection, kind: str, name: str, text: str) -> None:
+    """COMMENT ON a VIEW or TABLE of the catalog."""
+    con.execute(f"COMMENT ON {kind} {sql_ident(name)} IS {sql_string(text)}")
 
 
 def _comment_on_column(con: duckdb.DuckDBPyConnection, view: str, column: str, text: str) -> None:
@@ -86,7 +88,7 @@ def _create_dataset_views(con: duckdb.DuckDBPyConnection, root: Path) -> dict[st
             folder = lake_mod.dataset_dir(root, dataset)
             raise WarehouseError(f"dataset {dataset.name}: cannot create its view over {folder}: {exc}") from exc
         # Comments after the view's final CREATE: re-creating a view drops them.
-        _comment_on_view(con, dataset.name, view_comment(dataset, n))
+        _comment_on(con, "VIEW", dataset.name, view_comment(dataset, n))
         for column in dataset.all_columns:
             _comment_on_column(con, dataset.name, column.name, column_comment(dataset, column))
     return n_files
@@ -105,7 +107,7 @@ def _create_datasets_table(con: duckdb.DuckDBPyConnection, n_files: dict[str, in
             for d in DATASETS.values()
         ],
     )
-    con.execute(f"COMMENT ON TABLE {DATASETS_TABLE} IS 'The datasets of the lake, one row per dataset view.'")
+    _comment_on(con, "TABLE", DATASETS_TABLE, "The datasets of the lake, one row per dataset view.")
     docs = {
         "name": "Dataset name, also the name of its view.",
         "number": "Dataset number from the specification, e.g. 20.",
@@ -118,6 +120,45 @@ def _create_datasets_table(con: duckdb.DuckDBPyConnection, n_files: dict[str, in
     }
     for column, doc in docs.items():
         _comment_on_column(con, DATASETS_TABLE, column, doc)
+
+
+ANALYSES_TABLE = "warehouse_analyses"
+_ANALYSES_COLUMNS = {
+    "analysis_id": ("VARCHAR", "The analysis: written into every row the model produced."),
+    "model": ("VARCHAR", "Model name (its file under sql/models/)."),
+    "version": ("VARCHAR", "Model version, e.g. dyn@1."),
+    "target": ("VARCHAR", "Dataset the model writes."),
+    "fingerprint": ("VARCHAR", "Hash of version, logic, parameters and input analyses."),
+    "logic_fingerprint": ("VARCHAR", "Hash of the model's canonical SQL at default parameters."),
+    "params_json": ("VARCHAR", "Parameter values, as JSON."),
+    "inputs_json": ("VARCHAR", "The analysis read from each input dataset (null for facts), as JSON."),
+    "created_at": ("TIMESTAMPTZ", "First build of this analysis."),
+    "updated_at": ("TIMESTAMPTZ", "Latest build that changed this analysis."),
+    "n_units": ("INTEGER", "Runs (or 1 for a whole-table model) the analysis covers."),
+    "rows": ("BIGINT", "Rows the analysis holds."),
+    "last_build_units": ("INTEGER", "Runs recomputed by the latest build."),
+    "last_build_seconds": ("DOUBLE", "Seconds the latest build of this analysis took."),
+}
+
+
+def _create_analyses_table(con: duckdb.DuckDBPyConnection, root: Path) -> None:
+    """The build history: one row per analysis the model engine recorded in the lake."""
+    from .models.state import load_analyses  # the engine's records; imported late to keep the catalog light
+
+    columns = ", ".join(f"{name} {type_}" for name, (type_, _) in _ANALYSES_COLUMNS.items())
+    con.execute(f"CREATE TABLE {ANALYSES_TABLE} ({columns})")
+    rows = [
+        [r["analysis_id"], r["model"], r["version"], r["target"], r["fingerprint"], r["logic_fingerprint"],
+         json.dumps(r["params"], sort_keys=True), json.dumps(r["inputs"], sort_keys=True),
+         r["created_at"], r["updated_at"], len(r["units"]), r["rows"], r["last_build_units"], r["last_build_seconds"]]
+        for r in load_analyses(root).values()
+    ]
+    if rows:
+        con.executemany(f"INSERT INTO {ANALYSES_TABLE} VALUES ({', '.join('?' * len(_ANALYSES_COLUMNS))})", rows)
+    _comment_on(con, "TABLE", ANALYSES_TABLE, "Build history: every analysis of every model, with its version, fingerprints, parameters, inputs, rows and timing.")
+    for name, (_, doc) in _ANALYSES_COLUMNS.items():
+        _comment_on_column(con, ANALYSES_TABLE, name, doc)
+
 
 
 # --------------------------------------------------------------------------------------
@@ -181,7 +222,7 @@ def _create_bi_view(con: duckdb.DuckDBPyConnection, path: Path) -> None:
         if header.name is not None and header.name != name:
             raise WarehouseError(f"its header says '-- name: {header.name}' but it creates view {name}")
         if header.description:
-            _comment_on_view(con, name, header.description)
+            _comment_on(con, "VIEW", name, header.description)
         for column, doc in header.columns.items():
             _comment_on_column(con, name, column, doc)
     except (duckdb.Error, WarehouseError) as exc:
@@ -224,6 +265,7 @@ def build_catalog(
             con.execute(f"USE {CATALOG_ALIAS}")
             n_files = _create_dataset_views(con, root)
             _create_datasets_table(con, n_files)
+            _create_analyses_table(con, root)
             _create_bi_views(con, views)
             con.execute("USE memory")
             con.execute(f"DETACH {CATALOG_ALIAS}")  # checkpoints: the file is complete, no WAL left
