@@ -60,3 +60,8 @@ def test_missing_markers_name_the_file(tmp_path: Path) -> None:
     with pytest.raises(WarehouseError, match="README.md"):
         update_readme(readme)
     assert readme.read_text() == f"# Title\n{START_MARKER}\n"
+
+
+def test_repository_readme_is_current() -> None:
+    readme = Path(__file__).resolve().parent.parent / "README.md"
+    assert is_readme_current(readme), "README.md's data dictionary is stale: run `make docs`"
