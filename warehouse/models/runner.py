@@ -138,15 +138,17 @@ def _input(
     root: Path, dataset: str, model: CompiledModel, upstream: dict[str, ModelPlan], chosen: dict[str, str]
 ) -> Input:
     contract = contracts.DATASETS[dataset]
-    producer = next((p for p in upstream.values() if p.model.spec.target == dataset), None)
-    analysis = None
     base = lk.dataset_dir(root, contract)
-    if "analysis_id" in contract.partition_by:
-        analysis = producer.analysis_id if producer else chosen.get(dataset) or _newest_analysis(base)
-        if chosen.get(dataset) and not (base / f"analysis_id={analysis}").is_dir():
-            raise ModelError(f"{model.spec.where()}: {dataset} has no analysis {analysis!r}")
-        base = base / f"analysis_id={analysis}" if analysis else base / "analysis_id=-none-"
-    return Input(contract, analysis, _files_by_run(base, contract))
+    if "analysis_id" not in contract.partition_by:
+        return Input(contract, None, _files_by_run(base, contract))
+    producer = next((p for p in upstream.values() if p.model.spec.target == dataset), None)
+    if chosen.get(dataset):
+        lk.check_identifier(chosen[dataset], "analysis_id")
+    analysis = producer.analysis_id if producer else chosen.get(dataset) or _newest_analysis(base)
+    if chosen.get(dataset) and not (base / f"analysis_id={analysis}").is_dir():
+        raise ModelError(f"{model.spec.where()}: {dataset} has no analysis {analysis!r}")
+    files = _files_by_run(base / f"analysis_id={analysis}", contract) if analysis else {}
+    return Input(contract, analysis, files)
 
 
 def _newest_analysis(base: Path) -> str | None:
