@@ -105,13 +105,21 @@ def _jsonl(path: Path, contract: Dataset, batch_rows: int) -> Iterator[pa.Table]
             first_row += len(rows)
 
 
-def _rows_to_table(rows: list[dict], contract: Dataset, path: Path, first_row: int) -> pa.Table:
+def rows_to_table(rows: list[dict], contract: Dataset, source: str = "<batch>") -> pa.Table:
+    """A table of row dicts; a value of another type than the rows before it is refused by row."""
+    for offset, row in enumerate(rows):
+        if not isinstance(row, dict):
+            raise ValidationError("each row must be a dict", dataset=contract.name, source=source, row=1 + offset)
+    return _rows_to_table(rows, contract, source, 1)
+
+
+def _rows_to_table(rows: list[dict], contract: Dataset, path: Path | str, first_row: int) -> pa.Table:
     names = list(dict.fromkeys(k for row in rows for k in row))
     columns = {n: _column_array([row.get(n) for row in rows], contract, path, n, first_row) for n in names}
     return pa.table(columns)
 
 
-def _column_array(values: list, contract: Dataset, path: Path, name: str, first_row: int) -> pa.Array:
+def _column_array(values: list, contract: Dataset, path: Path | str, name: str, first_row: int) -> pa.Array:
     """An Arrow array of one input column; a value of the wrong JSON type is reported by row."""
     try:
         return pa.array(values)
