@@ -87,14 +87,23 @@ class _Checker:
     def cast(self, column: Column, array: pa.Array) -> pa.Array:
         if array.type == column.type:
             return array
+        if _is_text(array.type) and column.type == pa.float32():
+            # Text is parsed as float64 first: parsed straight to float32, a finite value
+            # too large for it (1e300) would silently become infinity.
+            array = self._cast(column, array, pa.float64())
+        return self._cast(column, array, column.type)
+
+    def _cast(self, column: Column, array: pa.Array, target: pa.DataType) -> pa.Array:
+        if array.type == target:
+            return array
         self._check_float_source(column, array)
-        cast = _caster(array.type, column.type)
+        cast = _caster(array.type, target)
         try:
             result = cast(array)
         except (pa.ArrowInvalid, pa.ArrowNotImplementedError) as exc:
             index = _first_failure(array, cast)
             value = array[index].as_py() if index is not None else None
-            self.fail(f"cannot be cast losslessly from {array.type} to {column.type} ({exc})", column.name, index, value)
+            self.fail(f"cannot be cast losslessly from {array.type} to {target} ({exc})", column.name, index, value)
         self._check_float_overflow(column, array, result)
         return result
 
@@ -118,7 +127,8 @@ class _Checker:
         if pa.types.is_floating(_leaf_type(column.type)):
             self._check_finite(column, array)
         if column.enum is not None:
-            bad = pc.invert(pc.is_in(array, value_set=pa.array(column.enum, pa.string())))
+            # NULL is no enum value; whether it is allowed was decided above by nullability.
+            bad = pc.and_(array.is_valid(), pc.invert(pc.is_in(array, value_set=pa.array(column.enum, pa.string()))))
             self._refuse_where(bad, array, column, f"not one of the allowed values {', '.join(column.enum)}")
         if column.is_identifier or column.name in self.dataset.partition_by:
             bad = pc.invert(pc.match_substring_regex(array, IDENTIFIER_PATTERN))
@@ -153,13 +163,21 @@ def _caster(source: pa.DataType, target: pa.DataType) -> Callable[[pa.Array], pa
     return lambda a: pc.cast(a, target, safe=True)
 
 
+# An ISO 8601 time of day ending with a zone designator: Z, +HH, +HHMM or +HH:MM.
+_ZONED = r"[T ][0-9:.,]*([Zz]|[+-][0-9]{2}(:?[0-9]{2})?)$"
+
+
 def _parse_utc_timestamps(target: pa.DataType) -> Callable[[pa.Array], pa.Array]:
     def parse(a: pa.Array) -> pa.Array:
         try:
             return pc.cast(a, target, safe=True)
         except pa.ArrowInvalid:
-            naive = pc.cast(a, pa.timestamp(target.unit), safe=True)
-            return pc.assume_timezone(naive, "UTC").cast(target, safe=True)
+            pass
+        # Some or all values have no zone: those are UTC. Each kind is parsed on its own.
+        zoned = pc.fill_null(pc.match_substring_regex(a, _ZONED), False)
+        with_zone = pc.cast(pc.if_else(zoned, a, None), target, safe=True)
+        naive = pc.cast(pc.if_else(zoned, None, a), pa.timestamp(target.unit), safe=True)
+        return pc.if_else(zoned, with_zone, pc.assume_timezone(naive, "UTC").cast(target, safe=True))
 
     return parse
 
@@ -184,6 +202,10 @@ def _first_failure(array: pa.Array, cast: Callable[[pa.Array], pa.Array]) -> int
         else:
             lo = mid
     return lo
+
+
+def _is_text(type_: pa.DataType) -> bool:
+    return pa.types.is_string(type_) or pa.types.is_large_string(type_)
 
 
 def _leaf_type(type_: pa.DataType) -> pa.DataType:
