@@ -101,7 +101,7 @@ def _as_batches(data: Data, contract: Dataset, source: str) -> Iterator[pa.Table
         yield data
     elif isinstance(data, pa.RecordBatch):
         yield pa.Table.from_batches([data])
-    elif isinstance(data, Sequence):
+    elif isinstance(data, Sequence) and not (len(data) and isinstance(data[0], (pa.RecordBatch, pa.Table))):
         yield rows_to_table(list(data), contract, source)
     else:
         for batch in data:
@@ -145,6 +145,7 @@ def _duckdb(staging: Path) -> duckdb.DuckDBPyConnection:
     con = duckdb.connect()
     con.execute(f"SET temp_directory = {ql(str(staging / 'spill'))}")
     con.execute("SET preserve_insertion_order = false")
+    con.execute("SET enable_progress_bar = false")  # a library must not draw on its caller's stdout
     return con
 
 
