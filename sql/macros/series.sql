@@ -11,3 +11,12 @@ PARTITION BY run_id, sample_set, sample_id, layer, module
 {% macro finite_or_null(column) -%}
 CASE WHEN isfinite({{ column }}) THEN {{ column }}::DOUBLE END
 {%- endmacro %}
+
+{#- sqrt(sum over descriptors d of (term(d) / d_scale)^2); `term` names d with {}. -#}
+{% macro scaled_norm(descriptors, term) -%}
+sqrt(
+    {%- for d in descriptors %}
+            ({{ term.replace("{}", d) }} / {{ d }}_scale) ^ 2{{ " +" if not loop.last }}
+    {%- endfor %}
+        )
+{%- endmacro %}

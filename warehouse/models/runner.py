@@ -283,6 +283,7 @@ def connect_for_build(staging: Path) -> duckdb.DuckDBPyConnection:
     con = duckdb.connect()
     con.execute(f"SET temp_directory = {ql(str(staging / 'spill'))}")
     con.execute("SET preserve_insertion_order = false")
+    con.execute("SET enable_progress_bar = false")
     if os.environ.get("SQUIGGLE_MEMORY_LIMIT"):
         con.execute(f"SET memory_limit = {ql(os.environ['SQUIGGLE_MEMORY_LIMIT'])}")
     if os.environ.get("SQUIGGLE_THREADS"):
