@@ -1,0 +1,265 @@
+"""``warehouse ingest`` on real CSV, JSON Lines and Parquet files.
+
+The refusal cases are those of ``tests/test_writer.py`` (imported from it), written here as
+files and ingested both through ``writer.ingest_files`` (the Python API behind the command)
+and through the command itself.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+from warehouse import cli, writer
+from warehouse.errors import ValidationError
+
+# Shared with the Python API tests (pytest puts tests/ on sys.path). The fixtures are
+# imported so that pytest finds them here too.
+from test_writer import (  # noqa: F401
+    REFUSALS,
+    T0,
+    Refusal,
+    assert_message,
+    assert_nothing_written,
+    assert_refusal,
+    big_checkpoints,
+    ck,
+    lake,
+    published,
+    read_dataset,
+    seeded_template,
+    snapshot,
+    table_of,
+)
+
+# ---------------------------------------------------------------------------------------
+# Input files written by hand.
+
+
+def csv_cell(value) -> str:
+    """A CSV field: empty for NULL, otherwise quoted text (a quoted empty string stays '')."""
+    if value is None:
+        return ""
+    if isinstance(value, (list, dict)):
+        text = json.dumps(value)  # lists are JSON arrays; NaN and Infinity as JSON spells them
+    elif isinstance(value, float):
+        text = repr(value)  # nan, inf, -inf, 1e+300
+    elif hasattr(value, "isoformat"):
+        text = value.isoformat()
+    else:
+        text = str(value)
+    return '"' + text.replace('"', '""') + '"'
+
+
+def write_csv(path: Path, rows: list[dict]) -> Path:
+    names = list(dict.fromkeys(k for row in rows for k in row))
+    lines = [",".join(names)] + [",".join(csv_cell(row.get(n)) for n in names) for row in rows]
+    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    return path
+
+
+def write_jsonl(path: Path, rows: list[dict]) -> Path:
+    path.write_text("".join(json.dumps(row, default=str) + "\n" for row in rows), encoding="utf-8")
+    return path
+
+
+def write_parquet(path: Path, rows: list[dict], types: dict | None = None) -> Path:
+    pq.write_table(table_of(rows, types), path)
+    return path
+
+
+def write_input(folder: Path, fmt: str, rows: list[dict], types: dict | None = None, name: str = "input") -> Path:
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / f"{name}.{fmt}"
+    if fmt == "csv":
+        return write_csv(path, rows)
+    if fmt == "jsonl":
+        return write_jsonl(path, rows)
+    return write_parquet(path, rows, types)
+
+
+FORMATS = ["csv", "jsonl", "parquet"]
+
+
+# ---------------------------------------------------------------------------------------
+# Every refusal, through every file format, through the API and the command.
+
+
+@pytest.mark.parametrize("case", REFUSALS, ids=[c.id for c in REFUSALS])
+@pytest.mark.parametrize("fmt", FORMATS)
+def test_ingest_refuses_and_writes_nothing(lake: Path, tmp_path: Path, case: Refusal, fmt: str, capsys) -> None:
+    path = write_input(tmp_path / "in", fmt, case.rows, case.types)
+    before = snapshot(lake)
+
+    with pytest.raises(ValidationError) as info:
+        writer.ingest_files(case.dataset, [str(path)], lake=lake)
+    assert_refusal(info.value, case, str(path))
+    assert_nothing_written(lake, before)
+
+    status = cli.main(["ingest", case.dataset, str(path), "--lake", str(lake)])
+    out, err = capsys.readouterr()
+    assert status == 2 and out == ""
+    assert err.startswith("warehouse ingest: error: ") and err.count("\n") == 1
+    assert_message(err, case, str(path))
+    assert_nothing_written(lake, before)
+
+
+@pytest.mark.parametrize("fmt", FORMATS)
+def test_ingest_writes_a_good_file(tmp_path: Path, fmt: str) -> None:
+    root = tmp_path / "lake"
+    rows = [ck(1, train_loss=0.25, created_at_utc="2024-05-06T07:08:09Z"),
+            ck(2, train_loss=2, val_loss=None, tokens_seen=4096, created_at_utc="2024-05-06T07:08:09"),
+            ck(3, "r3", checkpoint_path='s3://b/"x",y', created_at_utc="2024-05-06T09:08:09+02:00")]
+    path = write_input(tmp_path / "in", fmt, rows)
+    (result,) = writer.ingest_files("checkpoints", [path], lake=root)
+    assert (result.rows_written, result.rows_skipped, len(result.files)) == (3, 0, 2)
+    got = sorted(read_dataset(root, "checkpoints").to_pylist(), key=lambda r: r["step"])
+    base = {"checkpoint_path": None, "val_loss": None, "tokens_seen": None, "wall_time_s": None,
+            "schema_version": "checkpoints@2.0", "created_at_utc": T0}
+    assert got == [
+        {**base, "run_id": "r2", "step": 1, "train_loss": 0.25},
+        {**base, "run_id": "r2", "step": 2, "train_loss": 2.0, "tokens_seen": 4096},
+        {**base, "run_id": "r3", "step": 3, "train_loss": 0.5, "checkpoint_path": 's3://b/"x",y'},
+    ]
+    again = writer.ingest_files("checkpoints", [path], lake=root)[0]
+    assert (again.rows_written, again.rows_skipped, again.files) == (0, 3, [])
+
+
+@pytest.mark.parametrize("fmt", FORMATS)
+def test_list_columns_from_files(tmp_path: Path, fmt: str) -> None:
+    root = tmp_path / "lake"
+    rows = [{"family_id": "f1", "family_version": "1", "source": "gen", "tags": ["a", "b,c"],
+             "created_at_utc": "2024-05-06T07:08:09Z"},
+            {"family_id": "f2", "family_version": "1", "source": "gen", "tags": [],
+             "created_at_utc": "2024-05-06T07:08:09Z"}]
+    writer.ingest_files("families", [write_input(tmp_path / "in", fmt, rows)], lake=root)
+    got = sorted(read_dataset(root, "families").to_pylist(), key=lambda r: r["family_id"])
+    assert [(r["family_id"], r["tags"]) for r in got] == [("f1", ["a", "b,c"]), ("f2", [])]
+
+
+def test_csv_list_column_that_is_not_json(lake: Path, tmp_path: Path) -> None:
+    path = tmp_path / "e.csv"
+    path.write_text('run_id,step,sample_set,sample_id,layer,module,method,dim,vector\n'
+                    'r2,1,fixed_v1,s0,0,resid_post,raw,2,"[1, 2]"\n'
+                    'r2,2,fixed_v1,s0,0,resid_post,raw,2,"1, 2"\n')
+    before = snapshot(lake)
+    with pytest.raises(ValidationError) as info:
+        writer.ingest_files("embeddings", [path], lake=lake)
+    e = info.value
+    assert (e.dataset, e.source, e.column, e.row, e.value) == ("embeddings", str(path), "vector", 2, "1, 2")
+    assert_nothing_written(lake, before)
+
+
+def test_jsonl_line_that_is_not_an_object(lake: Path, tmp_path: Path) -> None:
+    path = tmp_path / "c.jsonl"
+    path.write_text('{"run_id": "r2", "step": 1}\n[1, 2]\n')
+    before = snapshot(lake)
+    with pytest.raises(ValidationError) as info:
+        writer.ingest_files("checkpoints", [path], lake=lake)
+    assert (info.value.source, info.value.row) == (str(path), 2)
+    assert_nothing_written(lake, before)
+
+
+# ---------------------------------------------------------------------------------------
+# Large files are streamed.
+
+
+@pytest.mark.parametrize("fmt", FORMATS)
+def test_streamed_ingest_equals_one_batch_ingest(tmp_path: Path, fmt: str) -> None:
+    path = write_input(tmp_path / "in", fmt, big_checkpoints(20_000))
+    (small,) = writer.ingest_files("checkpoints", [path], lake=tmp_path / "a", batch_rows=1000)
+    (whole,) = writer.ingest_files("checkpoints", [path], lake=tmp_path / "b")
+    assert small.rows_written == whole.rows_written == 20_000
+    assert snapshot(tmp_path / "a") == snapshot(tmp_path / "b")
+    assert {f.parent.name: pq.read_metadata(f).num_rows for f in published(tmp_path / "a")} == {
+        f"run_id=r{k}": 4000 for k in range(5)}
+    got = read_dataset(tmp_path / "a", "checkpoints")
+    assert sorted(got.column("step").to_pylist()) == list(range(20_000))
+    assert sum(got.column("tokens_seen").to_pylist()) == 1000 * (20_000 * 19_999 // 2)
+
+
+@pytest.mark.parametrize("fmt", FORMATS)
+@pytest.mark.parametrize("problem", ["nan", "duplicate"])
+def test_error_in_the_last_batch_writes_nothing(lake: Path, tmp_path: Path, fmt: str, problem: str) -> None:
+    rows = big_checkpoints(20_000)
+    if problem == "nan":
+        rows[19_989]["train_loss"] = float("nan")  # row 19990
+        column, value = "train_loss", float("nan")
+    else:
+        rows[19_989]["step"] = rows[2]["step"] = 19_999 + 5  # rows 3 and 19990 (both run r4)
+        rows[19_989]["run_id"] = rows[2]["run_id"] = "r4"
+        column, value = "run_id, step", {"run_id": "r4", "step": 20_004}
+    path = write_input(tmp_path / "in", fmt, rows)
+    before = snapshot(lake)
+    with pytest.raises(ValidationError) as info:
+        writer.ingest_files("checkpoints", [path], lake=lake, batch_rows=1000)
+    e = info.value
+    assert (e.source, e.column, e.row) == (str(path), column, 19_990)
+    assert e.value == value if problem == "duplicate" else e.value != e.value  # NaN
+    assert_nothing_written(lake, before)
+
+
+def test_csv_larger_than_one_read_block_counts_rows_across_blocks(lake: Path, tmp_path: Path) -> None:
+    # The CSV reader works in 16 MiB blocks: 100k rows of ~240 bytes make two of them.
+    rows = [ck(i, checkpoint_path=f"/ckpt/{i:06d}/" + "x" * 200) for i in range(100_000)]
+    rows[99_990]["step"] = "9.5"  # row 99991
+    path = write_csv(tmp_path / "big.csv", rows)
+    assert path.stat().st_size > 1 << 24
+    before = snapshot(lake)
+    with pytest.raises(ValidationError) as info:
+        writer.ingest_files("checkpoints", [path], lake=lake, batch_rows=7_000)
+    assert (info.value.column, info.value.row, info.value.value) == ("step", 99_991, "9.5")
+    assert_nothing_written(lake, before)
+
+
+# ---------------------------------------------------------------------------------------
+# The command, as a user runs it.
+
+
+def warehouse(*args: str, cwd: Path) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "warehouse.cli", *args], capture_output=True, text=True, cwd=cwd)
+
+
+def test_command_ingests_a_csv_file(tmp_path: Path) -> None:
+    path = write_csv(tmp_path / "checkpoints.csv", [ck(1), ck(2), ck(3, "r3")])
+    lake_dir = tmp_path / "lake"
+    done = warehouse("ingest", "checkpoints", str(path), "--lake", str(lake_dir), cwd=tmp_path)
+    assert (done.returncode, done.stderr) == (0, "")
+    assert done.stdout == f"{path}: 3 rows written, 0 already present, 2 files\n"
+    assert sorted(read_dataset(lake_dir, "checkpoints").column("step").to_pylist()) == [1, 2, 3]
+    again = warehouse("ingest", "checkpoints", str(path), "--lake", str(lake_dir), cwd=tmp_path)
+    assert again.returncode == 0
+    assert again.stdout == f"{path}: 0 rows written, 3 already present, 0 files\n"
+
+
+def test_command_refuses_a_bad_file_with_status_2(tmp_path: Path) -> None:
+    lake_dir = tmp_path / "lake"
+    good = write_csv(tmp_path / "good.csv", [ck(1)])
+    bad = write_csv(tmp_path / "bad.csv", [ck(5), ck("abc")])
+    # The files before the bad one are written; the bad one writes nothing.
+    done = warehouse("ingest", "checkpoints", str(good), str(bad), "--lake", str(lake_dir), cwd=tmp_path)
+    assert done.returncode == 2
+    assert done.stdout == ""
+    assert done.stderr.startswith(
+        f"warehouse ingest: error: dataset checkpoints, input {bad}, column step, row 2, value 'abc': ")
+    assert read_dataset(lake_dir, "checkpoints").column("step").to_pylist() == [1]
+    assert not (lake_dir / ".staging").exists()
+
+
+@pytest.mark.parametrize("args, message", [
+    (["nosuch", "x.csv"], "unknown dataset 'nosuch'"),
+    (["checkpoints", "missing.csv"], "missing.csv: no such file"),
+    (["checkpoints", "notes.txt"], "unknown file type '.txt'"),
+])
+def test_command_reports_other_errors_with_status_2(tmp_path: Path, args: list[str], message: str) -> None:
+    (tmp_path / "notes.txt").write_text("hello\n")
+    done = warehouse("ingest", *args, "--lake", str(tmp_path / "lake"), cwd=tmp_path)
+    assert done.returncode == 2 and done.stdout == ""
+    assert done.stderr.startswith("warehouse ingest: error: ") and message in done.stderr
+    assert not (tmp_path / "lake").exists() or not any((tmp_path / "lake").rglob("*.parquet"))
