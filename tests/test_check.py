@@ -320,6 +320,15 @@ def test_invalid_value(lake: Path, column: str, values: list, words: list[str]) 
         assert word in p.message, p.message
 
 
+def test_nan_inside_a_vector(lake: Path) -> None:
+    vectors = [[0.0] * 100, [1.0] * 50 + [float("nan")] * 50, [2.0]]
+    path = write(lake, "signatures", valid_table("signatures", 3, vector=vectors))
+    p = only(check_lake(lake), "invalid_value")
+    assert p.path == rel(path, lake)
+    assert "column vector: 1 list(s) holding NaN or infinite values" in p.message and "row 1" in p.message
+    assert "..." in p.message and len(p.message) < 200  # a long vector is clipped
+
+
 def test_missing_column_is_not_also_reported_as_null(lake: Path) -> None:
     write(lake, "checkpoints", valid_table("checkpoints"))
     write(lake, "checkpoints", valid_table("checkpoints").drop_columns(["schema_version"]), run_id="r2")

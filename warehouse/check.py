@@ -334,6 +334,11 @@ def _value_rules(col: Column) -> list[_Rule]:
                            f"value(s) outside the allowed values ({', '.join(col.enum)})"))
     if pa.types.is_floating(col.type):
         rules.append(_Rule(col.name, f"(isnan({c}) OR isinf({c}))", "NaN or infinite value(s)"))
+    elif pa.types.is_list(col.type) and pa.types.is_floating(col.type.value_type):
+        # As the writer's validation: no NaN/inf inside vectors either. DuckDB sorts NaN
+        # above +inf, so list_max/list_min find them without a lambda per element.
+        rules.append(_Rule(col.name, f"(isnan(list_max({c})) OR isinf(list_max({c})) OR isinf(list_min({c})))",
+                           "list(s) holding NaN or infinite values"))
     if col.name in IDENTIFIER_COLUMNS and pa.types.is_string(col.type):
         rules.append(_Rule(col.name, f"NOT regexp_full_match({c}, {_lit(IDENTIFIER_PATTERN)})",
                            f"unsafe identifier(s) (must match {IDENTIFIER_PATTERN})"))
@@ -367,9 +372,14 @@ def _check_values(con: duckdb.DuckDBPyConnection, dataset: Dataset, files: list[
                 found.append((f, rule, count, first))
     values = _first_values(con, dataset, [(f.path, r.column, first) for f, r, _, first in found if r.show_value])
     for f, rule, count, first in found:
-        shown = f" {values[(f.path, rule.column, first)]!r}" if rule.show_value else ""
+        shown = f" {_clip(values[(f.path, rule.column, first)])!r}" if rule.show_value else ""
         add(f.path, "invalid_value", f"column {rule.column}: {count} {rule.what}, first{shown} at row {first}")
     return files
+
+
+def _clip(text: str | None, limit: int = 80) -> str | None:
+    """A value short enough for a one-line message (vectors can hold thousands of floats)."""
+    return text if text is None or len(text) <= limit else text[: limit - 3] + "..."
 
 
 def _first_values(con: duckdb.DuckDBPyConnection, dataset: Dataset,
