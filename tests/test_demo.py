@@ -351,3 +351,17 @@ def test_val_accuracy_jumps(lake: Path) -> None:
             from m where metric_name = 'val_accuracy')
         group by run_id""").fetchall()
     assert len(jumps) == 9 and all(d > 0.2 for _, d in jumps)
+
+
+def test_another_seed_into_the_same_lake_is_refused_before_writing(lake: Path) -> None:
+    before = {p: p.stat().st_mtime_ns for p in lake.rglob("*") if p.is_file()}
+    with pytest.raises(demo.WarehouseError, match="already exists with other content"):
+        demo.write_demo(lake=lake, seed=1)
+    assert {p: p.stat().st_mtime_ns for p in lake.rglob("*") if p.is_file()} == before
+
+
+def test_config_hash_ignores_the_seed_and_key_order() -> None:
+    a = {"lr": 0.001, "model": {"width": 128, "layers": 6}, "seed": 0}
+    b = {"seed": 7, "model": {"layers": 6, "width": 128}, "lr": 0.001}
+    assert config_hash(a) == config_hash(b) != config_hash({**a, "lr": 0.003})
+    assert len(config_hash(a)) == 64
