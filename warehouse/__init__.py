@@ -1,6 +1,18 @@
-"""Squiggle warehouse: a DuckDB-backed analytical warehouse for training-dynamics Parquet."""
+"""Squiggle warehouse: a DuckDB-backed analytical warehouse for training-dynamics Parquet.
+
+The Python API mirrors the ``warehouse`` command:
+
+- :func:`write` / :func:`ingest_files`: validate data against a dataset contract and
+  write it to the lake (``warehouse ingest``);
+- :func:`check_lake`: report every problem of a lake (``warehouse check``);
+- :func:`build_catalog`: write the DuckDB catalog (``warehouse catalog``);
+- :func:`connect`: a read-only DuckDB connection to the catalog, for notebooks;
+- :mod:`warehouse.models`: plan and run the SQL models (``warehouse models``).
+"""
 
 from .catalog import build_catalog, connect
+from .check import check_lake
+from .writer import ingest_files, write
 
 __version__ = "0.1.0"
-__all__ = ["build_catalog", "connect"]
+__all__ = ["build_catalog", "check_lake", "connect", "ingest_files", "write"]

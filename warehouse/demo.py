@@ -688,7 +688,10 @@ class DemoSummary:
         width = max(map(len, self.rows))
         events, families = self.meta_dir / "planted_events.parquet", self.meta_dir / "planted_families.parquet"
         cohorts = ", ".join(f"{c.cohort}: lr {c.lr:g}, width {c.width}" for c in COHORTS)
-        query = "select run_id, layer, metric, step, score from events_candidates order by run_id, step limit 20"
+        query = (
+            "select run_id, layer, module, step, drift_velocity from geometry_dynamics"
+            " where sample_id is null order by drift_velocity desc limit 10"
+        )
         return "\n".join([
             f"Demo lake (seed {self.seed}) at {self.lake}",
             f"  training runs: {len(self.training_runs)} = {len(COHORTS)} cohorts ({cohorts}) x {len(SEEDS)} seeds,"
@@ -702,7 +705,7 @@ class DemoSummary:
             "  planted truth:",
             f"    {events}  ({self.planted_events} level shifts: run, layer, metric, step)",
             f"    {families}  (effect and expected DIS rank per family)",
-            "  next:",
+            "  next (make demo does the first step for you):",
             "    make models",
             f"    python -c \"import warehouse; print(warehouse.connect().sql('{query}'))\"",
             f"    python -c \"import duckdb; print(duckdb.read_parquet('{events}'))\"",
