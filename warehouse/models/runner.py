@@ -209,9 +209,14 @@ def _unit_reason(
         return "upstream changed"
     if done["digest"] != d:
         return "changed input"
-    if done["rows"] and not _output_dir(root, plan, unit).is_dir():
+    if done["rows"] and not _has_files(_output_dir(root, plan, unit)):
         return "missing output"
     return None
+
+
+def _has_files(folder: Path) -> bool:
+    """Whether ``folder`` holds a published Parquet file (a folder emptied by hand does not)."""
+    return folder.is_dir() and any(not p.name.startswith(".") for p in folder.rglob("*.parquet"))
 
 
 def _output_dir(root: Path, plan: ModelPlan, unit: str) -> Path:
@@ -272,7 +277,8 @@ def execute(plan: ModelPlan, root: Path, record: dict | None, report: Callable[[
         seconds = time.perf_counter() - started
         rows = sum(n for n, _ in staged.values())
         _record(plan, root, record, staged, seconds)
-        return ModelResult(plan, rows, sum(1 for n, _ in staged.values() if n), seconds)
+        partitions = len({f.parent for n, files in staged.values() if n for f in files})
+        return ModelResult(plan, rows, partitions, seconds)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
         lk.remove_if_empty(staging.parent)
@@ -352,6 +358,8 @@ def _staged_units(out: Path, units: list[str], by_run: bool) -> dict[str, tuple[
         run = unquote(folder.name.split("=", 1)[1])
         files = sorted(folder.glob("*.parquet"))
         staged[run] = (sum(pq.ParquetFile(f).metadata.num_rows for f in files), files)
+    if WHOLE in units:  # a full model partitioned by run: its runs make up its one unit
+        staged = {WHOLE: (sum(n for n, _ in staged.values()), [f for _, fs in staged.values() for f in fs])}
     return staged
 
 

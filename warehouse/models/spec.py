@@ -19,6 +19,7 @@ recomputed) or ``full``.
 
 from __future__ import annotations
 
+import math
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -134,18 +135,23 @@ def _parse_param(text: str, path: Path) -> Param:
 
 def _convert(text: str, type_: str, where: str) -> Any:
     if isinstance(text, PARAM_TYPES[type_]) and not (type_ != "bool" and isinstance(text, bool)):
-        return text
-    text = str(text).strip()
-    try:
-        if type_ == "bool":
-            if text.lower() not in ("true", "false"):
-                raise ValueError
-            return text.lower() == "true"
-        if type_ == "str":
-            return text[1:-1] if len(text) >= 2 and text[0] == text[-1] and text[0] in "'\"" else text
-        return PARAM_TYPES[type_](text)
-    except ValueError:
-        raise ModelError(f"{where}: {text!r} is not a valid {type_}") from None
+        value = text
+    else:
+        text = str(text).strip()
+        try:
+            if type_ == "bool":
+                if text.lower() not in ("true", "false"):
+                    raise ValueError
+                return text.lower() == "true"
+            if type_ == "str":
+                return text[1:-1] if len(text) >= 2 and text[0] == text[-1] and text[0] in "'\"" else text
+            value = PARAM_TYPES[type_](text)
+        except ValueError:
+            raise ModelError(f"{where}: {text!r} is not a valid {type_}") from None
+    if type_ == "float" and not math.isfinite(value):
+        # nan and inf have no numeric SQL literal: they would render as the names nan, inf
+        raise ModelError(f"{where}: {text!r} is not a valid float (a finite number)")
+    return value
 
 
 def _validate(spec: ModelSpec) -> None:
