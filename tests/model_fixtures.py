@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any, Iterable, Mapping
 
 import duckdb
+import pyarrow as pa
 
 from warehouse import contracts, writer
 from warehouse.models.project import ENGINE_COLUMNS
@@ -99,15 +100,14 @@ def contract_model(
 ) -> Path:
     """Write a lake model selecting every column of ``target``'s contract from ``source``.
 
-    ``exprs`` gives SQL for some columns; every other column is a typed NULL, except
-    ``run_id``, taken from the source.
+    ``exprs`` gives SQL for some columns; every other column is a typed NULL where the
+    contract allows it and a valid constant where it does not, except ``run_id``, taken
+    from the source.
     """
     exprs = {"run_id": "run_id", **(exprs or {})}
     contract = contracts.get(target)
     select = ",\n    ".join(
-        f"{exprs.get(c.name, f'CAST(NULL AS {contracts.duckdb_type(c.type)})')} AS {c.name}"
-        for c in contract.all_columns
-        if c.name not in ENGINE_COLUMNS
+        f"{exprs.get(c.name, _filler(c))} AS {c.name}" for c in contract.all_columns if c.name not in ENGINE_COLUMNS
     )
     header = [
         f"-- name: {name}",
@@ -121,6 +121,21 @@ def contract_model(
     path = model_path(sql_dir, name)
     path.write_text("\n".join(header) + f"\nSELECT\n    {select}\nFROM {source}\n{where}\n")
     return path
+
+
+def _filler(column: contracts.Column) -> str:
+    """A typed constant the contract accepts for ``column``."""
+    if column.nullable:
+        value = "NULL"
+    elif column.enum:
+        value = f"'{column.enum[0]}'"
+    elif column.type == pa.string():
+        value = "'x'"
+    elif pa.types.is_list(column.type):
+        value = "[]"
+    else:
+        value = "0"
+    return f"CAST({value} AS {contracts.duckdb_type(column.type)})"
 
 
 # -- looking at a lake --------------------------------------------------------------------

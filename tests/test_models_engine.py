@@ -208,6 +208,36 @@ def test_output_column_of_the_wrong_type_is_caught_before_writing(lake: Path, tm
     assert not (lake / ".staging").exists()
 
 
+def test_output_breaking_the_contract_is_refused_before_publishing(lake: Path, tmp_path: Path) -> None:
+    sql = copy_sql(tmp_path)
+    path = contract_model(
+        sql, "bad_events", "events_candidates", "geometry_state",
+        {"event_id": "run_id", "layer": "layer", "metric": "'m'", "step": "step",
+         "event_type": "CASE WHEN layer = 0 THEN 'change_pont' ELSE 'change_point' END",
+         "score": "CASE WHEN step = 0 THEN NULL ELSE 1.0 END::FLOAT"},
+        where="WHERE sample_id IS NULL",
+    )
+    before = snapshot(lake, content=True)
+    with pytest.raises(ModelError) as err:
+        models.run(lake=lake, sql_dir=sql, selected=["bad_events"], report=quiet)
+    message = str(err.value)
+    assert_names(message, "bad_events", path)
+    assert "event_type (" in message and "score (" in message and "nothing was written" in message
+    assert snapshot(lake, content=True) == before
+    assert not (lake / "events_candidates").exists()
+
+
+def test_a_killed_builds_staging_is_removed_by_the_next_build(lake: Path) -> None:
+    stale = lake / ".staging" / "build-0123456789abcdef" / "out"
+    stale.mkdir(parents=True)
+    (stale / "data_0.parquet").write_bytes(b"half a file")
+    writers_area = lake / ".staging" / "0123456789abcdef"  # a writer's staging: not the build's to remove
+    writers_area.mkdir()
+    build(lake)
+    assert not stale.parent.exists()
+    assert writers_area.exists()
+
+
 @pytest.mark.parametrize(
     "old, new, expected",
     [
@@ -444,7 +474,12 @@ def test_lock_catches_logic_change_without_version_bump(
     out = capsys.readouterr()
     assert "bump the header's version" in out.err and "1 model(s) out of step" in out.out
 
-    write_lock(sql)
+    # the lock will not re-pin a recorded version to new logic, which would hide the change
+    with pytest.raises(ModelError, match="bump the header's version") as info:
+        write_lock(sql)
+    assert_names(str(info.value), DYN, path)
+    assert in_process_cli(monkeypatch, sql, "models", "lock") == 2
+    write_lock(sql, force=True)  # only for a version that was never released
     assert lock_problems(sql) == []
     assert in_process_cli(monkeypatch, sql, "models", "check") == 0
 

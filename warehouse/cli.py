@@ -73,7 +73,7 @@ def _models(args: argparse.Namespace) -> int:
         print(f"{len(problems)} model(s) out of step with sql/models.lock" if problems else "models match sql/models.lock")
         return 1 if problems else 0
     if args.action == "lock":
-        print(f"written {models.write_lock()}")
+        print(f"written {models.write_lock(force=args.force)}")
         return 0
     if args.action == "lineage":
         print(models.lineage(args.column))
@@ -135,6 +135,7 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--input", action="append", metavar="MODEL.DATASET=ANALYSIS", help="read this analysis of an input")
     p.add_argument("--full-refresh", action="store_true", help="recompute every unit of the selected models")
     p.add_argument("--wait", action="store_true", help="wait for a running build instead of refusing")
+    p.add_argument("--force", action="store_true", help="for lock: re-pin a version that was never released")
 
     p = sub.add_parser("docs", help="Regenerate the data dictionary in the README from the contracts.")
     p.add_argument("--readme", default="README.md")

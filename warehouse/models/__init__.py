@@ -42,6 +42,6 @@ def run(
     )
 
 
-def write_lock(sql_dir: str | Path | None = None) -> Path:
+def write_lock(sql_dir: str | Path | None = None, *, force: bool = False) -> Path:
     """Record every model's version and logic fingerprint in ``sql/models.lock``."""
-    return _write_lock(load_project(Path(sql_dir) if sql_dir else None))
+    return _write_lock(load_project(Path(sql_dir) if sql_dir else None), force=force)

@@ -139,9 +139,21 @@ def read_lock(sql_dir: Path) -> dict[str, dict[str, str]]:
     return json.loads(path.read_text()) if path.exists() else {}
 
 
-def write_lock(project: Project) -> Path:
-    """Record every model's version and logic fingerprint (at default parameters)."""
+def write_lock(project: Project, *, force: bool = False) -> Path:
+    """Record every model's version and logic fingerprint (at default parameters).
+
+    A recorded version keeps its fingerprint: new logic needs a new version, unless
+    ``force`` (for a version that was never released).
+    """
     defaults = load_project(project.sql_dir)
+    old = read_lock(project.sql_dir)
+    for name, m in sorted(defaults.models.items()):
+        entry = old.get(name)
+        if not force and entry and entry["version"] == m.spec.version and entry["fingerprint"] != m.logic_fingerprint:
+            raise ModelError(
+                f"{m.spec.where()}: version {m.spec.version} is recorded with other logic; "
+                f"bump the header's version (or pass --force for a version never released)"
+            )
     lock = {
         name: {"version": m.spec.version, "fingerprint": m.logic_fingerprint}
         for name, m in sorted(defaults.models.items())

@@ -36,6 +36,7 @@ from .spec import ModelError
 from .state import build_lock, digest, load_analyses, save_analysis
 
 WHOLE = "*"  # the unit of a full model
+BUILD_STAGING_PREFIX = "build-"  # a build's own staging folders; writers' folders are not touched
 
 
 @dataclass
@@ -241,6 +242,7 @@ def run_models(
 ) -> list[ModelResult]:
     """Plan (and unless ``dry_run``, run) the selected models in build order under the lake's lock."""
     with build_lock(root, wait=wait):
+        _remove_stale_staging(root)
         records = load_analyses(root)
         chosen_inputs = chosen_inputs or {}
         plans: dict[str, ModelPlan] = {}
@@ -268,11 +270,12 @@ def execute(plan: ModelPlan, root: Path, record: dict | None, report: Callable[[
     if not plan.build and not plan.drop:
         return ModelResult(plan, 0, 0, 0.0)
     started = time.perf_counter()
-    staging = root / lk.STAGING_DIR / uuid.uuid4().hex
+    staging = root / lk.STAGING_DIR / f"{BUILD_STAGING_PREFIX}{uuid.uuid4().hex}"
     staging.mkdir(parents=True)
     try:
         units = sorted(plan.build)
         staged = _compute(plan, units, staging) if units else {}
+        _check_output(plan, staged)
         _publish(plan, root, units, staged, staging)
         seconds = time.perf_counter() - started
         rows = sum(n for n, _ in staged.values())
@@ -282,6 +285,38 @@ def execute(plan: ModelPlan, root: Path, record: dict | None, report: Callable[[
     finally:
         shutil.rmtree(staging, ignore_errors=True)
         lk.remove_if_empty(staging.parent)
+
+
+def _remove_stale_staging(root: Path) -> None:
+    """Remove what killed builds left in staging: safe, as this build holds the lock."""
+    for folder in (root / lk.STAGING_DIR).glob(f"{BUILD_STAGING_PREFIX}*"):
+        shutil.rmtree(folder, ignore_errors=True)
+
+
+def _check_output(plan: ModelPlan, staged: dict[str, tuple[int, list[Path]]]) -> None:
+    """Refuse output that breaks the target contract's NULL and enum rules, before publishing."""
+    contract = plan.model.spec.contract
+    files = [f for _, unit_files in staged.values() for f in unit_files]
+    rules = {
+        c.name: " OR ".join(
+            ([] if c.nullable else [f"{qi(c.name)} IS NULL"])
+            + ([f"{qi(c.name)} NOT IN ({', '.join(ql(v) for v in c.enum)})"] if c.enum else [])
+        )
+        for c in contract.file_columns
+        if not c.nullable or c.enum
+    }
+    if not files or not rules:
+        return
+    counts = ", ".join(f"count(*) FILTER ({rule}) AS {qi(name)}" for name, rule in rules.items())
+    paths = "[" + ", ".join(ql(str(f)) for f in files) + "]"
+    with duckdb.connect() as con:
+        row = con.execute(f"SELECT {counts} FROM read_parquet({paths}, union_by_name = true)").fetchone()
+    broken = [f"{name} ({n} rows)" for name, n in zip(rules, row) if n]
+    if broken:
+        raise ModelError(
+            f"{plan.model.spec.where()}: output breaks the {contract.name} contract"
+            f" (NULL in a non-nullable column or a value outside its enum): {', '.join(broken)}; nothing was written"
+        )
 
 
 def connect_for_build(staging: Path) -> duckdb.DuckDBPyConnection:
