@@ -132,7 +132,8 @@ def _write_batches(
 def _stage(contract: Dataset, batches: Iterable[pa.Table], staging: Path, source: str, created_at) -> bool:
     schema = contract.schema.append(pa.field(ROW, pa.int64(), nullable=False))
     first_row = 1
-    with pq.ParquetWriter(staging / "input.parquet", schema, compression="lz4") as out:
+    dictionary = _dictionary_columns(schema)
+    with pq.ParquetWriter(staging / "input.parquet", schema, compression="lz4", use_dictionary=dictionary) as out:
         for batch in batches:
             table = conform(contract, batch, source=source, first_row=first_row, created_at=created_at)
             rows = pa.array(range(first_row, first_row + table.num_rows), pa.int64())
@@ -160,14 +161,19 @@ def _key_match(contract: Dataset, left: str, right: str) -> str:
 
 def _refuse_duplicates(con: duckdb.DuckDBPyConnection, contract: Dataset, source: str) -> None:
     keys = ", ".join(qi(k) for k in contract.primary_key)
+    # The grouping keeps only min(row): collecting every group's rows costs a third more.
     dup = _first_row(
         con,
-        f"SELECT {keys}, list({ROW} ORDER BY {ROW})[1:2] FROM staged"
-        f" GROUP BY {keys} HAVING count(*) > 1 ORDER BY min({ROW}) LIMIT 1",
+        f"SELECT {keys}, min({ROW}) FROM staged GROUP BY {keys} HAVING count(*) > 1 ORDER BY min({ROW}) LIMIT 1",
     )
     if dup:
         key = dict(zip(contract.primary_key, dup[:-1]))
-        first, second = dup[-1]
+        first = dup[-1]
+        (second,) = _first_row(
+            con,
+            f"SELECT min(s.{ROW}) FROM staged s, (SELECT * FROM staged WHERE {ROW} = {int(first)}) d"
+            f" WHERE {_key_match(contract, 's', 'd')} AND s.{ROW} > {int(first)}",
+        )
         raise ValidationError(
             f"duplicate primary key: rows {first} and {second} have the same key",
             dataset=contract.name, source=source, column=", ".join(contract.primary_key), row=second, value=key,
@@ -263,6 +269,7 @@ class _PartitionWriter:
 
     def __init__(self, contract: Dataset, root: Path, schema: pa.Schema) -> None:
         self.contract, self.root, self.schema = contract, root, schema
+        self.dictionary = _dictionary_columns(schema)
         self.key: tuple | None = None
         self.folder: Path | None = None
         self.temp: Path | None = None
@@ -282,7 +289,7 @@ class _PartitionWriter:
         self.folder = lk.partition_dir(self.root, self.contract, dict(zip(self.contract.partition_by, key)))
         self.folder.mkdir(parents=True, exist_ok=True)
         self.temp = lk.temp_path(self.folder)
-        self.out = pq.ParquetWriter(self.temp, self.schema, compression="zstd")
+        self.out = pq.ParquetWriter(self.temp, self.schema, compression="zstd", use_dictionary=self.dictionary)
 
     def _finish(self) -> None:
         if self.out is not None:
@@ -299,6 +306,22 @@ class _PartitionWriter:
             self.out.close()
             lk.remove_quietly([self.temp])
             self.out = None
+
+
+def _dictionary_columns(schema: pa.Schema) -> list[str]:
+    """The Parquet columns worth dictionary encoding: all but floats.
+
+    Float descriptors rarely repeat: their dictionary is built, overflows and is dropped,
+    which made writing about 2.5x slower and the zstd files about a third larger.
+    """
+    paths = []
+    for f in schema:
+        type_, path = f.type, f.name
+        while pa.types.is_list(type_):
+            type_, path = type_.value_type, f"{path}.list.element"
+        if not pa.types.is_floating(type_):
+            paths.append(path)
+    return paths
 
 
 def _split_by(table: pa.Table, columns: tuple[str, ...]) -> Iterator[tuple[tuple, pa.Table]]:
