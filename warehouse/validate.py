@@ -51,11 +51,12 @@ def conform(
 
 
 def _fill(dataset: Dataset, column: Column, n: int, created_at: dt.datetime | None) -> pa.Array:
+    # pa.repeat, not a Python list of n values: a list costs ~0.4 s per million rows.
     if column.name == "schema_version":
-        return pa.array([dataset.schema_version] * n, pa.string())
+        return pa.repeat(pa.scalar(dataset.schema_version, pa.string()), n)
     if column.name == "created_at_utc":
         now = created_at or dt.datetime.now(dt.timezone.utc)
-        return pa.array([now] * n, column.type)
+        return pa.repeat(pa.scalar(now, column.type), n)
     return pa.nulls(n, column.type)
 
 
