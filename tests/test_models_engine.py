@@ -262,6 +262,7 @@ def test_bad_header(tmp_path: Path, old: str, new: str, expected: str) -> None:
 
 
 def test_unknown_param_name(lake: Path) -> None:
+    before = snapshot(lake, content=True)
     with pytest.raises(ModelError) as err:
         models.run(lake=lake, params={DYN: {"volatility_windw": 7}}, report=quiet)
     message = str(err.value)
@@ -269,7 +270,8 @@ def test_unknown_param_name(lake: Path) -> None:
     assert_names(message, DYN, model_path(REPO_SQL, DYN))
     with pytest.raises(ModelError, match="unknown model.*geometry_dynamic\\b"):
         models.run(lake=lake, params={"geometry_dynamic": {"volatility_window": 7}}, report=quiet)
-    assert not (lake / DYN).exists() and not (lake / "_meta").exists()
+    assert not (lake / DYN).exists() and not (lake / "_meta" / "build.lock").exists()
+    assert snapshot(lake, content=True) == before
 
 
 def test_cli_refuses_unknown_param_before_touching_the_lake(tmp_path: Path) -> None:
@@ -541,7 +543,7 @@ def test_second_build_does_no_model_work(built: tuple[Path, str], monkeypatch: p
         raise AssertionError("model work in a build with nothing new")
 
     monkeypatch.setattr(runner, "_compute", no_work)
-    monkeypatch.setattr(runner, "connect_for_build", no_work)
+    monkeypatch.setattr(runner, "work_connection", no_work)
     result = only(build(lake))
     assert result.plan.build == {} and result.plan.drop == [] and result.rows == 0
     assert result.describe() == f"geometry_dynamics dyn@1 -> {analysis}: up to date (2 runs)"

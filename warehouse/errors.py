@@ -16,8 +16,9 @@ class UnsafeIdentifier(WarehouseError, ValueError):
 class ValidationError(WarehouseError, ValueError):
     """A batch refused against its dataset contract; nothing was written.
 
-    Carries the dataset, the input (file name or ``<batch>``), the column, the 0-based row
-    and the offending value, so that callers and tests can inspect them.
+    Carries the dataset, the input (file name or ``<batch>``), the column, the row (counted
+    from 1, the first data row) and the offending value, so that callers and tests can
+    inspect them.
     """
 
     def __init__(

@@ -9,11 +9,13 @@ publishing the same bytes twice is a no-op.
 
 from __future__ import annotations
 
+import fcntl
 import hashlib
 import os
 import uuid
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Iterable, Mapping
+from typing import Iterable, Iterator, Mapping
 
 from .contracts import IDENTIFIER_PATTERN, IDENTIFIER_RE, Dataset
 from .errors import UnsafeIdentifier
@@ -116,6 +118,22 @@ def publish(written: Path, folder: Path) -> Path:
     os.replace(written, final)
     _fsync_dir(folder)
     return final
+
+
+@contextmanager
+def dataset_lock(root: Path, dataset: Dataset) -> Iterator[None]:
+    """Hold a dataset's write lock while a writer compares keys and publishes.
+
+    Two writers of the same dataset would otherwise both find a key new and both publish it.
+    """
+    path = root / META_DIR / "locks" / f"{dataset.name}.lock"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "a") as f:
+        fcntl.flock(f, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(f, fcntl.LOCK_UN)
 
 
 def remove_if_empty(folder: Path) -> None:

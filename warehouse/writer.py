@@ -33,6 +33,7 @@ import pyarrow.parquet as pq
 
 from . import contracts, lake as lk
 from .contracts import Dataset
+from .duck import work_connection
 from .errors import ValidationError
 from .readers import read_batches, rows_to_table
 from .sql import quote_identifier as qi, quote_literal as ql
@@ -83,8 +84,9 @@ def ingest_files(
 ) -> list[WriteResult]:
     """Write Parquet, CSV or JSON Lines files to ``dataset``, one validated write per file.
 
-    Every file is validated completely before anything is written; the first file that
-    fails stops the ingest with an error naming it, after the files before it were written.
+    Each file is validated completely before any of its rows is written. Files are written
+    in order: the first file that fails stops the ingest with an error naming it, and the
+    files before it stay written.
     """
     contract = contracts.get(dataset)
     root = lk.lake_root(lake)
@@ -118,7 +120,7 @@ def _write_batches(
         staged = _stage(contract, batches, staging, source, created_at)
         result = WriteResult(contract.name, source)
         if staged:
-            with _duckdb(staging) as con:
+            with lk.dataset_lock(root, contract), work_connection(staging / "spill") as con:
                 _register_staged(con, contract, staging)
                 _refuse_duplicates(con, contract, source)
                 result.rows_skipped = _register_new_rows(con, contract, root, source)
@@ -142,32 +144,31 @@ def _stage(contract: Dataset, batches: Iterable[pa.Table], staging: Path, source
     return first_row > 1
 
 
-def _duckdb(staging: Path) -> duckdb.DuckDBPyConnection:
-    con = duckdb.connect()
-    con.execute(f"SET temp_directory = {ql(str(staging / 'spill'))}")
-    con.execute("SET preserve_insertion_order = false")
-    con.execute("SET enable_progress_bar = false")  # a library must not draw on its caller's stdout
-    return con
-
-
 def _register_staged(con: duckdb.DuckDBPyConnection, contract: Dataset, staging: Path) -> None:
     con.execute(f"CREATE VIEW staged AS SELECT * FROM read_parquet({ql(str(staging / 'input.parquet'))})")
 
 
+def _row_identity(contract: Dataset) -> tuple[str, ...]:
+    """The partition columns and the primary key: what identifies a row in the lake."""
+    return tuple(dict.fromkeys(contract.partition_by + contract.primary_key))
+
+
 def _key_match(contract: Dataset, left: str, right: str) -> str:
     # NULL is a value in a key (a pooled row has sample_id NULL), hence IS NOT DISTINCT FROM.
-    return " AND ".join(f"{left}.{qi(k)} IS NOT DISTINCT FROM {right}.{qi(k)}" for k in contract.primary_key)
+    return " AND ".join(f"{left}.{qi(k)} IS NOT DISTINCT FROM {right}.{qi(k)}" for k in _row_identity(contract))
 
 
 def _refuse_duplicates(con: duckdb.DuckDBPyConnection, contract: Dataset, source: str) -> None:
-    keys = ", ".join(qi(k) for k in contract.primary_key)
+    # A key is unique within its partition: probe_summaries' key leaves out its analysis_id folder.
+    keys = ", ".join(qi(k) for k in _row_identity(contract))
     # The grouping keeps only min(row): collecting every group's rows costs a third more.
     dup = _first_row(
         con,
         f"SELECT {keys}, min({ROW}) FROM staged GROUP BY {keys} HAVING count(*) > 1 ORDER BY min({ROW}) LIMIT 1",
     )
     if dup:
-        key = dict(zip(contract.primary_key, dup[:-1]))
+        identity = dict(zip(_row_identity(contract), dup[:-1]))
+        key = {k: identity[k] for k in contract.primary_key + tuple(k for k in identity if k not in contract.primary_key)}
         first = dup[-1]
         (second,) = _first_row(
             con,

@@ -28,6 +28,7 @@ import duckdb
 import pyarrow.parquet as pq
 
 from .. import contracts, lake as lk
+from ..duck import work_connection
 from ..scan import select_dataset
 from ..sql import quote_identifier as qi, quote_literal as ql
 from .compile import CompiledModel, analysis_id as make_analysis_id, fingerprint
@@ -319,19 +320,6 @@ def _check_output(plan: ModelPlan, staged: dict[str, tuple[int, list[Path]]]) ->
         )
 
 
-def connect_for_build(staging: Path) -> duckdb.DuckDBPyConnection:
-    """A DuckDB connection with the build's resource settings (memory limit, threads, spill)."""
-    con = duckdb.connect()
-    con.execute(f"SET temp_directory = {ql(str(staging / 'spill'))}")
-    con.execute("SET preserve_insertion_order = false")
-    con.execute("SET enable_progress_bar = false")
-    if os.environ.get("SQUIGGLE_MEMORY_LIMIT"):
-        con.execute(f"SET memory_limit = {ql(os.environ['SQUIGGLE_MEMORY_LIMIT'])}")
-    if os.environ.get("SQUIGGLE_THREADS"):
-        con.execute(f"SET threads = {int(os.environ['SQUIGGLE_THREADS'])}")
-    return con
-
-
 def output_sql(plan: ModelPlan, created_at: dt.datetime) -> str:
     """The model's query wrapped to give the target's columns, types and engine columns."""
     contract = plan.model.spec.contract
@@ -352,7 +340,7 @@ def output_sql(plan: ModelPlan, created_at: dt.datetime) -> str:
 def _compute(plan: ModelPlan, units: list[str], staging: Path) -> dict[str, tuple[int, list[Path]]]:
     """Run the model for ``units`` into ``staging/out``; rows and files per unit."""
     spec = plan.model.spec
-    con = connect_for_build(staging)
+    con = work_connection(staging / "spill")
     try:
         for name, inp in plan.inputs.items():
             con.execute(f"CREATE VIEW {qi(name)} AS {select_dataset(inp.dataset, inp.files_for(units))}")
