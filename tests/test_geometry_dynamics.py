@@ -236,3 +236,14 @@ def test_nan_from_another_tool_counts_as_null(tmp_path: Path) -> None:
     models.run(lake=lake, report=lambda _: None)
     rows_null = [dict(r, eff_rank=None) if (r["step"] == 40 and r["layer"] == 3) else r for r in rows]
     assert_matches(built(lake, only_analysis(lake)), expected(rows_null, 5))
+
+
+@pytest.mark.parametrize("window", [1, 2, 8])
+def test_other_volatility_windows(tmp_path: Path, window: int) -> None:
+    lake = tmp_path / "lake"
+    writer.write("geometry_state", hand_rows(), lake=lake)
+    models.run(lake=lake, params={"geometry_dynamics": {"volatility_window": window}}, report=lambda _: None)
+    got = built(lake, only_analysis(lake))
+    assert_matches(got, expected(hand_rows(), window))
+    if window == 1:  # one velocity per window: never enough for a sample std
+        assert all(r["eff_rank_volatility"] is None for r in got.values())

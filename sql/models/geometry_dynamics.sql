@@ -10,12 +10,16 @@
 --   volatility of the velocity; then the drift of the scale-normalised descriptors.
 {% import 'macros/series.sql' as series %}
 {% set drift_descriptors = ['eff_rank', 'sv_entropy', 'sparsity', 'act_norm'] %}
+{% set w = params.volatility_window %}
+{#- captures looked back at: the volatility window, and two for the acceleration #}
+{% set depth = [w, 2] | max %}
 
--- Two window passes in all: the first takes the previous two captures and the first one,
--- so velocities, accelerations and drift need no further sort; the second is the
--- volatility frame. Series scales are a GROUP BY joined back, cheaper than windowed medians.
+-- A single sort: one window pass over an integer series id takes each capture with the
+-- `depth` captures before it and the first one. Velocities, accelerations, volatility
+-- and drift are then plain arithmetic on those columns.
 WITH captures AS (
-    -- NaN and infinity count as NULL; DOUBLE keeps the arithmetic exact before the FLOAT cast.
+    -- NaN and infinity count as NULL. Values stay FLOAT through the sort (half the bytes to
+    -- move); every computation casts them to DOUBLE first, which is exact.
     SELECT
         run_id, step, seed, sample_set, sample_id, layer, module,
         {%- for d in descriptors %}
@@ -24,79 +28,82 @@ WITH captures AS (
     FROM geometry_state
 ),
 
-scales AS (
-    -- robust scale of the whole series, floored so that a flat series does not divide by 0
+series_scales AS (
+    -- one row per series: an integer id, cheap to sort on, and the robust scale of each
+    -- drift descriptor, floored so that a flat series does not divide by 0
     SELECT
         run_id, sample_set, sample_id, layer, module,
+        row_number() OVER () AS series_id,
         {%- for d in drift_descriptors %}
-        greatest(1.4826 * mad({{ d }}), 1e-9 + 1e-3 * abs(median({{ d }}))) AS {{ d }}_scale{{ "," if not loop.last }}
+        greatest(1.4826 * mad({{ d }}::DOUBLE), 1e-9 + 1e-3 * abs(median({{ d }}::DOUBLE))) AS {{ d }}_scale{{ "," if not loop.last }}
         {%- endfor %}
     FROM captures
     GROUP BY run_id, sample_set, sample_id, layer, module
 ),
 
-lagged AS (
+history AS (
+    -- x_k is the value k captures back (x_0 the current one), x_init the first capture's
     SELECT
-        c.*,
+        c.run_id, c.step, c.seed, c.sample_set, c.sample_id, c.layer, c.module,
         {%- for d in drift_descriptors %}
         s.{{ d }}_scale,
         {%- endfor %}
-        c.step - lag(c.step) OVER by_step AS step_gap,
-        lag(c.step) OVER by_step - lag(c.step, 2) OVER by_step AS prev_step_gap,
+        c.step AS step_0,
+        {%- for k in range(1, depth + 1) %}
+        lag(c.step, {{ k }}) OVER by_step AS step_{{ k }},
+        {%- endfor %}
         {%- for d in descriptors %}
-        lag(c.{{ d }}) OVER by_step AS {{ d }}_prev,
-        lag(c.{{ d }}, 2) OVER by_step AS {{ d }}_prev2,
-        first_value(c.{{ d }}) OVER by_step AS {{ d }}_init{{ "," if not loop.last }}
+        c.{{ d }}::DOUBLE AS {{ d }}_0,
+        {%- for k in range(1, depth + 1) %}
+        CAST(lag(c.{{ d }}, {{ k }}) OVER by_step AS DOUBLE) AS {{ d }}_{{ k }},
+        {%- endfor %}
+        CAST(first_value(c.{{ d }}) OVER by_step AS DOUBLE) AS {{ d }}_init{{ "," if not loop.last }}
         {%- endfor %}
     FROM captures AS c
-    JOIN scales AS s
+    JOIN series_scales AS s
         -- a pooled series has sample_id NULL, hence IS NOT DISTINCT FROM
         ON c.run_id = s.run_id
         AND c.sample_set = s.sample_set
         AND c.sample_id IS NOT DISTINCT FROM s.sample_id
         AND c.layer = s.layer
         AND c.module = s.module
-    WINDOW by_step AS (PARTITION BY c.run_id, c.sample_set, c.sample_id, c.layer, c.module ORDER BY c.step)
+    WINDOW by_step AS (PARTITION BY s.series_id ORDER BY c.step)
 ),
 
 velocities AS (
+    -- v_k: the velocity k captures back, for the acceleration (v_0, v_1) and the window
     SELECT
         *,
         {%- for d in descriptors %}
-        {{ d }} - {{ d }}_prev AS {{ d }}_delta,
-        ({{ d }} - {{ d }}_prev) / step_gap AS {{ d }}_velocity,
-        ({{ d }}_prev - {{ d }}_prev2) / prev_step_gap AS {{ d }}_prev_velocity,
+        {%- for k in range(depth) %}
+        ({{ d }}_{{ k }} - {{ d }}_{{ k + 1 }}) / (step_{{ k }} - step_{{ k + 1 }}) AS {{ d }}_v{{ k }},
         {%- endfor %}
-        principal_angle_prev / step_gap AS alignment_velocity
-    FROM lagged
+        {%- endfor %}
+        principal_angle_prev_0 / (step_0 - step_1) AS alignment_velocity
+    FROM history
 ),
 
 drift AS (
     SELECT
         *,
-        -- NULL when any term is NULL
-        {{ series.scaled_norm(drift_descriptors, "{}_velocity") }} AS drift_velocity,
-        {{ series.scaled_norm(drift_descriptors, "{}_prev_velocity") }} AS prev_drift_velocity,
-        {{ series.scaled_norm(drift_descriptors, "({} - {}_init)") }} AS drift_from_init
+        {{ series.scaled_norm(drift_descriptors, "{}_v0") }} AS drift_velocity,
+        {{ series.scaled_norm(drift_descriptors, "{}_v1") }} AS prev_drift_velocity,
+        {{ series.scaled_norm(drift_descriptors, "({}_0 - {}_init)") }} AS drift_from_init
     FROM velocities
 )
 
 SELECT
     run_id, step, seed, sample_set, sample_id, layer, module,
     {%- for d in descriptors %}
-    {{ d }}_delta::FLOAT AS {{ d }}_delta,
-    {{ d }}_velocity::FLOAT AS {{ d }}_velocity,
-    (({{ d }}_velocity - {{ d }}_prev_velocity) / step_gap)::FLOAT AS {{ d }}_accel,
-    -- sample std over the window, clipped at the series start; NULL below 2 values
-    (stddev_samp({{ d }}_velocity) OVER recent)::FLOAT AS {{ d }}_volatility,
+    ({{ d }}_0 - {{ d }}_1)::FLOAT AS {{ d }}_delta,
+    {{ d }}_v0::FLOAT AS {{ d }}_velocity,
+    (({{ d }}_v0 - {{ d }}_v1) / (step_0 - step_1))::FLOAT AS {{ d }}_accel,
+    -- sample std (ddof 1) of the window's non-NULL velocities; NULL below 2 values
+    list_stddev_samp([{% for k in range(w) %}{{ d }}_v{{ k }}{{ ", " if not loop.last }}{% endfor %}])::FLOAT AS {{ d }}_volatility,
     {%- endfor %}
     drift_velocity::FLOAT AS drift_velocity,
-    ((drift_velocity - prev_drift_velocity) / step_gap)::FLOAT AS drift_accel,
+    ((drift_velocity - prev_drift_velocity) / (step_0 - step_1))::FLOAT AS drift_accel,
     drift_from_init::FLOAT AS drift_from_init,
     alignment_velocity::FLOAT AS alignment_velocity,
     {{ volatility_window }}::SMALLINT AS volatility_window
 FROM drift
-WINDOW recent AS (
-    {{ series.partition() }} ORDER BY step
-    ROWS BETWEEN {{ volatility_window }} - 1 PRECEDING AND CURRENT ROW
-)

@@ -87,8 +87,13 @@ def canonical(tree: exp.Expression) -> str:
 
 
 def _render(spec: ModelSpec, values: Mapping[str, Any], env: jinja2.Environment) -> str:
+    # `{{ name }}` is the SQL literal; `params.name` the typed value, for Jinja control flow
+    # (loops, conditions). Text parameters stay out of `params`: pasting one raw would
+    # bypass the literal.
+    typed = {k: v for k, v in values.items() if not isinstance(v, str)}
+    context = {k: sql_literal(v) for k, v in values.items()} | {"params": typed}
     try:
-        return env.from_string(spec.template).render(**{k: sql_literal(v) for k, v in values.items()})
+        return env.from_string(spec.template).render(**context)
     except jinja2.TemplateError as exc:
         raise ModelError(f"{spec.where()}: cannot render the template: {exc}") from None
 
