@@ -147,8 +147,8 @@ def test_unknown_table(tmp_path: Path) -> None:
     "old, new, column",
     [
         # through CTEs and SELECT * to the geometry_state contract
-        ("principal_angle_prev / step_gap AS alignment_velocity",
-         "principal_angle_previous / step_gap AS alignment_velocity", "principal_angle_previous"),
+        ("principal_angle_prev_0 / (step_0 - step_1) AS alignment_velocity",
+         "principal_angle_previous_0 / (step_0 - step_1) AS alignment_velocity", "principal_angle_previous_0"),
         # a qualified reference to a CTE column that does not exist
         ("FROM drift\n", "FROM drift AS d WHERE d.stepp > 0\n", "stepp"),
     ],
@@ -430,8 +430,8 @@ def test_fingerprint_ignores_comments_and_layout(tmp_path: Path, edit: str) -> N
         ("model", "stddev_samp(", "stddev_pop("),
         ("model", "-- param volatility_window: int = 5", "-- param volatility_window: int = 6"),
         ("model", "-- incremental: run_id", "-- incremental: full"),
-        ("macro", "PARTITION BY run_id, sample_set, sample_id, layer, module",
-         "PARTITION BY run_id, sample_set, layer, module"),
+        ("macro", "CASE WHEN isfinite({{ column }}) THEN {{ column }} END",
+         "CASE WHEN isfinite({{ column }}) AND {{ column }} > 0 THEN {{ column }} END"),
     ],
 )
 def test_fingerprint_changes_with_logic(tmp_path: Path, where: str, old: str, new: str) -> None:
@@ -732,8 +732,8 @@ def test_run_ids_with_special_characters(tmp_path: Path) -> None:
 
 
 FAILURES = {
-    "error()": "CASE WHEN act_norm > 1000 THEN error('boom: act_norm ' || act_norm) ELSE drift_velocity END",
-    "integer division by zero": "drift_velocity + (step // CASE WHEN act_norm > 1000 THEN 0 ELSE 1 END) * 0",
+    "error()": "CASE WHEN act_norm_0 > 1000 THEN error('boom: act_norm ' || act_norm_0) ELSE drift_velocity END",
+    "integer division by zero": "drift_velocity + (step // CASE WHEN act_norm_0 > 1000 THEN 0 ELSE 1 END) * 0",
 }
 
 
@@ -860,7 +860,7 @@ def _kill_when(cmd: list[str], lake: Path, phase: str, delay: float) -> tuple[in
 @pytest.mark.slow
 def test_sigkill_mid_build_keeps_outputs_and_the_next_build_completes(tmp_path: Path) -> None:
     lake = tmp_path / "lake"
-    runs, steps, extra = 6, 400, 100
+    runs, steps, extra = 6, 1000, 100  # large enough that kills land inside the model
     _big_lake(lake, runs, steps)
     analysis = only(models.run(lake=lake, report=quiet)).plan.analysis_id
     before = {f"big{i}": steps * 80 for i in range(runs)}
@@ -981,3 +981,27 @@ def test_lineage_errors() -> None:
         models.lineage("drift_velocity")
     r = cli("models", "lineage", "nope.x")
     assert r.returncode == 2 and "lineage takes MODEL.COLUMN" in r.stderr
+
+
+def test_view_model_becomes_a_catalog_view(lake: Path, tmp_path: Path) -> None:
+    from warehouse.catalog import build_catalog, connect
+
+    sql = copy_sql(tmp_path)
+    model_path(sql, "pooled_steps").write_text(
+        "-- name: pooled_steps\n-- version: pooled@1\n-- target: pooled_steps\n-- materialization: view\n"
+        "-- incremental: full\n-- description: captures per run of the pooled series.\n"
+        "SELECT run_id, count(*) AS captures FROM geometry_state WHERE sample_id IS NULL GROUP BY run_id\n"
+    )
+    lines: list[str] = []
+    models.run(lake=lake, sql_dir=sql, report=lines.append)
+    assert any("pooled_steps pooled@1: a view in the catalog" in line for line in lines)
+    assert not (lake / "pooled_steps").exists()
+    want = duckdb.sql(
+        f"SELECT run_id, count(*) FROM read_parquet('{lake}/geometry_state/*/*/*.parquet', hive_partitioning = true,"
+        " hive_types = {'run_id': 'VARCHAR', 'analysis_id': 'VARCHAR'}) WHERE sample_id IS NULL GROUP BY run_id ORDER BY run_id"
+    ).fetchall()
+    db = build_catalog(lake, tmp_path / "w.duckdb", sql_dir=sql, views_dir=tmp_path / "no-views")
+    with connect(db) as con:
+        assert con.execute("SELECT run_id, captures FROM pooled_steps ORDER BY run_id").fetchall() == want
+        comment = con.execute("SELECT comment FROM duckdb_views() WHERE view_name = 'pooled_steps'").fetchone()[0]
+        assert "captures per run" in comment and "pooled@1" in comment

@@ -161,6 +161,20 @@ def _create_analyses_table(con: duckdb.DuckDBPyConnection, root: Path) -> None:
 
 
 
+def _create_model_views(con: duckdb.DuckDBPyConnection, sql_dir: Path | None) -> None:
+    """The models materialised as views: their SQL over the dataset views, at default parameters."""
+    from .models import load_project  # the engine, imported late to keep the catalog light
+
+    for model in load_project(sql_dir).models.values():
+        if model.spec.materialization != "view":
+            continue
+        try:
+            con.execute(f"CREATE VIEW {sql_ident(model.spec.target)} AS {model.sql}")
+        except duckdb.Error as exc:
+            raise WarehouseError(f"{model.spec.where()}: cannot create its view: {exc}") from exc
+        _comment_on(con, "VIEW", model.spec.target, f"{model.spec.description} (model {model.spec.name} {model.spec.version})")
+
+
 # --------------------------------------------------------------------------------------
 # BI views (views/*.sql)
 
@@ -245,10 +259,13 @@ def build_catalog(
     db: str | os.PathLike | None = None,
     *,
     views_dir: str | os.PathLike | None = None,
+    sql_dir: str | os.PathLike | None = None,
 ) -> Path:
     """Write the catalog file for ``lake`` at ``db`` and return its path.
 
-    The file is built under a temporary name in the target's folder and renamed onto the
+    It holds a view per dataset, the view models of ``sql_dir`` (default: the repository's
+    ``sql/``), the BI views of ``views_dir`` (default ``views/``), and the tables
+    ``warehouse_datasets`` and ``warehouse_analyses``. The file is built under a temporary name in the target's folder and renamed onto the
     target only once complete; on any failure the temporary file is removed and the old
     catalog is left as it was.
     """
@@ -266,6 +283,7 @@ def build_catalog(
             n_files = _create_dataset_views(con, root)
             _create_datasets_table(con, n_files)
             _create_analyses_table(con, root)
+            _create_model_views(con, Path(sql_dir) if sql_dir is not None else None)
             _create_bi_views(con, views)
             con.execute("USE memory")
             con.execute(f"DETACH {CATALOG_ALIAS}")  # checkpoints: the file is complete, no WAL left

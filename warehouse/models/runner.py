@@ -249,6 +249,10 @@ def run_models(
         plans: dict[str, ModelPlan] = {}
         results = []
         for name in project.select(selected):
+            spec = project.models[name].spec
+            if spec.materialization == "view":
+                report(f"{name} {spec.version}: a view in the catalog, created by `warehouse catalog`")
+                continue
             upstream = {p: plans[p] for p in project.parents(name) if p in plans}
             plan = plan_model(
                 project, name, root, upstream, records,
