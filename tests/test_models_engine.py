@@ -1005,3 +1005,16 @@ def test_view_model_becomes_a_catalog_view(lake: Path, tmp_path: Path) -> None:
         assert con.execute("SELECT run_id, captures FROM pooled_steps ORDER BY run_id").fetchall() == want
         comment = con.execute("SELECT comment FROM duckdb_views() WHERE view_name = 'pooled_steps'").fetchone()[0]
         assert "captures per run" in comment and "pooled@1" in comment
+
+
+def test_sql_reads_its_analysis_id_with_getvariable(lake: Path, tmp_path: Path) -> None:
+    sql = copy_sql(tmp_path)
+    contract_model(
+        sql, "own_id", "events_candidates", "geometry_state",
+        {"event_id": "getvariable('analysis_id')", "layer": "layer", "step": "step"},
+        where="WHERE sample_id IS NULL AND layer = 0 AND step = 0",
+    )
+    analysis = only(build(lake, sql_dir=sql, selected=["own_id"])).plan.analysis_id
+    rows = read_rows(lake, "events_candidates", analysis)
+    event_id = row_columns("events_candidates").index("event_id")
+    assert rows and {r[event_id] for r in rows} == {analysis}

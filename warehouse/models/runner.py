@@ -346,6 +346,9 @@ def _compute(plan: ModelPlan, units: list[str], staging: Path) -> dict[str, tupl
     spec = plan.model.spec
     con = work_connection(staging / "spill")
     try:
+        # Ids the SQL may need (e.g. inside stable hashes) but cannot hold as text: they
+        # derive from its fingerprint. It reads them with getvariable('analysis_id').
+        con.execute(f"SET VARIABLE analysis_id = {ql(plan.analysis_id)}")
         for name, inp in plan.inputs.items():
             con.execute(f"CREATE VIEW {qi(name)} AS {select_dataset(inp.dataset, inp.files_for(units))}")
         query = output_sql(plan, dt.datetime.now(dt.timezone.utc))
