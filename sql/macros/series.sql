@@ -14,3 +14,25 @@ sqrt(
     {%- endfor %}
         )
 {%- endmacro %}
+
+{#- The sample set each run is analysed on: `chosen` (a string literal) when not empty,
+    else the alphabetically first sample set with pooled rows (sample_id NULL). -#}
+{% macro analysed_sample_sets(chosen) -%}
+SELECT run_id, min(sample_set) AS sample_set
+FROM geometry_state
+WHERE sample_id IS NULL AND ({{ chosen }} = '' OR sample_set = {{ chosen }})
+GROUP BY run_id
+{%- endmacro %}
+
+{#- First and last pooled step of every (run, sample set, layer, module) series. -#}
+{% macro series_spans() -%}
+SELECT run_id, sample_set, layer, module, min(step) AS first_step, max(step) AS last_step
+FROM geometry_state
+WHERE sample_id IS NULL
+GROUP BY run_id, sample_set, layer, module
+{%- endmacro %}
+
+{#- Normalised time of `step` in a series spanning first .. last: 0 for a single capture. -#}
+{% macro normalised_t(step, first, last) -%}
+CASE WHEN {{ last }} = {{ first }} THEN 0.0 ELSE ({{ step }} - {{ first }})::DOUBLE / ({{ last }} - {{ first }}) END
+{%- endmacro %}
