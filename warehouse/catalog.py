@@ -123,6 +123,7 @@ def _create_datasets_table(con: duckdb.DuckDBPyConnection, n_files: dict[str, in
 
 
 ANALYSES_TABLE = "warehouse_analyses"
+LATEST_ANALYSES_VIEW = "warehouse_latest_analyses"
 _ANALYSES_COLUMNS = {
     "analysis_id": ("VARCHAR", "The analysis: written into every row the model produced."),
     "model": ("VARCHAR", "Model name (its file under sql/models/)."),
@@ -158,7 +159,16 @@ def _create_analyses_table(con: duckdb.DuckDBPyConnection, root: Path) -> None:
     _comment_on(con, "TABLE", ANALYSES_TABLE, "Build history: every analysis of every model, with its version, fingerprints, parameters, inputs, rows and timing.")
     for name, (_, doc) in _ANALYSES_COLUMNS.items():
         _comment_on_column(con, ANALYSES_TABLE, name, doc)
-
+    # The analysis a BI view shows by default: per dataset, the one built last.
+    con.execute(
+        f"""CREATE VIEW {LATEST_ANALYSES_VIEW} AS
+        SELECT target, arg_max(analysis_id, updated_at) AS analysis_id, max(updated_at) AS updated_at
+        FROM {ANALYSES_TABLE} GROUP BY target"""
+    )
+    _comment_on(con, "VIEW", LATEST_ANALYSES_VIEW, "Per model target, the analysis built last: what the BI views show.")
+    for name, doc in {"target": "Dataset a model writes.", "analysis_id": "Its analysis built last.",
+                      "updated_at": "When that analysis was last built."}.items():
+        _comment_on_column(con, LATEST_ANALYSES_VIEW, name, doc)
 
 
 def _create_model_views(con: duckdb.DuckDBPyConnection, sql_dir: Path | None) -> None:

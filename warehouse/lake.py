@@ -114,9 +114,9 @@ def publish(written: Path, folder: Path) -> Path:
     if final.exists():
         written.unlink()
         return final
-    _fsync_file(written)
+    _fsync(written)
     os.replace(written, final)
-    _fsync_dir(folder)
+    _fsync(folder)
     return final
 
 
@@ -151,16 +151,9 @@ def remove_quietly(paths: Iterable[Path]) -> None:
             pass
 
 
-def _fsync_file(path: Path) -> None:
+def _fsync(path: Path) -> None:
+    """Flush a file's bytes, or a folder's entries, to disk."""
     fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-def _fsync_dir(folder: Path) -> None:
-    fd = os.open(folder, os.O_RDONLY)
     try:
         os.fsync(fd)
     finally:

@@ -1,0 +1,71 @@
+-- name: event_timeline
+-- description: Change-point candidates of the latest events_candidates analysis on a common
+--   time axis: each peak's step normalised over its own pooled series (0 = first capture,
+--   1 = last), beside the run's cohort, seed and mode.
+-- column run_id: Run of the candidate.
+-- column cohort_id: The run's cohort (runs.config_hash).
+-- column seed: Run seed.
+-- column run_mode: probe_micro_finetune, train_full or eval_only.
+-- column family_id: Probe family of a probe run; NULL for a training run.
+-- column layer: Layer of the candidate.
+-- column metric: <module>.<descriptor>, or __composite__ for a layer's composite candidate.
+-- column event_type: change_point or change_point_composite.
+-- column step: Step of the peak (the first capture at the new level).
+-- column start_step: First step of the window of candidate captures.
+-- column end_step: Last step of the window of candidate captures.
+-- column t: The peak's step normalised over its series, from 0 (first capture) to 1 (last).
+-- column score: magnitude_eff * coherence * novelty.
+-- column metric_z: Robust z of the change (single-metric candidates).
+-- column analysis_id: The events_candidates analysis.
+CREATE VIEW event_timeline AS
+WITH latest AS (
+    SELECT analysis_id FROM warehouse_latest_analyses WHERE target = 'events_candidates'
+),
+
+candidates AS (
+    SELECT
+        *,
+        -- a composite candidate spans the layer's modules, which share their steps
+        CASE WHEN metric = '__composite__' THEN NULL ELSE split_part(metric, '.', 1) END AS module
+    FROM events_candidates
+    WHERE analysis_id IN (SELECT analysis_id FROM latest)
+),
+
+series_spans AS (
+    SELECT run_id, layer, module, min(step) AS first_step, max(step) AS last_step
+    FROM geometry_state
+    WHERE sample_id IS NULL
+    GROUP BY run_id, layer, module
+),
+
+layer_spans AS (
+    SELECT run_id, layer, min(first_step) AS first_step, max(last_step) AS last_step
+    FROM series_spans
+    GROUP BY run_id, layer
+)
+
+SELECT
+    c.run_id,
+    r.config_hash AS cohort_id,
+    r.seed,
+    r.run_mode,
+    r.family_id,
+    c.layer,
+    c.metric,
+    c.event_type,
+    c.step,
+    c.start_step,
+    c.end_step,
+    CASE
+        WHEN coalesce(s.last_step, l.last_step) = coalesce(s.first_step, l.first_step) THEN 0.0
+        ELSE (c.step - coalesce(s.first_step, l.first_step))::DOUBLE
+            / (coalesce(s.last_step, l.last_step) - coalesce(s.first_step, l.first_step))
+    END AS t,
+    c.score,
+    c.metric_z,
+    c.analysis_id
+FROM candidates AS c
+JOIN runs AS r ON r.run_id = c.run_id
+LEFT JOIN series_spans AS s ON s.run_id = c.run_id AND s.layer = c.layer AND s.module = c.module
+LEFT JOIN layer_spans AS l ON l.run_id = c.run_id AND l.layer = c.layer
+ORDER BY r.config_hash, c.run_id, t, c.layer, c.metric
