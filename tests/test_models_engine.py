@@ -373,6 +373,21 @@ def test_str_parameter_from_the_command_line(
     assert {r[metric] for r in rows} == {value}
 
 
+@pytest.mark.parametrize(("default", "expected"), [("''", ""), ('""', ""), ("'fixed_v1'", "fixed_v1"), ("x", "x")])
+def test_quoted_str_default_in_the_header_is_the_text_inside(tmp_path: Path, default: str, expected: str) -> None:
+    sql = copy_sql(tmp_path)
+    for other in (sql / "models").glob("*.sql"):  # this model alone
+        other.unlink()
+    contract_model(sql, "label_probe", "events_candidates", "geometry_state",
+                   {"metric": "{{ label }}"}, params=[f"label: str = {default} | any text"])
+    model = load_project(sql).models["label_probe"]
+    assert model.params["label"] == expected
+    assert f"{sql_literal(expected)} AS metric" in model.sql
+    # a value given in Python (or on the command line) keeps its quotes
+    given = load_project(sql, {"label_probe": {"label": "'q'"}}).models["label_probe"]
+    assert given.params["label"] == "'q'"
+
+
 @pytest.mark.parametrize("value", ["nan", "inf", "-inf", float("nan"), float("inf"), "1e999"])
 def test_float_parameter_must_be_finite(tmp_path: Path, value: object) -> None:
     # nan and inf would otherwise render as the bare words nan / inf: column references

@@ -129,7 +129,12 @@ def _parse_param(text: str, path: Path) -> Param:
     m = PARAM_RE.match(text)
     if not m:
         raise ModelError(f"{path}: cannot read parameter {text!r}; write `-- param NAME: int|float|str|bool = DEFAULT | doc`")
-    default = _convert(m["default"], m["type"], f"{path}: parameter {m['name']}")
+    default = m["default"]
+    if m["type"] == "str" and len(default) >= 2 and default[0] == default[-1] and default[0] in "'\"":
+        # a quoted default is the text between the quotes: `= ''` is the empty string. Only
+        # in the header: a value given on the command line or in Python is taken as it is.
+        default = default[1:-1]
+    default = _convert(default, m["type"], f"{path}: parameter {m['name']}")
     return Param(m["name"], m["type"], default, (m["doc"] or "").strip())
 
 
