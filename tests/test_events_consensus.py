@@ -1,0 +1,565 @@
+"""events (consensus@1) against an independent python reading of design.md, and its BI view."""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import math
+import shutil
+from collections import Counter
+from pathlib import Path
+from typing import Any, Iterable
+
+import duckdb
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+from warehouse import build_catalog, connect, models, writer
+from warehouse.contracts import EVENTS_CANDIDATES
+from warehouse.demo import write_demo
+from warehouse.hashing import canonical_json, config_hash
+
+REPO_SQL = Path(__file__).resolve().parent.parent / "sql"
+CANDIDATES = "cpd-hand"  # the analysis of events_candidates the tests write
+CAPTURE = "capture-v1"
+COMPOSITE = "__composite__"
+SLACK = 1e-12  # design reading: a gap equal to the tolerance up to rounding stays inside
+
+
+# -- inputs ------------------------------------------------------------------------------
+
+
+def run_row(run_id: str, cohort: str, seed: int) -> dict[str, Any]:
+    config = {"cohort": cohort, "lr": 1e-3, "seed": seed}
+    return {
+        "run_id": run_id, "seed": seed, "run_mode": "train_full", "model_id": "tiny",
+        "config_json": canonical_json(config), "config_hash": config_hash(config), "status": "completed",
+        "started_at_utc": dt.datetime(2026, 1, 1, tzinfo=dt.timezone.utc),
+    }
+
+
+def cohort_hash(cohort: str) -> str:
+    return config_hash({"cohort": cohort, "lr": 1e-3})
+
+
+def geometry_rows(
+    run_id: str, steps: Iterable[int], *, layers=(0, 1), modules=("resid_post", "mlp_out"),
+    sample_set: str = "eval", sample_id: str | None = None,
+) -> list[dict[str, Any]]:
+    """Pooled rows of one run: only their steps matter to consensus@1."""
+    return [
+        {
+            "run_id": run_id, "analysis_id": CAPTURE, "step": step, "seed": 0, "sample_set": sample_set,
+            "sample_id": sample_id, "layer": layer, "module": module, "n_samples": 8, "dim": 4,
+            "eff_rank": 2.0, "sv_entropy": 0.5, "sparsity": 0.1, "principal_angle_prev": None,
+            "principal_angle_init": 0.0, "act_norm": 1.0,
+        }
+        for step in sorted(set(steps)) for layer in layers for module in modules
+    ]
+
+
+def candidate(run_id: str, event_id: str, layer: int, metric: str, step: int, score: float) -> dict[str, Any]:
+    return {
+        "run_id": run_id, "analysis_id": CANDIDATES, "event_id": event_id, "layer": layer, "metric": metric,
+        "step": step, "start_step": step, "end_step": step, "score": score,
+        "event_type": "change_point_composite" if metric == COMPOSITE else "change_point",
+    }
+
+
+def sql_without_other_models(tmp_path: Path) -> Path:
+    """The repository's sql/ with only this model: events_candidates is read as producer data."""
+    sql = tmp_path / "sql"
+    shutil.copytree(REPO_SQL, sql)
+    for path in (sql / "models").glob("*.sql"):
+        if path.name != "events.sql":
+            path.unlink()
+    return sql
+
+
+def build(
+    tmp_path: Path, runs: list[dict], geometry: list[dict], candidates: list[dict], params: dict | None = None,
+) -> tuple[Path, Path]:
+    lake = tmp_path / "lake"
+    writer.write("runs", runs, lake=lake)
+    writer.write("geometry_state", geometry, lake=lake)
+    if candidates:
+        writer.write("events_candidates", candidates, lake=lake)
+    sql = sql_without_other_models(tmp_path)
+    run_models(lake, sql, params)
+    return lake, sql
+
+
+def run_models(lake: Path, sql: Path, params: dict | None = None) -> None:
+    models.run(lake=lake, sql_dir=sql, params={"events": params or {}}, report=lambda _: None)
+
+
+def built(lake: Path) -> list[dict[str, Any]]:
+    """Every events row of the lake, with its analysis_id (folder names read as strings)."""
+    with duckdb.connect() as con:
+        return dicts(con.execute(
+            f"SELECT * FROM read_parquet('{lake}/events/*/*.parquet', hive_partitioning = true,"
+            " hive_types = {'analysis_id': 'VARCHAR'}) ORDER BY cohort_id, layer, metric, t_median"
+        ))
+
+
+def dicts(cursor: duckdb.DuckDBPyConnection) -> list[dict[str, Any]]:
+    names = [d[0] for d in cursor.description]
+    return [dict(zip(names, row)) for row in cursor.fetchall()]
+
+
+def analyses(lake: Path) -> list[str]:
+    return sorted(p.name.split("=", 1)[1] for p in (lake / "events").iterdir())
+
+
+# -- the reference ------------------------------------------------------------------------
+
+
+def median(values: list[float]) -> float:
+    v = sorted(values)
+    n = len(v)
+    return v[n // 2] if n % 2 else (v[n // 2 - 1] + v[n // 2]) / 2
+
+
+def round_half_away(x: float) -> int:
+    return int(math.copysign(math.floor(abs(x) + 0.5), x))
+
+
+def f32(x: float) -> float:
+    return float(np.float32(x))
+
+
+def reference(
+    runs: list[dict], geometry: list[dict], candidates: list[dict], analysis_id: str,
+    tolerance: float = 0.05, sample_set: str = "",
+) -> list[dict[str, Any]]:
+    """design.md's consensus@1 with its exact readings, in plain python."""
+    cohort_of = {r["run_id"]: r["config_hash"] for r in runs}
+    cohort_size = Counter(cohort_of.values())
+    pooled = [g for g in geometry if g["sample_id"] is None]
+    analysed = {}
+    for g in pooled:
+        if sample_set in ("", g["sample_set"]):
+            analysed[g["run_id"]] = min(analysed.get(g["run_id"], g["sample_set"]), g["sample_set"])
+    steps: dict[tuple, list[int]] = {}
+    for g in pooled:
+        if analysed.get(g["run_id"]) == g["sample_set"]:
+            steps.setdefault((g["run_id"], g["layer"], g["module"]), []).append(g["step"])
+            steps.setdefault((g["run_id"], g["layer"], COMPOSITE), []).append(g["step"])
+    placed: dict[tuple, list[dict]] = {}
+    for c in candidates:
+        module = COMPOSITE if c["metric"] == COMPOSITE else c["metric"].split(".")[0]
+        grid = steps.get((c["run_id"], c["layer"], module))
+        if c["run_id"] not in cohort_of or grid is None:
+            continue
+        first, last = min(grid), max(grid)
+        t = 0.0 if last == first else (c["step"] - first) / (last - first)
+        score = c["score"] if c["score"] is not None and math.isfinite(c["score"]) else None
+        key = (cohort_of[c["run_id"]], c["layer"], c["metric"])
+        placed.setdefault(key, []).append(dict(c, t=t, score=None if score is None else f32(score)))
+    events = []
+    for (cohort, layer, metric), members in placed.items():
+        members.sort(key=lambda c: (c["t"], c["run_id"], c["step"], c["event_id"]))
+        clusters = [[members[0]]]
+        for prev, c in zip(members, members[1:]):
+            if c["t"] - prev["t"] > tolerance + SLACK:
+                clusters.append([])
+            clusters[-1].append(c)
+        for cluster in clusters:
+            supporting = sorted({c["run_id"] for c in cluster})
+            total = cohort_size[cohort]
+            if 2 * len(supporting) < total:
+                continue
+            scores = [c["score"] for c in cluster if c["score"] is not None]
+            first_id = cluster[0]["event_id"]
+            events.append({
+                "event_id": event_id(analysis_id, cohort, layer, metric, first_id),
+                "analysis_id": analysis_id, "cohort_id": cohort, "layer": layer, "metric": metric,
+                "event_type": "consensus",
+                "step_median": round_half_away(median([c["step"] for c in cluster])),
+                "step_min": min(c["step"] for c in cluster), "step_max": max(c["step"] for c in cluster),
+                "t_median": median([c["t"] for c in cluster]),
+                "n_runs_supporting": len(supporting), "n_runs_total": total, "support": len(supporting) / total,
+                "strength": sum(scores) / len(scores) if scores else None,
+                "source_event_ids": [c["event_id"] for c in cluster], "source_run_ids": supporting,
+            })
+    return events
+
+
+def event_id(analysis_id: str, cohort: str, layer: int, metric: str, first_source: str) -> str:
+    return hashlib.sha256(f"{analysis_id}|{cohort}|{layer}|{metric}|{first_source}".encode()).hexdigest()[:32]
+
+
+def natural_key(row: dict) -> tuple:
+    return (row["cohort_id"], row["layer"], row["metric"], tuple(row["source_event_ids"]))
+
+
+def assert_matches(got: list[dict], want: list[dict]) -> None:
+    got_by = {natural_key(r): r for r in got}
+    want_by = {natural_key(r): r for r in want}
+    assert len(got_by) == len(got)
+    assert got_by.keys() == want_by.keys()
+    for key, w in want_by.items():
+        g = got_by[key]
+        for col, value in w.items():
+            if col in ("t_median", "support", "strength"):
+                assert g[col] == pytest.approx(value, rel=2e-5, abs=1e-7), (key, col)
+            else:
+                assert g[col] == value, (key, col)
+
+
+def check(tmp_path: Path, runs, geometry, candidates, params: dict | None = None) -> dict[tuple, dict]:
+    """Build, compare with the reference, and return the rows by (cohort, layer, metric, first step)."""
+    lake, _ = build(tmp_path, runs, geometry, candidates, params)
+    [analysis] = analyses(lake)
+    got = built(lake)
+    assert_matches(got, reference(runs, geometry, candidates, analysis, **(params or {})))
+    return {(r["cohort_id"], r["layer"], r["metric"], r["step_min"]): r for r in got}
+
+
+# -- hand-checkable cases -----------------------------------------------------------------
+
+RP = "resid_post.eff_rank"
+
+
+def test_gap_above_tolerance_splits_gap_at_tolerance_joins(tmp_path: Path) -> None:
+    runs = [run_row("a0", "A", 0), run_row("a1", "A", 1)]
+    geometry = geometry_rows("a0", range(0, 101, 5)) + geometry_rows("a1", range(0, 1001, 50))
+    candidates = [
+        candidate("a0", "e-a0-15", 0, RP, 15, 2.0),  # t 0.15
+        # t 0.20: 0.05 after 0.15 on paper, 0.05000000000000002 in binary: stays together
+        candidate("a1", "e-a1-200", 0, RP, 200, 4.0),
+        candidate("a1", "e-a1-251", 0, RP, 251, 3.0),  # t 0.251: 0.051 after, a new cluster
+    ]
+    assert 200 / 1000 - 15 / 100 > 0.05  # the rounding the model must not split on
+    got = check(tmp_path, runs, geometry, candidates)
+    a = cohort_hash("A")
+    assert set(got) == {(a, 0, RP, 15), (a, 0, RP, 251)}
+    first, second = got[(a, 0, RP, 15)], got[(a, 0, RP, 251)]
+    assert first["source_event_ids"] == ["e-a0-15", "e-a1-200"]
+    assert first["source_run_ids"] == ["a0", "a1"]
+    assert (first["step_median"], first["step_min"], first["step_max"]) == (108, 15, 200)  # 107.5 -> 108
+    assert first["t_median"] == pytest.approx(0.175)
+    assert (first["n_runs_supporting"], first["n_runs_total"], first["support"]) == (2, 2, 1.0)
+    assert first["strength"] == 3.0
+    # one run of two is exactly half: kept
+    assert (second["n_runs_supporting"], second["support"], second["step_median"]) == (1, 0.5, 251)
+    assert second["t_median"] == pytest.approx(0.251)
+    assert first["event_type"] == "consensus" and first["event_id"] != second["event_id"]
+
+
+def test_support_threshold_and_a_run_with_several_candidates(tmp_path: Path) -> None:
+    # four runs; b3 has neither geometry nor candidates and still counts in the cohort's size
+    runs = [run_row(f"b{i}", "B", i) for i in range(4)]
+    geometry = [g for i in range(3) for g in geometry_rows(f"b{i}", range(0, 101))]
+    candidates = [
+        # b0 three times and b1 once: 2 runs of 4 support the cluster (exactly half: kept)
+        candidate("b0", "x1", 1, RP, 10, 1.0),
+        candidate("b0", "x2", 1, RP, 12, 2.0),
+        candidate("b1", "x3", 1, RP, 13, 3.0),
+        candidate("b0", "x4", 1, RP, 15, 6.0),
+        # b2 alone, later: 1 run of 4 is below half: dropped
+        candidate("b2", "y1", 1, RP, 60, 9.0),
+        candidate("b2", "y2", 1, RP, 62, 9.0),
+    ]
+    got = check(tmp_path, runs, geometry, candidates)
+    b = cohort_hash("B")
+    assert list(got) == [(b, 1, RP, 10)]
+    event = got[(b, 1, RP, 10)]
+    assert event["source_event_ids"] == ["x1", "x2", "x3", "x4"]  # all of b0's, in t order
+    assert event["source_run_ids"] == ["b0", "b1"]
+    assert (event["n_runs_supporting"], event["n_runs_total"], event["support"]) == (2, 4, 0.5)
+    assert event["strength"] == 3.0  # (1 + 2 + 3 + 6) / 4: every candidate counts
+    # median of 10, 12, 13, 15 is 12.5: half away from zero gives 13 (half to even: 12)
+    assert (event["step_median"], event["step_min"], event["step_max"]) == (13, 10, 15)
+    assert event["t_median"] == pytest.approx(0.125)
+
+
+def test_two_cohorts_cluster_apart(tmp_path: Path) -> None:
+    runs = [run_row("c0", "C", 0), run_row("c1", "C", 1), run_row("d0", "D", 0), run_row("d1", "D", 1),
+            run_row("d2", "D", 2)]
+    geometry = [g for r in runs for g in geometry_rows(r["run_id"], range(0, 101, 5))]
+    candidates = [
+        candidate("c0", "c0-e", 0, RP, 40, 1.0),
+        candidate("d0", "d0-e", 0, RP, 40, 2.0),  # same t as c0, another cohort: apart
+        candidate("d1", "d1-e", 0, RP, 45, 4.0),
+        candidate("c1", "c1-other-layer", 1, RP, 40, 1.0),  # another layer: apart
+    ]
+    got = check(tmp_path, runs, geometry, candidates)
+    c, d = cohort_hash("C"), cohort_hash("D")
+    assert set(got) == {(c, 0, RP, 40), (d, 0, RP, 40), (c, 1, RP, 40)}
+    assert got[(c, 0, RP, 40)]["source_run_ids"] == ["c0"] and got[(c, 0, RP, 40)]["n_runs_total"] == 2
+    assert got[(d, 0, RP, 40)]["source_run_ids"] == ["d0", "d1"] and got[(d, 0, RP, 40)]["n_runs_total"] == 3
+    assert got[(d, 0, RP, 40)]["support"] == pytest.approx(2 / 3)
+    assert got[(d, 0, RP, 40)]["step_median"] == 43  # 42.5, half away from zero
+
+
+def test_composite_and_module_spans(tmp_path: Path) -> None:
+    runs = [run_row("e0", "E", 0), run_row("e1", "E", 1)]
+    geometry = (
+        geometry_rows("e0", range(0, 201, 10), layers=(0,))
+        + geometry_rows("e1", range(0, 101, 10), layers=(0,))
+        # e0 layer 1: mlp_out spans 0..400 while resid_post spans 0..200 (the module before
+        # the dot picks the series); the composite takes the layer's whole span
+        + geometry_rows("e0", range(0, 201, 10), layers=(1,), modules=("resid_post",))
+        + geometry_rows("e0", range(0, 401, 20), layers=(1,), modules=("mlp_out",))
+    )
+    candidates = [
+        candidate("e0", "e0-comp", 0, COMPOSITE, 100, 5.0),  # t 0.5 of 0..200
+        candidate("e1", "e1-comp", 0, COMPOSITE, 50, 7.0),  # t 0.5 of 0..100
+        candidate("e1", "e1-rp", 0, RP, 50, 1.0),  # same t, another metric: its own cluster
+        candidate("e0", "e0-mlp", 1, "mlp_out.sparsity", 200, 1.0),  # t 0.5 of 0..400
+        candidate("e0", "e0-rp", 1, RP, 200, 1.0),  # t 1.0 of 0..200
+        candidate("e0", "e0-none", 1, COMPOSITE, 20, 1.0),
+    ]
+    got = check(tmp_path, runs, geometry, candidates)
+    e = cohort_hash("E")
+    comp = got[(e, 0, COMPOSITE, 50)]
+    assert comp["source_event_ids"] == ["e0-comp", "e1-comp"]  # same t: run_id breaks the tie
+    assert (comp["t_median"], comp["step_median"], comp["strength"]) == (0.5, 75, 6.0)
+    assert got[(e, 0, RP, 50)]["source_event_ids"] == ["e1-rp"]
+    assert got[(e, 1, "mlp_out.sparsity", 200)]["t_median"] == 0.5
+    assert got[(e, 1, RP, 200)]["t_median"] == 1.0
+    assert got[(e, 1, COMPOSITE, 20)]["t_median"] == pytest.approx(0.05)  # 20 of 0..400
+
+
+def test_different_step_grids_meet_in_t(tmp_path: Path) -> None:
+    runs = [run_row("f0", "F", 0), run_row("f1", "F", 1), run_row("f2", "F", 2)]
+    geometry = (
+        geometry_rows("f0", range(0, 101, 10))
+        + geometry_rows("f1", range(0, 1001, 40))
+        + geometry_rows("f2", [1000, 1010, 1020, 1030])  # a resumed run: t from its own first step
+    )
+    candidates = [
+        candidate("f0", "f0-e", 0, RP, 50, 1.0),  # t 0.5
+        candidate("f1", "f1-e", 0, RP, 520, 2.0),  # t 0.52
+        candidate("f2", "f2-e", 0, RP, 1020, 3.0),  # t 0.6666...: more than 0.05 after: alone
+    ]
+    got = check(tmp_path, runs, geometry, candidates)
+    f = cohort_hash("F")
+    event = got[(f, 0, RP, 50)]  # 2 of 3 runs; f2's cluster (1 of 3) is dropped
+    assert set(got) == {(f, 0, RP, 50)}
+    assert event["source_run_ids"] == ["f0", "f1"]
+    assert (event["step_median"], event["step_min"], event["step_max"]) == (285, 50, 520)
+    assert event["t_median"] == pytest.approx(0.51)
+
+
+def test_sample_set_and_tolerance_parameters(tmp_path: Path) -> None:
+    runs = [run_row("g0", "G", 0), run_row("g1", "G", 1)]
+    geometry = (
+        geometry_rows("g0", range(0, 101, 5), sample_set="a_set")
+        + geometry_rows("g0", range(0, 201, 5), sample_set="b_set")
+        + geometry_rows("g0", range(0, 401, 5), sample_set="0_per_sample", sample_id="s1")  # not pooled
+        + geometry_rows("g1", range(0, 101, 5), sample_set="a_set")
+        + geometry_rows("g1", range(0, 201, 5), sample_set="b_set")
+    )
+    candidates = [candidate("g0", "g0-e", 0, RP, 40, 1.0), candidate("g1", "g1-e", 0, RP, 45, 1.0)]
+    lake, sql = build(tmp_path, runs, geometry, candidates)
+    [default] = analyses(lake)
+    got = built(lake)
+    assert_matches(got, reference(runs, geometry, candidates, default))
+    # the alphabetically first pooled sample set: t 0.4 and 0.45 of 0..100
+    assert [(r["source_event_ids"], r["t_median"]) for r in got] == [(["g0-e", "g1-e"], pytest.approx(0.425))]
+    by_params = {}
+    for params in ({"sample_set": "b_set"}, {"sample_set": "b_set", "tolerance": 0.01}):
+        before = set(analyses(lake))
+        run_models(lake, sql, params)
+        [new] = set(analyses(lake)) - before
+        by_params[tuple(params.values())] = rows = [r for r in built(lake) if r["analysis_id"] == new]
+        assert_matches(rows, reference(runs, geometry, candidates, new, **params))
+    # b_set: t 0.2 and 0.225 of 0..200, together; 0.025 apart is above a tolerance of 0.01
+    assert [(r["source_event_ids"], r["t_median"]) for r in by_params[("b_set",)]] == [
+        (["g0-e", "g1-e"], pytest.approx(0.2125))
+    ]
+    assert [r["source_event_ids"] for r in by_params[("b_set", 0.01)]] == [["g0-e"], ["g1-e"]]
+    assert len(analyses(lake)) == 3
+
+
+def test_nan_score_counts_as_null_and_unplaceable_candidates_are_left_out(tmp_path: Path) -> None:
+    runs = [run_row("h0", "H", 0), run_row("h1", "H", 1)]
+    geometry = geometry_rows("h0", range(0, 101, 5)) + geometry_rows("h1", range(0, 101, 5))
+    lake = tmp_path / "lake"
+    writer.write("runs", runs, lake=lake)
+    writer.write("geometry_state", geometry, lake=lake)
+    candidates = [
+        candidate("h0", "h0-e", 0, RP, 30, 4.0),
+        candidate("h1", "h1-nan", 0, RP, 30, float("nan")),  # another producer's NaN
+        candidate("h1", "h1-e", 0, RP, 35, 2.0),
+        candidate("zz", "zz-e", 0, RP, 30, 1.0),  # a run missing from runs: no cohort
+        candidate("h0", "h0-layer9", 9, RP, 30, 1.0),  # no series at layer 9: no t
+    ]
+    # the writer refuses NaN, so write the file as another tool would
+    fields = [c.field for c in EVENTS_CANDIDATES.file_columns]
+    trailer = {"schema_version": "events_candidates@2.0",
+               "created_at_utc": dt.datetime(2026, 1, 1, tzinfo=dt.timezone.utc)}
+    for run in ("h0", "h1", "zz"):
+        folder = lake / "events_candidates" / f"analysis_id={CANDIDATES}" / f"run_id={run}"
+        folder.mkdir(parents=True)
+        rows = [{f.name: c.get(f.name) for f in fields} | trailer for c in candidates if c["run_id"] == run]
+        pq.write_table(pa.Table.from_pylist(rows, schema=pa.schema(fields)), folder / "part-other-tool.parquet")
+    run_models(lake, sql_without_other_models(tmp_path))
+    [analysis] = analyses(lake)
+    got = built(lake)
+    assert_matches(got, reference(runs, geometry, candidates, analysis))
+    [event] = got
+    assert event["source_event_ids"] == ["h0-e", "h1-nan", "h1-e"]
+    assert event["strength"] == 3.0  # the NaN score is skipped, the candidate still counts
+    assert (event["step_median"], event["n_runs_supporting"]) == (30, 2)
+
+
+def test_event_ids_are_stable_and_name_the_analysis(tmp_path: Path) -> None:
+    runs = [run_row("a0", "A", 0)]
+    geometry = geometry_rows("a0", range(0, 101, 10))
+    candidates = [candidate("a0", "first", 0, RP, 20, 1.0), candidate("a0", "second", 0, RP, 20, 1.0)]
+    lake, sql = build(tmp_path, runs, geometry, candidates)
+    [analysis] = analyses(lake)
+    [event] = built(lake)
+    a = cohort_hash("A")
+    # the first source event opens the cluster: ties in t, run and step go by event_id
+    assert event["event_id"] == hashlib.sha256(f"{analysis}|{a}|0|{RP}|first".encode()).hexdigest()[:32]
+    assert analysis.startswith("consensus1-")
+    # a rebuild with nothing new does no work and keeps the ids
+    [result] = models.run(lake=lake, sql_dir=sql, report=lambda _: None)
+    assert not result.plan.build and [r["event_id"] for r in built(lake)] == [event["event_id"]]
+    # another analysis of the same cluster: another id
+    run_models(lake, sql, {"tolerance": 0.1})
+    [other] = set(analyses(lake)) - {analysis}
+    assert {r["event_id"] for r in built(lake)} == {event["event_id"], event_id(other, a, 0, RP, "first")}
+
+
+# -- random cohorts against the reference -------------------------------------------------
+
+
+def random_case(rng: np.random.Generator) -> tuple[list, list, list]:
+    runs, geometry, candidates = [], [], []
+    metrics = [RP, "mlp_out.sparsity", COMPOSITE]
+    for k, cohort in enumerate("PQR"):
+        for seed in range(int(rng.integers(2, 6))):
+            run_id = f"{cohort}{seed}"
+            runs.append(run_row(run_id, cohort, seed))
+            if rng.random() < 0.15:
+                continue  # a run without geometry or candidates
+            start, every = int(rng.integers(0, 3)) * 100, int(rng.integers(5, 40))
+            grid = list(range(start, start + every * int(rng.integers(10, 60)) + 1, every))
+            geometry += geometry_rows(run_id, grid)
+            for n in range(int(rng.integers(4, 25))):
+                # a few shared moments per cohort, jittered: clusters form, some gaps straddle 0.05
+                t = [0.2, 0.5, 0.8][n % 3] + k * 0.03 + float(rng.normal(0, 0.04))
+                step = grid[int(np.clip(round(t * (len(grid) - 1)), 0, len(grid) - 1))]
+                candidates.append(candidate(
+                    run_id, f"{run_id}-{n}", int(rng.integers(0, 2)), metrics[int(rng.integers(0, 3))], step,
+                    float(rng.gamma(2.0, 1.5)),
+                ))
+    return runs, geometry, candidates
+
+
+@pytest.mark.parametrize("seed", [3, 11])
+def test_random_cohorts_match_the_reference(tmp_path: Path, seed: int) -> None:
+    runs, geometry, candidates = random_case(np.random.default_rng(seed))
+    lake, sql = build(tmp_path, runs, geometry, candidates)
+    [first] = analyses(lake)
+    got = built(lake)
+    assert len(got) >= 10
+    assert_matches(got, reference(runs, geometry, candidates, first))
+    run_models(lake, sql, {"tolerance": 0.02})
+    [second] = set(analyses(lake)) - {first}
+    rows = [r for r in built(lake) if r["analysis_id"] == second]
+    assert_matches(rows, reference(runs, geometry, candidates, second, tolerance=0.02))
+
+
+# -- the demo lake: planted events recur across each cohort's seeds ------------------------
+
+
+@pytest.fixture(scope="session")
+def demo_lake(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    lake = tmp_path_factory.mktemp("demo") / "lake"
+    write_demo(lake=lake)
+    return lake
+
+
+def test_planted_events_become_consensus_events(demo_lake: Path, tmp_path: Path) -> None:
+    """Candidates at exactly the planted steps: one consensus event per planted shift, all seeds."""
+    lake = tmp_path / "lake"
+    shutil.copytree(demo_lake, lake)
+    planted = pq.read_table(demo_lake / "_meta" / "demo" / "planted_events.parquet").to_pylist()
+    candidates = [
+        candidate(p["run_id"], f"planted-{i}", p["layer"], p["metric"], p["step"], float(p["size"]))
+        for i, p in enumerate(planted)
+    ]
+    writer.write("events_candidates", candidates, lake=lake)
+    run_models(lake, sql_without_other_models(tmp_path))
+    got = built(lake)
+    shifts = {(p["cohort_id"], p["layer"], p["metric"]) for p in planted}
+    assert {(r["cohort_id"], r["layer"], r["metric"]) for r in got} == shifts
+    assert len(got) == len(shifts)
+    assert all(r["n_runs_supporting"] == r["n_runs_total"] == 3 and r["support"] == 1.0 for r in got)
+    for r in got:
+        steps = sorted(p["step"] for p in planted if (p["cohort_id"], p["layer"], p["metric"]) == natural_key(r)[:3])
+        assert (r["step_min"], r["step_median"], r["step_max"]) == (steps[0], steps[1], steps[2])
+
+
+# -- the BI view ---------------------------------------------------------------------------
+
+
+def test_consensus_events_view(tmp_path: Path) -> None:
+    runs = [run_row("b0", "B", 0), run_row("b1", "B", 1), run_row("a0", "A", 0), run_row("a1", "A", 1)]
+    geometry = [g for r in runs for g in geometry_rows(r["run_id"], range(0, 101, 10))]
+    candidates = [
+        candidate("a0", "a-late", 0, RP, 80, 1.0),
+        candidate("a1", "a-early", 1, RP, 20, 1.0),
+        candidate("b0", "b-mid", 0, RP, 50, 1.0),
+        candidate("b1", "b-early", 0, COMPOSITE, 10, 1.0),
+    ]
+    lake, sql = build(tmp_path, runs, geometry, candidates)
+    [first] = analyses(lake)
+    run_models(lake, sql, {"tolerance": 0.1})  # a second analysis, built last: the one shown
+    [second] = set(analyses(lake)) - {first}
+    db = build_catalog(lake, tmp_path / "warehouse.duckdb", sql_dir=sql)
+    con = connect(db)
+    try:
+        latest = con.execute("SELECT analysis_id FROM warehouse_latest_analyses WHERE target = 'events'").fetchone()[0]
+        rows = dicts(con.execute("SELECT * FROM consensus_events"))
+        comments = dict(con.execute(
+            "SELECT column_name, comment FROM duckdb_columns() WHERE table_name = 'consensus_events'"
+        ).fetchall())
+        [view_comment] = con.execute(
+            "SELECT comment FROM duckdb_views() WHERE view_name = 'consensus_events'"
+        ).fetchone()
+    finally:
+        con.close()
+    assert view_comment and all(comments.values()) and set(comments) == set(rows[0])
+    assert latest == second and {r["analysis_id"] for r in rows} == {second}
+    a, b = cohort_hash("A"), cohort_hash("B")
+    order = sorted([a, b])
+    expected = {a: [("a-early", 0.2), ("a-late", 0.8)], b: [("b-early", 0.1), ("b-mid", 0.5)]}
+    assert [(r["cohort_id"], r["source_event_ids"][0], r["t_median"]) for r in rows] == [
+        (c, e, pytest.approx(t)) for c in order for e, t in expected[c]
+    ]
+    for r in rows:
+        cohort = "A" if r["cohort_id"] == a else "B"
+        # the configuration the cohort shares: without the seed, one per cohort
+        assert r["cohort_config_json"] == canonical_json({"cohort": cohort, "lr": 1e-3})
+        assert r["n_runs_total"] == 2
+
+
+def test_consensus_events_view_without_build_history(tmp_path: Path) -> None:
+    """Events a producer wrote (no engine build recorded): the view shows every analysis."""
+    lake = tmp_path / "lake"
+    writer.write("runs", [run_row("a0", "A", 0), run_row("a1", "A", 1)], lake=lake)
+    event = {
+        "event_id": "ev1", "cohort_id": cohort_hash("A"), "layer": 2, "metric": RP, "event_type": "consensus",
+        "step_median": 50, "step_min": 40, "step_max": 60, "t_median": 0.5, "n_runs_supporting": 2,
+        "n_runs_total": 2, "support": 1.0, "strength": 3.5, "source_event_ids": ["x", "y"],
+        "source_run_ids": ["a0", "a1"],
+    }
+    writer.write("events", [dict(event, analysis_id="producer-a"), dict(event, analysis_id="producer-b")], lake=lake)
+    db = build_catalog(lake, tmp_path / "warehouse.duckdb", sql_dir=sql_without_other_models(tmp_path))
+    con = connect(db)
+    try:
+        rows = dicts(con.execute("SELECT analysis_id, cohort_config_json, layer FROM consensus_events"))
+    finally:
+        con.close()
+    config = canonical_json({"cohort": "A", "lr": 1e-3})
+    assert sorted(r["analysis_id"] for r in rows) == ["producer-a", "producer-b"]
+    assert all(r["cohort_config_json"] == config and r["layer"] == 2 for r in rows)
