@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import json
 import math
 import os
 import shutil
@@ -15,7 +16,7 @@ import duckdb
 import pyarrow as pa
 
 from warehouse import contracts, writer
-from warehouse.models.project import ENGINE_COLUMNS
+from warehouse.models.project import ENGINE_COLUMNS, default_sql_dir
 from warehouse.scan import select_dataset
 
 REPO = Path(__file__).resolve().parent.parent
@@ -67,9 +68,20 @@ def write_runs(lake: Path, runs: Mapping[str, Iterable[int]], **kw: Any) -> None
 
 
 def copy_sql(tmp_path: Path, name: str = "sql") -> Path:
-    """A private copy of the repository's ``sql/`` folder that a test may edit."""
+    """A private copy of the engine's default ``sql/`` folder that a test may edit."""
     target = tmp_path / name
+    shutil.copytree(default_sql_dir(), target)
+    return target
+
+
+def only_model_sql(target: Path, model: str) -> Path:
+    """A copy of the repository's ``sql/`` at ``target`` with ``model`` as its only model."""
     shutil.copytree(REPO_SQL, target)
+    for path in (target / "models").glob("*.sql"):
+        if path.stem != model:
+            path.unlink()
+    lock = json.loads((target / "models.lock").read_text())
+    (target / "models.lock").write_text(json.dumps({model: lock[model]}, indent=2) + "\n")
     return target
 
 

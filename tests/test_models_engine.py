@@ -29,6 +29,7 @@ from model_fixtures import (
     cli,
     contract_model,
     copy_sql,
+    only_model_sql,
     edit_model,
     geometry_rows,
     model_path,
@@ -43,7 +44,7 @@ from warehouse import cli as warehouse_cli
 from warehouse import contracts, models, writer
 from warehouse.errors import LockBusy
 from warehouse.models import ModelError, load_project, lock_problems, write_lock
-from warehouse.models import project as project_module
+from warehouse.models.project import default_sql_dir
 from warehouse.models import runner
 from warehouse.models.compile import canonical, sql_literal
 from warehouse.models.state import analyses_dir, build_lock, load_analyses
@@ -56,6 +57,18 @@ DYN = "geometry_dynamics"
 
 def quiet(_: str) -> None:
     pass
+
+
+@pytest.fixture(scope="session")
+def dyn_sql(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The repository's sql/ with geometry_dynamics as its only model."""
+    return only_model_sql(tmp_path_factory.mktemp("engine") / "sql", DYN)
+
+
+@pytest.fixture(autouse=True)
+def engine_sql(dyn_sql: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The engine's behaviour is tested on one model, whatever else the repository holds."""
+    monkeypatch.setenv("SQUIGGLE_SQL", str(dyn_sql))
 
 
 def build(lake: Path, **kw) -> list[runner.ModelResult]:
@@ -88,7 +101,7 @@ def built(lake: Path) -> tuple[Path, str]:
 
 def in_process_cli(monkeypatch: pytest.MonkeyPatch, sql_dir: Path, *argv: str) -> int:
     """``warehouse ARGV`` in this process, with the engine's default sql/ folder at ``sql_dir``."""
-    monkeypatch.setattr(project_module, "SQL_DIR", sql_dir)
+    monkeypatch.setenv("SQUIGGLE_SQL", str(sql_dir))
     return warehouse_cli.main(list(argv))
 
 
@@ -267,7 +280,7 @@ def test_unknown_param_name(lake: Path) -> None:
         models.run(lake=lake, params={DYN: {"volatility_windw": 7}}, report=quiet)
     message = str(err.value)
     assert "unknown parameter 'volatility_windw'" in message and "parameters: volatility_window" in message
-    assert_names(message, DYN, model_path(REPO_SQL, DYN))
+    assert_names(message, DYN, model_path(default_sql_dir(), DYN))
     with pytest.raises(ModelError, match="unknown model.*geometry_dynamic\\b"):
         models.run(lake=lake, params={"geometry_dynamic": {"volatility_window": 7}}, report=quiet)
     assert not (lake / DYN).exists() and not (lake / "_meta" / "build.lock").exists()
@@ -279,7 +292,7 @@ def test_cli_refuses_unknown_param_before_touching_the_lake(tmp_path: Path) -> N
     r = cli("models", "run", "--lake", str(lake), "--param", "geometry_dynamics.volatility_windw=7")
     assert r.returncode == 2
     assert "unknown parameter 'volatility_windw'" in r.stderr
-    assert_names(r.stderr, DYN, model_path(REPO_SQL, DYN))
+    assert_names(r.stderr, DYN, model_path(default_sql_dir(), DYN))
     r = cli("models", "plan", "--lake", str(lake), "--param", "volatility_window=7")
     assert r.returncode == 2 and "write MODEL.KEY=VALUE" in r.stderr
     assert not lake.exists()
@@ -466,13 +479,13 @@ def test_parameter_values_do_not_change_the_logic_fingerprint() -> None:
 
 
 def test_repo_lock_is_current(tmp_path: Path) -> None:
-    assert lock_problems() == []
     assert lock_problems(REPO_SQL) == []
     # writing the lock again gives the same file
-    sql = copy_sql(tmp_path)
+    sql = tmp_path / "sql"
+    shutil.copytree(REPO_SQL, sql)
     write_lock(sql)
     assert (sql / "models.lock").read_bytes() == (REPO_SQL / "models.lock").read_bytes()
-    r = cli("models", "check")
+    r = cli("models", "check", env={"SQUIGGLE_SQL": str(REPO_SQL)})
     assert r.returncode == 0 and "models match sql/models.lock" in r.stdout
 
 

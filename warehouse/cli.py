@@ -55,6 +55,13 @@ def _demo(args: argparse.Namespace) -> int:
     return 0
 
 
+def _scorecard(args: argparse.Namespace) -> int:
+    from .scorecard import scorecard
+
+    print(scorecard(db=args.db, lake=args.lake, tolerance=args.tolerance))
+    return 0
+
+
 def _docs(args: argparse.Namespace) -> int:
     from .docs import update_readme
 
@@ -67,19 +74,20 @@ def _models(args: argparse.Namespace) -> int:
     from . import models
 
     if args.action == "check":
-        problems = models.lock_problems()
+        problems = models.lock_problems(args.sql)
         for p in problems:
             print(p, file=sys.stderr)
         print(f"{len(problems)} model(s) out of step with sql/models.lock" if problems else "models match sql/models.lock")
         return 1 if problems else 0
     if args.action == "lock":
-        print(f"written {models.write_lock(force=args.force)}")
+        print(f"written {models.write_lock(args.sql, force=args.force)}")
         return 0
     if args.action == "lineage":
-        print(models.lineage(args.column))
+        print(models.lineage(args.column, models.load_project(args.sql)))
         return 0
     models.run(
         lake=args.lake,
+        sql_dir=args.sql,
         selected=args.select,
         params=_key_values(args.param, "--param"),
         inputs=_key_values(args.input, "--input"),
@@ -127,6 +135,9 @@ def _parser() -> argparse.ArgumentParser:
     p = add("demo", _demo, "Write a deterministic demo lake with planted geometry changes.")
     p.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
 
+    p = add("scorecard", _scorecard, "Score the models against the demo lake's planted truth.", db=True)
+    p.add_argument("--tolerance", type=int, default=2, help="captures between a planted and a detected change (default 2)")
+
     p = add("models", _models, "Plan, run and check the versioned SQL models of sql/models.")
     p.add_argument("action", choices=["plan", "run", "check", "lock", "lineage"])
     p.add_argument("column", nargs="?", help="for lineage: MODEL.COLUMN")
@@ -136,6 +147,7 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--full-refresh", action="store_true", help="recompute every unit of the selected models")
     p.add_argument("--wait", action="store_true", help="wait for a running build instead of refusing")
     p.add_argument("--force", action="store_true", help="for lock: re-pin a version that was never released")
+    p.add_argument("--sql", help="the models' folder (default $SQUIGGLE_SQL or the repository's sql/)")
 
     p = sub.add_parser("docs", help="Regenerate the data dictionary in the README from the contracts.")
     p.add_argument("--readme", default="README.md")

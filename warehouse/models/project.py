@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import graphlib
 import json
+import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Mapping
@@ -17,7 +18,12 @@ from .. import contracts
 from .compile import CompiledModel, check_columns, compile_model, contract_schema, jinja_environment
 from .spec import ModelError, ModelSpec, parse_model_file
 
-SQL_DIR = Path(__file__).resolve().parent.parent.parent / "sql"
+SQL_DIR = Path(__file__).resolve().parent.parent.parent / "sql"  # the repository's models
+
+
+def default_sql_dir() -> Path:
+    """Where the models are: ``$SQUIGGLE_SQL``, else the repository's ``sql/`` folder."""
+    return Path(os.environ.get("SQUIGGLE_SQL") or SQL_DIR)
 LOCK_FILE = "models.lock"
 # Columns the engine adds to every lake model's output; the model's SQL must not produce them.
 ENGINE_COLUMNS = ("analysis_id", "schema_version", "created_at_utc")
@@ -61,7 +67,7 @@ class Project:
 
 def load_project(sql_dir: Path | None = None, params: Mapping[str, Mapping[str, Any]] | None = None) -> Project:
     """Load, compile and check every model; fail before anything runs on any error."""
-    sql_dir = Path(sql_dir or SQL_DIR)
+    sql_dir = Path(sql_dir or default_sql_dir())
     env = jinja_environment(sql_dir)
     params = params or {}
     specs = _load_specs(sql_dir)
