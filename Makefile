@@ -17,10 +17,11 @@ $(VENV)/.installed: pyproject.toml
 
 install: $(VENV)/.installed
 
-## demo: write the demo lake, build every model and the catalog, show what was made
+## demo: write the demo lake, build every model and the catalog, score them against the planted truth
 demo: install
 	$(WH) demo --lake $(LAKE)
 	$(MAKE) --no-print-directory models
+	$(WH) scorecard --lake $(LAKE) --db $(DB)
 
 ## models: run the models that are out of date, then rebuild the catalog
 models: install

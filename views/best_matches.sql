@@ -1,6 +1,9 @@
 -- name: best_matches
 -- description: Each signature's best partners (matches, match@1) of the analysis built last, with both runs' metadata side by side and whether the two runs share a cohort; one row per (signature a, partner b), ordered by a and rank. Before any build is recorded, every analysis in the lake is shown.
 -- column signature_id_a: The signature whose partners are ranked.
+-- column kind: trajectory or probe: what the two signatures summarise.
+-- column scope: run or layer: a whole run's signature, or one layer's.
+-- column layer: The layer, for scope layer.
 -- column rank_a: Rank of b among a's partners, 1 best.
 -- column signature_id_b: The partner signature.
 -- column score: 0.7 * (1 + cosine) / 2 + 0.3 * event F1 (the cosine term again when either side has no events); NULL with a NULL cosine.
@@ -33,6 +36,9 @@ WITH shown AS (
 
 SELECT
     m.signature_id_a,
+    sa.kind,
+    sa.scope,
+    sa.layer,
     m.rank_a,
     m.signature_id_b,
     m.score,
@@ -59,6 +65,8 @@ SELECT
     m.analysis_id
 FROM matches AS m
 CROSS JOIN shown AS s
+-- signature ids hash their analysis id, so the id alone finds the signature
+LEFT JOIN signatures AS sa ON sa.signature_id = m.signature_id_a
 LEFT JOIN runs AS ra ON ra.run_id = m.run_id_a
 LEFT JOIN runs AS rb ON rb.run_id = m.run_id_b
 WHERE s.analysis_id IS NULL OR m.analysis_id = s.analysis_id

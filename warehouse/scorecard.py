@@ -31,15 +31,18 @@ capture_index AS (
     FROM (SELECT DISTINCT run_id, step FROM geometry_state WHERE sample_id IS NULL)
 ),
 
+planted AS (
+    SELECT run_id, layer, metric, capture_index AS i FROM read_parquet({truth})
+),
+
 detected AS (
+    -- on the runs the truth covers: the demo plants no listed change in probe runs
     SELECT e.run_id, e.layer, e.metric, x.i
     FROM events_candidates AS e
     JOIN capture_index AS x USING (run_id, step)
-    WHERE e.event_type = 'change_point' AND e.analysis_id IN (SELECT analysis_id FROM latest)
-),
-
-planted AS (
-    SELECT run_id, layer, metric, capture_index AS i FROM read_parquet({truth})
+    WHERE e.event_type = 'change_point'
+        AND e.analysis_id IN (SELECT analysis_id FROM latest)
+        AND e.run_id IN (SELECT run_id FROM planted)
 ),
 
 detected_matched AS (
@@ -66,11 +69,11 @@ SELECT
 """
 
 _FAMILY_RANKING = """
-SELECT f.rank, f.family_id, f.mean_dis, p.expected_rank
+SELECT f.family_rank, f.family_id, f.mean_dis, p.expected_rank
 FROM family_ranking AS f
 LEFT JOIN read_parquet({truth}) AS p USING (family_id)
 WHERE f.analysis_id IN (SELECT analysis_id FROM warehouse_latest_analyses WHERE target = 'probe_summaries')
-ORDER BY f.rank
+ORDER BY f.probe_name, f.family_rank
 """
 
 _BEST_MATCHES = """
@@ -97,7 +100,7 @@ class Scorecard:
             return "n/a" if x is None else f"{x:.3f}"
 
         lines = [
-            f"Planted vs detected change points (tolerance {self.tolerance} captures):",
+            f"Planted vs detected change points in the training runs (tolerance {self.tolerance} captures):",
             f"  {self.planted} planted, {self.detected} detected: precision {fmt(self.precision)}, recall {fmt(self.recall)}",
             "Families by DIS (rank, family, mean DIS, planted rank):",
             *(f"  {r:>2}  {f:<24} {fmt(d):>7}  planted {p}" for r, f, d, p in self.families),
