@@ -2,8 +2,9 @@
 
 Runs x 64 captures (irregular steps) x 4 layers x 4 residual-stream modules x 16 series
 (one pooled, 15 per sample), with smooth trends, noise and a level shift per series.
-Files are written straight with pyarrow in the lake's layout (one published file per run),
-since the benchmark measures the models, not the writer.
+Geometry files are written straight with pyarrow in the lake's layout (one published
+file per run), since the benchmark measures the models, not the writer; the runs rows
+(cohorts of three seeds) go through the writer.
 
     python bench/scale_lake.py --rows 10000000 --lake /tmp/bench-lake
 """
@@ -12,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
+import json
 import math
 from pathlib import Path
 
@@ -19,8 +21,9 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from warehouse import lake as lk
+from warehouse import lake as lk, writer
 from warehouse.contracts import DESCRIPTORS, GEOMETRY_STATE
+from warehouse.hashing import config_hash
 
 CAPTURES, LAYERS, MODULES, SERIES = 64, 4, ("resid_pre", "attn_out", "mlp_out", "resid_post"), 16
 ROWS_PER_RUN = CAPTURES * LAYERS * len(MODULES) * SERIES
@@ -68,11 +71,25 @@ def run_table(run: int, seed: int = 0) -> pa.Table:
     return pa.table(data).select(schema.names).cast(schema)
 
 
+def run_rows(runs: range) -> list[dict]:
+    """The runs rows: cohorts of three seeds sharing a config."""
+    rows = []
+    for run in runs:
+        config = {"cohort": run // 3, "lr": 1e-3 * (1 + run // 3 % 5)}
+        rows.append({
+            "run_id": f"r{run:05d}", "seed": run % 3, "run_mode": "train_full", "model_id": "bench-transformer",
+            "config_json": json.dumps(config | {"seed": run % 3}), "config_hash": config_hash(config),
+            "status": "completed", "started_at_utc": CREATED,
+        })
+    return rows
+
+
 def write_run(root: Path, run: int, analysis: str = "capture-v1") -> Path:
     folder = lk.partition_dir(root, GEOMETRY_STATE, {"analysis_id": analysis, "run_id": f"r{run:05d}"})
     folder.mkdir(parents=True, exist_ok=True)
     temp = lk.temp_path(folder)
     pq.write_table(run_table(run), temp, compression="zstd")
+    writer.write("runs", run_rows(range(run, run + 1)), lake=root, created_at=CREATED)
     return lk.publish(temp, folder)
 
 
