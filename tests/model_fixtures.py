@@ -74,14 +74,18 @@ def copy_sql(tmp_path: Path, name: str = "sql") -> Path:
     return target
 
 
-def only_model_sql(target: Path, model: str) -> Path:
-    """A copy of the repository's ``sql/`` at ``target`` with ``model`` as its only model."""
+def only_models_sql(target: Path, *keep: str) -> Path:
+    """A copy of the repository's ``sql/`` at ``target`` holding only the models ``keep``.
+
+    Every other model's target is then read as producer data, so a test can write the
+    inputs of the models it tests by hand.
+    """
     shutil.copytree(REPO_SQL, target)
     for path in (target / "models").glob("*.sql"):
-        if path.stem != model:
+        if path.stem not in keep:
             path.unlink()
     lock = json.loads((target / "models.lock").read_text())
-    (target / "models.lock").write_text(json.dumps({model: lock[model]}, indent=2) + "\n")
+    (target / "models.lock").write_text(json.dumps({m: lock[m] for m in keep if m in lock}, indent=2) + "\n")
     return target
 
 

@@ -11,7 +11,6 @@ import datetime as dt
 import hashlib
 import json
 import math
-import shutil
 import warnings
 from pathlib import Path
 from typing import Any
@@ -23,10 +22,10 @@ import pyarrow.dataset as ds
 import pyarrow.parquet as pq
 import pytest
 
+from model_fixtures import only_models_sql
 from warehouse import demo, models, writer
 from warehouse.contracts import DESCRIPTORS, GEOMETRY_STATE
 
-REPO_SQL = Path(__file__).resolve().parent.parent / "sql"
 MODEL = "events_candidates"
 W, Z_MIN, TOLERANCE = 5, 4.0, 2
 SINGLE = "change_point"
@@ -267,13 +266,7 @@ def _json_value(values: np.ndarray, i: int) -> float | None:
 
 def model_sql(tmp_path: Path) -> Path:
     """A copy of sql/ with this model and the macros only: geometry_state is producer data."""
-    target = tmp_path / "sql"
-    shutil.copytree(REPO_SQL, target)
-    for path in (target / "models").glob("*.sql"):
-        if path.stem != MODEL:
-            path.unlink()
-    (target / "models.lock").unlink(missing_ok=True)
-    return target
+    return only_models_sql(tmp_path / "sql", MODEL)
 
 
 def build(lake: Path, sql_dir: Path, **params: Any) -> str:

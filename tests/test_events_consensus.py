@@ -16,12 +16,12 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
+from model_fixtures import only_models_sql
 from warehouse import build_catalog, connect, models, writer
 from warehouse.contracts import EVENTS_CANDIDATES
 from warehouse.demo import write_demo
 from warehouse.hashing import canonical_json, config_hash
 
-REPO_SQL = Path(__file__).resolve().parent.parent / "sql"
 CANDIDATES = "cpd-hand"  # the analysis of events_candidates the tests write
 CAPTURE = "capture-v1"
 COMPOSITE = "__composite__"
@@ -70,12 +70,7 @@ def candidate(run_id: str, event_id: str, layer: int, metric: str, step: int, sc
 
 def sql_without_other_models(tmp_path: Path) -> Path:
     """The repository's sql/ with only this model: events_candidates is read as producer data."""
-    sql = tmp_path / "sql"
-    shutil.copytree(REPO_SQL, sql)
-    for path in (sql / "models").glob("*.sql"):
-        if path.name != "events.sql":
-            path.unlink()
-    return sql
+    return only_models_sql(tmp_path / "sql", "events")
 
 
 def build(

@@ -18,6 +18,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
+from model_fixtures import only_models_sql
 from warehouse import build_catalog, connect, models, writer
 from warehouse.catalog import parse_view_header
 from warehouse.contracts import MATCHES, SIGNATURES
@@ -119,11 +120,7 @@ def sig(
 @pytest.fixture
 def matches_only_sql(tmp_path: Path) -> Path:
     """A copy of sql/ holding the macros and the matches model only."""
-    target = tmp_path / "sql"
-    shutil.copytree(REPO / "sql" / "macros", target / "macros")
-    (target / "models").mkdir()
-    shutil.copy(REPO / "sql" / "models" / "matches.sql", target / "models" / "matches.sql")
-    return target
+    return only_models_sql(tmp_path / "sql", "matches")
 
 
 def build(lake: Path, sql_dir: Path, **params) -> tuple[str, dict[tuple, dict]]:

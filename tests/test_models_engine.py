@@ -29,7 +29,7 @@ from model_fixtures import (
     cli,
     contract_model,
     copy_sql,
-    only_model_sql,
+    only_models_sql,
     edit_model,
     geometry_rows,
     model_path,
@@ -62,7 +62,7 @@ def quiet(_: str) -> None:
 @pytest.fixture(scope="session")
 def dyn_sql(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The repository's sql/ with geometry_dynamics as its only model."""
-    return only_model_sql(tmp_path_factory.mktemp("engine") / "sql", DYN)
+    return only_models_sql(tmp_path_factory.mktemp("engine") / "sql", DYN)
 
 
 @pytest.fixture(autouse=True)

@@ -19,6 +19,7 @@ import pyarrow.dataset as ds
 import pyarrow.parquet as pq
 import pytest
 
+from model_fixtures import only_models_sql
 from warehouse import build_catalog, connect, contracts, demo, models, writer
 
 REPO = Path(__file__).resolve().parent.parent
@@ -190,13 +191,7 @@ def family_ranking(rows: dict[str, dict]) -> dict[tuple, tuple]:
 
 def only_sql(tmp_path: Path, keep: tuple[str, ...] = ("probe_summaries",)) -> Path:
     """A copy of sql/ with only the models in ``keep``: every other dataset is producer data."""
-    sql = tmp_path / "sql"
-    shutil.copytree(REPO / "sql", sql)
-    for path in (sql / "models").glob("*.sql"):
-        if path.stem not in keep:
-            path.unlink()
-    (sql / "models.lock").unlink(missing_ok=True)
-    return sql
+    return only_models_sql(tmp_path / "sql", *keep)
 
 
 def analysis_of(lake: Path) -> str:

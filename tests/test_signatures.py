@@ -10,7 +10,6 @@ from __future__ import annotations
 import datetime as dt
 import math
 import re
-import shutil
 from pathlib import Path
 
 import numpy as np
@@ -19,11 +18,11 @@ import pyarrow.dataset as ds
 import pyarrow.parquet as pq
 import pytest
 
+from model_fixtures import only_models_sql
 from warehouse import models, writer
 from warehouse.contracts import DESCRIPTORS, GEOMETRY_STATE
 from warehouse.demo import write_demo
 
-REPO_SQL = Path(__file__).resolve().parent.parent / "sql"
 CAPTURE = "capture-v1"
 CPD = "cpd-hand"
 DIS = "dis-hand"
@@ -157,13 +156,7 @@ def reference(
 
 def signatures_sql(tmp_path: Path) -> Path:
     """A copy of ``sql/`` with the signatures model alone: other targets are producer data."""
-    sql = tmp_path / "sql"
-    shutil.copytree(REPO_SQL, sql)
-    for path in (sql / "models").glob("*.sql"):
-        if path.name != "signatures.sql":
-            path.unlink()
-    (sql / "models.lock").unlink(missing_ok=True)
-    return sql
+    return only_models_sql(tmp_path / "sql", "signatures")
 
 
 def build(lake: Path, sql: Path, **params) -> str:
