@@ -29,7 +29,6 @@ import os
 import platform
 import shutil
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -38,6 +37,7 @@ from pathlib import Path
 import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
+from measure import measure
 
 HERE = Path(__file__).resolve().parent
 RESULTS = HERE / "results"
@@ -116,26 +116,6 @@ def geometry_state(rows: int, seed: int = 0) -> pa.Table:
     })
 
 
-def measure(argv: list[str], cwd: Path) -> tuple[float, float, float]:
-    """Run ``argv`` as a child; return its wall time (s), CPU time (user + system, s) and
-    peak RSS (MiB).
-
-    The child is reaped with ``os.wait4``, which gives the resource usage of that child
-    alone (``getrusage(RUSAGE_CHILDREN)`` would give the maximum over all children so far).
-    Its output goes to temporary files, since reading pipes would need Popen to reap it.
-    """
-    with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err:
-        start = time.perf_counter()
-        proc = subprocess.Popen(argv, cwd=cwd, stdout=out, stderr=err)
-        _, status, usage = os.wait4(proc.pid, 0)
-        elapsed = time.perf_counter() - start
-        proc.returncode = os.waitstatus_to_exitcode(status)
-        if proc.returncode != 0:
-            err.seek(0)
-            raise SystemExit(f"{' '.join(argv)} failed ({proc.returncode}):\n{err.read().decode()}")
-        return elapsed, usage.ru_utime + usage.ru_stime, usage.ru_maxrss / 1024
-
-
 def lake_rows(root: Path) -> tuple[int, int]:
     files = [p for p in root.rglob("*.parquet") if not p.name.startswith(".")]
     return sum(pq.read_metadata(p).num_rows for p in files), len(files)
@@ -174,7 +154,8 @@ def main(argv: list[str] | None = None) -> int:
         for k, (name, command) in enumerate(commands.items()):
             lake = work / f"lake-{k}"
             shutil.rmtree(lake, ignore_errors=True)
-            elapsed, cpu, peak = measure(command(lake), cwd=work)
+            m = measure(command(lake), cwd=work)
+            elapsed, cpu, peak = m.seconds, m.cpu_seconds, m.peak_rss_mib
             rows, files[name] = lake_rows(lake)
             if rows != args.rows:
                 raise SystemExit(f"{name}: the lake holds {rows} rows, expected {args.rows}")

@@ -22,16 +22,14 @@ import platform
 import re
 import shutil
 import statistics
-import subprocess
 import sys
-import tempfile
-import time
 from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
 
 from warehouse import contracts, writer
+from measure import measure
 
 REPO = Path(__file__).resolve().parent.parent
 RESULTS = Path(__file__).resolve().parent / "results"
@@ -92,20 +90,6 @@ def model_only_sql(work: Path) -> Path:
     return target
 
 
-def measure(cmd: list[str], env: dict[str, str]) -> tuple[float, float, float, str]:
-    """Wall seconds, CPU seconds, peak RSS (MiB) and stdout of one process (wait4 for its usage)."""
-    with tempfile.TemporaryFile("w+") as out, tempfile.TemporaryFile("w+") as err:
-        started = time.perf_counter()
-        proc = subprocess.Popen(cmd, stdout=out, stderr=err, text=True, env=env)
-        _, status, usage = os.wait4(proc.pid, 0)
-        seconds = time.perf_counter() - started
-        out.seek(0)
-        err.seek(0)
-        if os.waitstatus_to_exitcode(status):
-            raise SystemExit(f"{' '.join(cmd)} failed:\n{err.read()}")
-        return seconds, usage.ru_utime + usage.ru_stime, usage.ru_maxrss / 1024, out.read()
-
-
 def run(n: int, dim: int, repeat: int, work: Path, memory_limit: str | None) -> dict:
     lake = work / f"lake-{n}-{dim}"
     if not (lake / "signatures").exists():
@@ -119,7 +103,8 @@ def run(n: int, dim: int, repeat: int, work: Path, memory_limit: str | None) -> 
     )
     samples = []
     for i in range(repeat):
-        wall, cpu, rss, out = measure([sys.executable, "-c", code], env)
+        m = measure([sys.executable, "-c", code], env=env)
+        wall, cpu, rss, out = m.seconds, m.cpu_seconds, m.peak_rss_mib, m.stdout
         line = out.strip().splitlines()[-1]
         model_s = float(re.search(r"([0-9.]+) s$", line).group(1))
         rows = int(re.search(r": ([0-9,]+) rows", line).group(1).replace(",", ""))

@@ -23,35 +23,18 @@ import platform
 import re
 import shutil
 import statistics
-import subprocess
 import sys
-import tempfile
-import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-import scale_lake  # noqa: E402
+import scale_lake
+from measure import measure
 
-from warehouse import contracts, lake as lk  # noqa: E402
-from warehouse.scan import select_dataset  # noqa: E402
+from warehouse import contracts, lake as lk
+from warehouse.scan import select_dataset
 
 RESULTS = Path(__file__).resolve().parent / "results"
 WAREHOUSE = [sys.executable, "-m", "warehouse.cli"]
 MODEL_LINE = re.compile(r"^(\w+) \S+ -> .*, ([0-9.]+) s$", re.MULTILINE)
-
-
-def measure(cmd: list[str], env: dict[str, str] | None = None) -> tuple[float, float, str]:
-    """Wall seconds, peak RSS (MiB) and stdout of one process, reaped with wait4 for its own usage."""
-    with tempfile.TemporaryFile("w+") as out, tempfile.TemporaryFile("w+") as err:
-        started = time.perf_counter()
-        proc = subprocess.Popen(cmd, stdout=out, stderr=err, text=True, env=env)
-        _, status, usage = os.wait4(proc.pid, 0)
-        seconds = time.perf_counter() - started
-        out.seek(0)
-        err.seek(0)
-        if os.waitstatus_to_exitcode(status):
-            raise SystemExit(f"{' '.join(cmd)} failed:\n{err.read()}")
-        return seconds, usage.ru_maxrss / 1024, out.read()
 
 
 def duckdb_cmd(sql: str, memory_limit: str | None) -> list[str]:
@@ -81,7 +64,8 @@ def run(rows: int, repeat: int, work: Path, memory_limit: str | None) -> dict:
     timings: dict[str, list[tuple[float, float]]] = {}
 
     def record(name: str, cmd: list[str]) -> None:
-        seconds, rss, out = measure(cmd, env)
+        m = measure(cmd, env=env)
+        seconds, rss, out = m.seconds, m.peak_rss_mib, m.stdout
         timings.setdefault(name, []).append((seconds, rss))
         print(f"  {name}: {seconds:.2f} s, {rss:.0f} MiB", flush=True)
         if name == "full build":  # the engine's own line per model: "...: N rows, P partitions, S s"
