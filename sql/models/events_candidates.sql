@@ -21,6 +21,29 @@
                       'volatility_event', 'volatility_baseline', 'volatility_ratio'] %}
 {% set json_names = {'metric_size': 'metric_sizes_json'} %}
 
+{#- The indices of a series whose z reaches z_min, each tagged with its stretch of
+    consecutive indices (they share i - row_number). -#}
+{% macro candidate_stretches(source, z, series_keys) -%}
+SELECT
+        *,
+        i - row_number() OVER (PARTITION BY {{ series_keys }} ORDER BY i) AS stretch
+    FROM {{ source }}
+    WHERE {{ z }} >= {{ z_min }}
+{%- endmacro %}
+
+{#- One row per stretch: its peak, the index of the largest `peak_by` (earliest on ties),
+    with the steps of the stretch's first and last index. -#}
+{% macro stretch_peaks(source, series_keys, peak_by) -%}
+SELECT
+        *,
+        min(step) OVER stretch AS start_step,
+        max(step) OVER stretch AS end_step,
+        row_number() OVER (stretch ORDER BY {{ peak_by }} DESC, i) AS rank_in_stretch
+    FROM {{ source }}
+    WINDOW stretch AS (PARTITION BY {{ series_keys }}, stretch)
+    QUALIFY rank_in_stretch = 1
+{%- endmacro %}
+
 -- A window pass over the analysed series takes each capture with the w - 1 after it, as
 -- columns; the statistics of that window of w captures (median, MAD, mean, volatility)
 -- are list functions over a list of w values, far cheaper than windowed medians, and are
@@ -211,24 +234,13 @@ metric_scores AS (
 metric_candidates AS (
     -- candidate indices; consecutive ones share i - row_number (a NULL z is no candidate,
     -- so it breaks a run)
-    SELECT
-        *,
-        i - row_number() OVER (PARTITION BY run_id, layer, metric ORDER BY i) AS stretch
-    FROM metric_scores
-    WHERE metric_z >= {{ z_min }}
+    {{ candidate_stretches('metric_scores', 'metric_z', 'run_id, layer, metric') }}
 ),
 
 metric_peaks AS (
     -- each stretch of candidates is one event, reported at its largest mean contrast
     -- (earliest on ties), with the steps of its first and last index
-    SELECT
-        *,
-        min(step) OVER stretch AS start_step,
-        max(step) OVER stretch AS end_step,
-        row_number() OVER (stretch ORDER BY mean_contrast DESC, i) AS rank_in_stretch
-    FROM metric_candidates
-    WINDOW stretch AS (PARTITION BY run_id, layer, metric, stretch)
-    QUALIFY rank_in_stretch = 1
+    {{ stretch_peaks('metric_candidates', 'run_id, layer, metric', 'mean_contrast') }}
 ),
 
 peak_layer_ratios AS (
@@ -254,23 +266,12 @@ composite_scores AS (
 ),
 
 composite_candidates AS (
-    SELECT
-        *,
-        i - row_number() OVER (PARTITION BY run_id, layer ORDER BY i) AS stretch
-    FROM composite_scores
-    WHERE composite_z >= {{ z_min }}
+    {{ candidate_stretches('composite_scores', 'composite_z', 'run_id, layer') }}
 ),
 
 composite_peaks AS (
     -- a composite event peaks at its largest composite z (earliest on ties)
-    SELECT
-        *,
-        min(step) OVER stretch AS start_step,
-        max(step) OVER stretch AS end_step,
-        row_number() OVER (stretch ORDER BY composite_z DESC, i) AS rank_in_stretch
-    FROM composite_candidates
-    WINDOW stretch AS (PARTITION BY run_id, layer, stretch)
-    QUALIFY rank_in_stretch = 1
+    {{ stretch_peaks('composite_candidates', 'run_id, layer', 'composite_z') }}
 ),
 
 layer_metrics AS (
