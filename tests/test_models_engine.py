@@ -1046,3 +1046,12 @@ def test_sql_reads_its_analysis_id_with_getvariable(lake: Path, tmp_path: Path) 
     rows = read_rows(lake, "events_candidates", analysis)
     event_id = row_columns("events_candidates").index("event_id")
     assert rows and {r[event_id] for r in rows} == {analysis}
+
+
+def test_started_is_called_before_each_model_with_work(lake: Path) -> None:
+    seen: list[str] = []
+    lines: list[str] = []
+    models.run(lake=lake, report=lines.append, started=lambda plan: seen.append(f"{plan.name} {len(lines)}"))
+    assert seen == [f"{DYN} 0"]  # before its own line was reported
+    models.run(lake=lake, report=lines.append, started=lambda plan: seen.append(plan.name))
+    assert seen == [f"{DYN} 0"]  # nothing to do: not started

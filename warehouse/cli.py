@@ -85,9 +85,14 @@ def _models(args: argparse.Namespace) -> int:
     if args.action == "lineage":
         print(models.lineage(args.column, models.load_project(args.sql)))
         return 0
+    # On a terminal, a model's line shows while it runs and is completed in place; in CI
+    # (no terminal) each model prints one plain line when done.
+    tty = sys.stdout.isatty()
     models.run(
         lake=args.lake,
         sql_dir=args.sql,
+        report=lambda line: print(("\r\x1b[K" if tty else "") + line, flush=True),
+        started=(lambda plan: print(f"{plan.describe()} ...", end="", flush=True)) if tty else None,
         selected=args.select,
         params=_key_values(args.param, "--param"),
         inputs=_key_values(args.input, "--input"),

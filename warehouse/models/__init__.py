@@ -16,7 +16,7 @@ from .. import lake as lk
 from .lineage import lineage
 from .project import Project, load_project, lock_problems
 from .project import write_lock as _write_lock
-from .runner import ModelResult, run_models
+from .runner import ModelPlan, ModelResult, run_models
 from .spec import ModelError
 
 __all__ = ["ModelError", "Project", "load_project", "lineage", "lock_problems", "run", "write_lock"]
@@ -33,12 +33,13 @@ def run(
     dry_run: bool = False,
     wait: bool = False,
     report: Callable[[str], None] = print,
+    started: Callable[[ModelPlan], None] | None = None,
 ) -> list[ModelResult]:
     """Plan and run the models on a lake; see :func:`runner.run_models`."""
     project = load_project(Path(sql_dir) if sql_dir else None, params)
     return run_models(
         project, lk.lake_root(lake), selected=selected, chosen_inputs={k: dict(v) for k, v in (inputs or {}).items()},
-        full_refresh=full_refresh, dry_run=dry_run, wait=wait, report=report,
+        full_refresh=full_refresh, dry_run=dry_run, wait=wait, report=report, started=started,
     )
 
 

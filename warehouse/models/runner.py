@@ -240,8 +240,13 @@ def run_models(
     dry_run: bool = False,
     wait: bool = False,
     report: Callable[[str], None] = print,
+    started: Callable[[ModelPlan], None] | None = None,
 ) -> list[ModelResult]:
-    """Plan (and unless ``dry_run``, run) the selected models in build order under the lake's lock."""
+    """Plan (and unless ``dry_run``, run) the selected models in build order under the lake's lock.
+
+    ``report`` receives one line per model when it is done; ``started``, if given, each
+    plan with work before it runs (a terminal shows it while the model computes).
+    """
     with build_lock(root, wait=wait):
         _remove_stale_staging(root)
         records = load_analyses(root)
@@ -263,14 +268,16 @@ def run_models(
                 results.append(ModelResult(plan, 0, 0, 0.0))
                 report(plan.describe())
                 continue
-            result = execute(plan, root, records.get(plan.analysis_id), report)
+            if started and (plan.build or plan.drop):
+                started(plan)
+            result = execute(plan, root, records.get(plan.analysis_id))
             records[plan.analysis_id] = load_analyses(root).get(plan.analysis_id, {})
             results.append(result)
             report(result.describe())
         return results
 
 
-def execute(plan: ModelPlan, root: Path, record: dict | None, report: Callable[[str], None]) -> ModelResult:
+def execute(plan: ModelPlan, root: Path, record: dict | None) -> ModelResult:
     """Compute the plan's units and publish them; then record the analysis."""
     if not plan.build and not plan.drop:
         return ModelResult(plan, 0, 0, 0.0)
