@@ -194,35 +194,24 @@ run_seeds AS (
 ),
 
 signature_rows AS (
+    {%- for scope, layer, event_match in [
+        ('run', 'NULL::SMALLINT', 'v.run_id = e.run_id'),
+        ('layer', 'v.layer', 'v.run_id = e.run_id AND v.layer = e.layer')] %}
     SELECT
-        v.run_id, 'trajectory' AS kind, 'run' AS scope, NULL::SMALLINT AS layer,
+        v.run_id, 'trajectory' AS kind, '{{ scope }}' AS scope, {{ layer }} AS layer,
         r.family_id, coalesce(r.seed, g.seed) AS seed, r.probe_name,
         v.vector,
         'trajectory:K=' || {{ bins }} || ';series=' || v.series_names AS vector_layout,
         NULL::DOUBLE AS stored_norm,
         e.event_t, e.event_steps, e.event_layers, e.event_metrics, e.event_scores,
         '' AS probe_key
-    FROM run_vectors AS v
+    FROM {{ scope }}_vectors AS v
     JOIN run_seeds AS g ON v.run_id = g.run_id
     LEFT JOIN runs AS r ON v.run_id = r.run_id
-    LEFT JOIN run_events AS e ON v.run_id = e.run_id
+    LEFT JOIN {{ scope }}_events AS e ON {{ event_match }}
 
     UNION ALL
-
-    SELECT
-        v.run_id, 'trajectory' AS kind, 'layer' AS scope, v.layer,
-        r.family_id, coalesce(r.seed, g.seed) AS seed, r.probe_name,
-        v.vector,
-        'trajectory:K=' || {{ bins }} || ';series=' || v.series_names AS vector_layout,
-        NULL::DOUBLE AS stored_norm,
-        e.event_t, e.event_steps, e.event_layers, e.event_metrics, e.event_scores,
-        '' AS probe_key
-    FROM layer_vectors AS v
-    JOIN run_seeds AS g ON v.run_id = g.run_id
-    LEFT JOIN runs AS r ON v.run_id = r.run_id
-    LEFT JOIN layer_events AS e ON v.run_id = e.run_id AND v.layer = e.layer
-
-    UNION ALL
+    {% endfor %}
 
     -- Probe signatures: one per probe_summaries row with a signature vector (a row without
     -- one has nothing to match). Family, seed and probe are the row's own key, which the
