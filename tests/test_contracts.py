@@ -7,6 +7,7 @@ exactly, and every column it marks nullable (or optional) must be nullable here.
 
 from __future__ import annotations
 
+import os
 import re
 from pathlib import Path
 
@@ -15,7 +16,12 @@ import pytest
 
 from warehouse import contracts
 
-SPEC = Path(__file__).resolve().parent.parent.parent / "shared" / "spec" / "parquet-schemas-v2.md"
+# The project's specification lives beside the repository (../shared/spec/), where CI puts
+# it too; SQUIGGLE_SPEC points elsewhere for a clone kept in another place.
+SPEC = Path(
+    os.environ.get("SQUIGGLE_SPEC")
+    or Path(__file__).resolve().parent.parent.parent / "shared" / "spec" / "parquet-schemas-v2.md"
+)
 EXACT = {"03": "families", "12": "probe_captures_index", "13": "probe_summaries",
          "14": "probe_events_candidates", "22": "events_candidates"}
 TYPES = {
@@ -56,7 +62,7 @@ def spec_tables() -> dict[str, dict]:
 
 @pytest.fixture(scope="module")
 def tables() -> dict[str, dict]:
-    assert SPEC.is_file(), f"the specification is missing at {SPEC}"
+    assert SPEC.is_file(), f"the specification is missing at {SPEC}: set SQUIGGLE_SPEC to parquet-schemas-v2.md"
     return spec_tables()
 
 
