@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import re
+import subprocess
 from pathlib import Path
 
 import pyarrow as pa
@@ -16,12 +17,25 @@ import pytest
 
 from warehouse import contracts
 
-# The project's specification lives beside the repository (../shared/spec/), where CI puts
-# it too; SQUIGGLE_SPEC points elsewhere for a clone kept in another place.
-SPEC = Path(
-    os.environ.get("SQUIGGLE_SPEC")
-    or Path(__file__).resolve().parent.parent.parent / "shared" / "spec" / "parquet-schemas-v2.md"
-)
+REPO = Path(__file__).resolve().parent.parent
+SPEC_IN_SHARED = Path("shared") / "spec" / "parquet-schemas-v2.md"
+
+
+def find_spec() -> Path:
+    """The specification: $SQUIGGLE_SPEC, else beside the repository (../shared/spec/, where
+    CI puts it), else beside the local repository this clone was made from."""
+    if os.environ.get("SQUIGGLE_SPEC"):
+        return Path(os.environ["SQUIGGLE_SPEC"])
+    beside = REPO.parent / SPEC_IN_SHARED
+    origin = subprocess.run(
+        ["git", "-C", str(REPO), "remote", "get-url", "origin"], capture_output=True, text=True
+    ).stdout.strip()
+    if not beside.is_file() and origin and Path(origin).is_dir():
+        return Path(origin).resolve().parent / SPEC_IN_SHARED
+    return beside
+
+
+SPEC = find_spec()
 EXACT = {"03": "families", "12": "probe_captures_index", "13": "probe_summaries",
          "14": "probe_events_candidates", "22": "events_candidates"}
 TYPES = {
