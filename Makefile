@@ -23,10 +23,9 @@ demo: install
 	$(MAKE) --no-print-directory models
 	$(WH) scorecard --lake $(LAKE) --db $(DB)
 
-## models: run the models that are out of date, then rebuild the catalog
+## models: run the models that are out of date, then rebuild the catalog if anything changed
 models: install
-	$(WH) models run --lake $(LAKE)
-	$(WH) catalog --lake $(LAKE) --db $(DB)
+	$(WH) models run --lake $(LAKE) --db $(DB)
 
 ## catalog: rebuild only the catalog file
 catalog: install

@@ -9,7 +9,7 @@ import pytest
 
 from lake_fixtures import write_part
 from warehouse import build_catalog, connect, contracts
-from warehouse.catalog import parse_view_header
+from warehouse.catalog import parse_view_header, refresh_catalog
 from warehouse.errors import WarehouseError
 
 # Datasets given files in the standard lake; every other dataset stays empty.
@@ -253,3 +253,39 @@ def test_unreadable_dataset_fails_the_build_naming_it(tmp_path: Path) -> None:
         build_catalog(lake, db, views_dir=tmp_path / "no-views")
     assert db.read_bytes() == before
     assert sorted(p.name for p in tmp_path.iterdir()) == ["lake", "w.duckdb"]
+
+
+def test_refresh_rebuilds_only_when_something_changed(tmp_path: Path) -> None:
+    lake = make_lake(tmp_path / "lake")
+    views = tmp_path / "views"
+    views.mkdir()
+    db = tmp_path / "warehouse.duckdb"
+    assert refresh_catalog(lake, db, views_dir=views) is True  # no catalog yet
+    inode = db.stat().st_ino
+    assert refresh_catalog(lake, db, views_dir=views) is False
+    assert db.stat().st_ino == inode  # the same file, not rewritten
+
+    write_part(lake, "metrics_scalar", {"run_id": "r9"}, 2)  # a new file
+    assert refresh_catalog(lake, db, views_dir=views) is True
+    (views / "run_overview.sql").write_text(EXAMPLE_VIEW)  # a new BI view
+    assert refresh_catalog(lake, db, views_dir=views) is True
+    assert refresh_catalog(lake, db, views_dir=views) is False
+    con = connect(db)
+    try:
+        assert con.execute("SELECT count(*) FROM run_overview").fetchone()[0] >= 0
+        (lake_row,) = con.execute("SELECT lake FROM warehouse_catalog").fetchall()
+        assert lake_row[0] == str(lake.resolve())
+    finally:
+        con.close()
+
+
+def test_refresh_replaces_a_catalog_without_fingerprint(tmp_path: Path) -> None:
+    lake = make_lake(tmp_path / "lake")
+    db = tmp_path / "warehouse.duckdb"
+    duckdb.connect(str(db)).close()  # an empty DuckDB file: not a catalog
+    assert refresh_catalog(lake, db, views_dir=tmp_path / "no-views") is True
+    con = connect(db)
+    try:
+        assert con.execute("SELECT count(*) FROM warehouse_catalog").fetchone()[0] == 1
+    finally:
+        con.close()

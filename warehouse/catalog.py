@@ -8,6 +8,7 @@ holds only SQL views over absolute Parquet globs: no Python UDFs, no relative pa
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import re
@@ -29,6 +30,7 @@ STORAGE_VERSION = "v1.4.0"
 CATALOG_ALIAS = "warehouse"
 DEFAULT_VIEWS_DIR = Path(__file__).resolve().parent.parent / "views"
 DATASETS_TABLE = "warehouse_datasets"
+BUILD_TABLE = "warehouse_catalog"
 
 
 # --------------------------------------------------------------------------------------
@@ -275,13 +277,17 @@ def build_catalog(
 
     It holds a view per dataset, the view models of ``sql_dir`` (default: the repository's
     ``sql/``), the BI views of ``views_dir`` (default ``views/``), and the tables
-    ``warehouse_datasets`` and ``warehouse_analyses``. The file is built under a temporary name in the target's folder and renamed onto the
-    target only once complete; on any failure the temporary file is removed and the old
-    catalog is left as it was.
+    ``warehouse_datasets``, ``warehouse_analyses`` and ``warehouse_catalog`` (the lake it
+    shows, when it was built, and the fingerprint of what it was built from). The file is
+    built under a temporary name in the target's folder and renamed onto the target only
+    once complete; on any failure the temporary file is removed and the old catalog is
+    left as it was.
     """
     root = lake_mod.lake_root(lake)
     target = lake_mod.db_path(db)
-    views = Path(views_dir).resolve() if views_dir is not None else DEFAULT_VIEWS_DIR
+    views = _views_dir(views_dir)
+    sql = Path(sql_dir) if sql_dir is not None else None
+    fingerprint = catalog_fingerprint(root, views, sql)
     target.parent.mkdir(parents=True, exist_ok=True)
     tmp = target.with_name(f"{target.name}.tmp-{uuid.uuid4().hex}")
     try:
@@ -293,8 +299,9 @@ def build_catalog(
             n_files = _create_dataset_views(con, root)
             _create_datasets_table(con, n_files)
             _create_analyses_table(con, root)
-            _create_model_views(con, Path(sql_dir) if sql_dir is not None else None)
+            _create_model_views(con, sql)
             _create_bi_views(con, views)
+            _create_build_table(con, root, fingerprint)
             con.execute("USE memory")
             con.execute(f"DETACH {CATALOG_ALIAS}")  # checkpoints: the file is complete, no WAL left
         finally:
@@ -307,6 +314,72 @@ def build_catalog(
         lake_mod.remove_quietly([tmp, _wal(tmp)])
         raise
     return target
+
+
+def refresh_catalog(
+    lake: str | os.PathLike | None = None,
+    db: str | os.PathLike | None = None,
+    *,
+    views_dir: str | os.PathLike | None = None,
+    sql_dir: str | os.PathLike | None = None,
+) -> bool:
+    """Rebuild the catalog only if what it would show has changed; True if it was rebuilt.
+
+    It is current when its ``warehouse_catalog`` fingerprint equals that of the lake's
+    files per dataset, the analyses recorded, the models and views and the catalog's code.
+    """
+    root = lake_mod.lake_root(lake)
+    target = lake_mod.db_path(db)
+    sql = Path(sql_dir) if sql_dir is not None else None
+    if _built_fingerprint(target) == catalog_fingerprint(root, _views_dir(views_dir), sql):
+        return False
+    build_catalog(root, target, views_dir=views_dir, sql_dir=sql_dir)
+    return True
+
+
+def catalog_fingerprint(root: Path, views_dir: Path, sql_dir: Path | None) -> str:
+    """A hash of everything the catalog's content depends on."""
+    from .models import cache, project, state  # the engine, imported late to keep the catalog light
+
+    h = hashlib.sha256()
+    sources = [Path(__file__), *sorted(views_dir.glob("*.sql")), *sorted(state.analyses_dir(root).glob("*.json"))]
+    for path in sources:
+        h.update(str(path).encode() + b"\0" + path.read_bytes() + b"\0")
+    n_files = {d.name: len(lake_mod.data_files(root, d)) for d in DATASETS.values()}
+    models = cache.project_key(sql_dir or project.default_sql_dir(), {})
+    h.update(json.dumps([STORAGE_VERSION, str(root), n_files, models], sort_keys=True).encode())
+    return h.hexdigest()
+
+
+def _views_dir(views_dir: str | os.PathLike | None) -> Path:
+    return Path(views_dir).resolve() if views_dir is not None else DEFAULT_VIEWS_DIR
+
+
+def _create_build_table(con: duckdb.DuckDBPyConnection, root: Path, fingerprint: str) -> None:
+    con.execute(f"CREATE TABLE {BUILD_TABLE} (lake VARCHAR, built_at_utc TIMESTAMPTZ, fingerprint VARCHAR)")
+    con.execute(f"INSERT INTO {BUILD_TABLE} VALUES (?, now(), ?)", [str(root), fingerprint])
+    _comment_on(con, "TABLE", BUILD_TABLE, "How this catalog was built: one row.")
+    docs = {
+        "lake": "The lake folder the views read (absolute).",
+        "built_at_utc": "When the catalog file was written.",
+        "fingerprint": "Hash of the lake's files per dataset, the analyses, models, views and catalog code it was built from.",
+    }
+    for column, doc in docs.items():
+        _comment_on_column(con, BUILD_TABLE, column, doc)
+
+
+def _built_fingerprint(target: Path) -> str | None:
+    """The fingerprint recorded in an existing catalog file, or None."""
+    if not target.is_file():
+        return None
+    con = duckdb.connect()
+    try:
+        con.execute(f"ATTACH {sql_string(str(target))} AS {CATALOG_ALIAS} (READ_ONLY)")
+        return con.execute(f"SELECT fingerprint FROM {CATALOG_ALIAS}.{BUILD_TABLE}").fetchone()[0]
+    except (duckdb.Error, TypeError):
+        return None  # not a catalog, or one from before fingerprints: build a new one
+    finally:
+        con.close()
 
 
 def _wal(path: Path) -> Path:

@@ -42,9 +42,20 @@ def _check(args: argparse.Namespace) -> int:
 def _catalog(args: argparse.Namespace) -> int:
     from .catalog import build_catalog
 
+    if args.if_changed:
+        _refresh_catalog(args.lake, args.db, None)
+        return 0
     path = build_catalog(lake=args.lake, db=args.db)
     print(f"catalog written: {path}")
     return 0
+
+
+def _refresh_catalog(lake: str | None, db: str | None, sql_dir: str | None) -> None:
+    from .catalog import refresh_catalog
+    from .lake import db_path
+
+    rebuilt = refresh_catalog(lake=lake, db=db, sql_dir=sql_dir)
+    print(f"catalog written: {db_path(db)}" if rebuilt else f"catalog up to date: {db_path(db)}")
 
 
 def _demo(args: argparse.Namespace) -> int:
@@ -100,6 +111,8 @@ def _models(args: argparse.Namespace) -> int:
         dry_run=args.action == "plan",
         wait=args.wait,
     )
+    if args.action == "run" and args.db:
+        _refresh_catalog(args.lake, args.db, args.sql)
     return 0
 
 
@@ -135,7 +148,8 @@ def _parser() -> argparse.ArgumentParser:
     p = add("check", _check, "Report every problem of an existing lake without changing it.")
     p.add_argument("--json", action="store_true", help="print the problems as JSON")
 
-    add("catalog", _catalog, "Write the DuckDB catalog: one view per dataset, comments, BI views.", db=True)
+    p = add("catalog", _catalog, "Write the DuckDB catalog: one view per dataset, comments, BI views.", db=True)
+    p.add_argument("--if-changed", action="store_true", help="only if the lake, analyses, models or views changed since it was built")
 
     p = add("demo", _demo, "Write a deterministic demo lake with planted geometry changes.")
     p.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
@@ -153,6 +167,7 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--wait", action="store_true", help="wait for a running build instead of refusing")
     p.add_argument("--force", action="store_true", help="for lock: re-pin a version that was never released")
     p.add_argument("--sql", help="the models' folder (default $SQUIGGLE_SQL or the repository's sql/)")
+    p.add_argument("--db", help="for run: then bring this catalog file up to date (rebuilt only if something changed)")
 
     p = sub.add_parser("docs", help="Regenerate the data dictionary in the README from the contracts.")
     p.add_argument("--readme", default="README.md")

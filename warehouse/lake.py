@@ -84,6 +84,29 @@ def data_files(root: Path, dataset: Dataset) -> list[Path]:
     return sorted(p for p in folder.glob(file_pattern(dataset)) if not p.name.startswith("."))
 
 
+def published_files(folder: Path) -> list[Path]:
+    """The published Parquet files directly in one partition folder, sorted (none if no folder)."""
+    try:
+        with os.scandir(folder) as entries:
+            return sorted(Path(e.path) for e in entries if _is_published(e.name) and e.is_file())
+    except (FileNotFoundError, NotADirectoryError):
+        return []
+
+
+def _is_published(name: str) -> bool:
+    return name.endswith(".parquet") and not name.startswith(".")
+
+
+def partition_folders(folder: Path, key: str) -> dict[str, Path]:
+    """The ``key=value`` folders directly in ``folder``, by value (none if no folder)."""
+    prefix = f"{key}="
+    try:
+        with os.scandir(folder) as entries:
+            return {e.name[len(prefix):]: Path(e.path) for e in entries if e.name.startswith(prefix) and e.is_dir()}
+    except (FileNotFoundError, NotADirectoryError):
+        return {}
+
+
 def parquet_glob(root: Path, dataset: Dataset) -> str:
     """The absolute glob a reader uses for a dataset's files."""
     return str(dataset_dir(root, dataset) / file_pattern(dataset))

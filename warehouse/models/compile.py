@@ -12,6 +12,7 @@ from __future__ import annotations
 import hashlib
 import json
 from dataclasses import dataclass
+from functools import cached_property
 from pathlib import Path
 from typing import Any, Mapping
 
@@ -34,15 +35,25 @@ class CompiledModel:
     spec: ModelSpec
     params: dict[str, Any]
     sql: str
-    tree: exp.Query
     dependencies: tuple[str, ...]
     # Hash of what the model computes at its default parameters: canonical SQL, target,
     # materialization. Comments and layout do not change it; parameter values do not either.
     logic_fingerprint: str
+    output_columns: tuple[str, ...]
 
-    @property
-    def output_columns(self) -> list[str]:
-        return list(self.tree.named_selects)
+    @cached_property
+    def tree(self) -> exp.Query:
+        """The parsed SQL (parsed on first use when the model came from the cache)."""
+        return _parse(self.spec, self.sql)
+
+    def cache_entry(self) -> dict[str, Any]:
+        return {"params": self.params, "sql": self.sql, "dependencies": list(self.dependencies),
+                "logic_fingerprint": self.logic_fingerprint, "output_columns": list(self.output_columns)}
+
+    @classmethod
+    def from_cache_entry(cls, spec: ModelSpec, entry: Mapping[str, Any]) -> CompiledModel:
+        return cls(spec, entry["params"], entry["sql"], tuple(entry["dependencies"]),
+                   entry["logic_fingerprint"], tuple(entry["output_columns"]))
 
 
 def sql_literal(value: Any) -> str:
@@ -78,7 +89,9 @@ def compile_model(spec: ModelSpec, params: Mapping[str, Any], env: jinja2.Enviro
     defaults = {name: p.default for name, p in spec.params.items()}
     default_tree = tree if values == defaults else _parse(spec, _render(spec, defaults, env))
     logic = _hash([spec.target, spec.materialization, spec.incremental, canonical(default_tree)])
-    return CompiledModel(spec, values, sql, tree, _dependencies(tree), logic)
+    model = CompiledModel(spec, values, sql, _dependencies(tree), logic, tuple(tree.named_selects))
+    vars(model)["tree"] = tree  # already parsed: seed the cached property
+    return model
 
 
 def canonical(tree: exp.Expression) -> str:

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any, Mapping
 
 from .. import contracts
+from . import cache
 from .compile import CompiledModel, check_columns, compile_model, contract_schema, jinja_environment
 from .spec import ModelError, ModelSpec, parse_model_file
 
@@ -66,19 +67,29 @@ class Project:
 
 
 def load_project(sql_dir: Path | None = None, params: Mapping[str, Mapping[str, Any]] | None = None) -> Project:
-    """Load, compile and check every model; fail before anything runs on any error."""
+    """Load, compile and check every model; fail before anything runs on any error.
+
+    A project compiled and checked before from the same files and parameters comes from
+    the cache (:mod:`.cache`) without parsing any SQL.
+    """
     sql_dir = Path(sql_dir or default_sql_dir())
-    env = jinja_environment(sql_dir)
     params = params or {}
     specs = _load_specs(sql_dir)
     unknown = set(params) - set(specs)
     if unknown:
         raise ModelError(f"--param names unknown model(s): {', '.join(sorted(unknown))}")
+    key = cache.project_key(sql_dir, params)
+    entry = cache.load(key)
+    if entry is not None and set(entry["models"]) == set(specs):
+        models = {name: CompiledModel.from_cache_entry(specs[name], entry["models"][name]) for name in specs}
+        return Project(sql_dir, models, entry["order"])
+    env = jinja_environment(sql_dir)
     models = {name: compile_model(spec, params.get(name, {}), env) for name, spec in specs.items()}
     order = _build_order(models)
     project = Project(sql_dir, models, order)
     for name in order:
         _check_model(project, models[name])
+    cache.save(key, {"models": {n: m.cache_entry() for n, m in models.items()}, "order": order})
     return project
 
 

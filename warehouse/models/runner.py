@@ -146,34 +146,31 @@ def _input(
     producer = next((p for p in upstream.values() if p.model.spec.target == dataset), None)
     if chosen.get(dataset):
         lk.check_identifier(chosen[dataset], "analysis_id")
-    analysis = producer.analysis_id if producer else chosen.get(dataset) or _newest_analysis(base)
+    analysis = producer.analysis_id if producer else chosen.get(dataset) or _newest_analysis(base, contract)
     if chosen.get(dataset) and not (base / f"analysis_id={analysis}").is_dir():
         raise ModelError(f"{model.spec.where()}: {dataset} has no analysis {analysis!r}")
     files = _files_by_run(base / f"analysis_id={analysis}", contract) if analysis else {}
     return Input(contract, analysis, files)
 
 
-def _newest_analysis(base: Path) -> str | None:
-    """The analysis folder whose newest file is newest: 'the newest analysis' of a dataset."""
+def _newest_analysis(base: Path, contract: contracts.Dataset) -> str | None:
+    """The analysis whose newest file is newest: 'the newest analysis' of a dataset."""
     newest = None, -1.0
-    for folder in base.glob("analysis_id=*"):
-        mtimes = [p.stat().st_mtime for p in folder.rglob("*.parquet") if not p.name.startswith(".")]
+    for analysis, folder in lk.partition_folders(base, "analysis_id").items():
+        mtimes = [p.stat().st_mtime for files in _files_by_run(folder, contract).values() for p in files]
         if mtimes and max(mtimes) > newest[1]:
-            newest = folder.name.split("=", 1)[1], max(mtimes)
+            newest = analysis, max(mtimes)
     return newest[0]
 
 
 def _files_by_run(base: Path, contract: contracts.Dataset) -> dict[str, list[Path]]:
-    if not base.is_dir():
-        return {}
+    """The published files below ``base`` (a dataset's or an analysis's folder) by run, at
+    exactly the dataset's partition depth, as the catalog's views read them."""
     if "run_id" not in contract.partition_by:
-        return {WHOLE: sorted(p for p in base.rglob("*.parquet") if not p.name.startswith("."))}
-    files: dict[str, list[Path]] = {}
-    for folder in sorted(base.glob("run_id=*")):
-        found = sorted(p for p in folder.rglob("*.parquet") if not p.name.startswith("."))
-        if found:
-            files[folder.name.split("=", 1)[1]] = found
-    return files
+        pattern = "/".join([f"{k}=*" for k in contract.partition_by if k != "analysis_id"] + ["*.parquet"])
+        return {WHOLE: sorted(p for p in base.glob(pattern) if not p.name.startswith(".")) if base.is_dir() else []}
+    runs = {run: lk.published_files(folder) for run, folder in sorted(lk.partition_folders(base, "run_id").items())}
+    return {run: files for run, files in runs.items() if files}
 
 
 def _digests(model: CompiledModel, inputs: dict[str, Input], root: Path) -> dict[str, str]:
@@ -211,14 +208,16 @@ def _unit_reason(
         return "upstream changed"
     if done["digest"] != d:
         return "changed input"
-    if done["rows"] and not _has_files(_output_dir(root, plan, unit)):
+    if done["rows"] and not _has_files(_output_dir(root, plan, unit), plan.model.spec.contract, unit):
         return "missing output"
     return None
 
 
-def _has_files(folder: Path) -> bool:
-    """Whether ``folder`` holds a published Parquet file (a folder emptied by hand does not)."""
-    return folder.is_dir() and any(not p.name.startswith(".") for p in folder.rglob("*.parquet"))
+def _has_files(folder: Path, contract: contracts.Dataset, unit: str) -> bool:
+    """Whether a unit's output folder holds a published Parquet file (one emptied by hand does not)."""
+    if unit != WHOLE:
+        return bool(lk.published_files(folder))
+    return any(_files_by_run(folder, contract).values())
 
 
 def _output_dir(root: Path, plan: ModelPlan, unit: str) -> Path:
