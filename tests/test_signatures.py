@@ -460,3 +460,19 @@ def test_demo_run_vectors_match_numpy(demo_built: tuple[Path, str]) -> None:
         assert close(row["vector"], exp_row["vector"]), key
         assert row["norm"] == pytest.approx(exp_row["norm"], rel=2e-5), key
     assert sum(1 for k in got if k[2] == "layer") == 27 * 6
+
+
+def test_a_new_run_builds_only_its_own_signatures(tmp_path: Path) -> None:
+    """Signatures read their own run only: a run added later is built alone, and the
+    signatures are those of the reference over every run."""
+    lake, sql = tmp_path / "lake", signatures_sql(tmp_path)
+    writer.write("runs", hand_runs(), lake=lake)
+    writer.write("geometry_state", [r for r in hand_geometry() if r["run_id"] != "r3"], lake=lake)
+    writer.write("events_candidates", hand_events(), lake=lake)
+    writer.write("probe_summaries", hand_probes(), lake=lake)
+    first = build(lake, sql)
+    writer.write("geometry_state", [r for r in hand_geometry() if r["run_id"] == "r3"], lake=lake)
+    [result] = models.run(lake=lake, sql_dir=sql, report=lambda _: None)
+    assert result.plan.analysis_id == first
+    assert result.plan.build == {"r3": "new run"}
+    assert_matches(built(lake, first), want())

@@ -1,8 +1,8 @@
 -- name: signatures
--- version: sig@1
+-- version: sig@1.1
 -- target: signatures
 -- materialization: lake
--- incremental: full
+-- incremental: run_id
 -- grain: run_id, kind, scope, layer
 -- param sample_set: str = '' | sample set the trajectories are read from; empty: each run's alphabetically first sample set with pooled rows
 -- param bins: int = 16 | K, the bins of equal width in normalised time per series
@@ -11,7 +11,9 @@
 --   bins of its own normalised time, the bin means z-normalised and concatenated in
 --   (layer, module, descriptor) order, with the run's (or the layer's) event candidates
 --   and their peak times. Probe signatures: one per probe_summaries row, its dis@1
---   signature vector with the run's event candidates.
+--   signature vector with the run's event candidates. Every signature is the sig@1
+--   formula and reads its own run only, so runs are built incrementally (sig@1.1: sig@1
+--   built per run).
 {% import 'macros/series.sql' as series %}
 {#- the vector's block order: descriptors (and modules, below) alphabetically #}
 {% set ordered_descriptors = descriptors | sort %}
