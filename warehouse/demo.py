@@ -35,13 +35,13 @@ import pyarrow.parquet as pq
 
 from . import contracts
 from . import lake as lk
+from .capture.descriptors import ANALYSIS_ID  # the demo's geometry stands for the capture library's
 from .contracts import DESCRIPTORS
 from .errors import WarehouseError
 from .hashing import canonical_json, checksum, config_hash
 from .lake import CAPTURES_DIR, META_DIR, lake_root
 
 CREATED_AT = dt.datetime(2026, 1, 1, tzinfo=dt.timezone.utc)
-ANALYSIS_ID = "capture-v1"
 SAMPLE_SET = "fixed_v1"
 PROBE_NAME = "math_probe"
 N_LAYERS = 6
