@@ -2,7 +2,7 @@
 
 It takes another road than ``warehouse.capture.descriptors``: singular values and right
 singular vectors come from the eigen-decomposition of the covariance Xc^T Xc (not an SVD
-of Xc), sparsity is a Python loop over rows, and principal angles are the arccos of the
+of Xc), sparsity and norms are a loop over rows, and principal angles are the arccos of the
 singular values of Q1^T Q2, clipped to [-1, 1]. The covariance squares the spectrum, so
 eigenvalues below ~1e-16 of the largest are rounding noise: the reference keeps singular
 values above 1e-6 of the largest, and the test matrices keep every genuine singular value
@@ -53,13 +53,13 @@ def sparsity(x: np.ndarray) -> float | None:
         return None
     values = []
     for row in x.astype(np.float64):
-        l2 = math.sqrt(sum(v * v for v in row))
-        values.append(1.0 if l2 == 0 else (math.sqrt(d) - sum(abs(v) for v in row) / l2) / (math.sqrt(d) - 1))
+        l2 = math.sqrt(float(row @ row))
+        values.append(1.0 if l2 == 0 else (math.sqrt(d) - float(np.abs(row).sum()) / l2) / (math.sqrt(d) - 1))
     return sum(values) / len(values)
 
 
 def act_norm(x: np.ndarray) -> float:
-    return float(np.mean([math.sqrt(sum(v * v for v in row)) for row in x.astype(np.float64)]))
+    return sum(math.sqrt(float(row @ row)) for row in x.astype(np.float64)) / x.shape[0]
 
 
 def top_subspace(x: np.ndarray) -> np.ndarray:

@@ -267,3 +267,16 @@ def test_hooks_log_every_module_to_a_session(tmp_path: Path) -> None:
     table = pq.read_table(files[0])
     assert table.num_rows == 2 * len(expected)
     assert sorted(set(zip(table.column("layer").to_pylist(), table.column("module").to_pylist()))) == sorted(expected)
+
+
+def test_a_session_takes_tensors_with_gradients_and_any_float_type(tmp_path: Path) -> None:
+    weights = torch.randn(6, 4, requires_grad=True)
+    x = (torch.randn(5, 6) @ weights).to(torch.bfloat16)  # part of a graph, in bfloat16
+    ids = [f"t{i}" for i in range(5)]
+    with CaptureSession("r1", {"seed": 0}, model_id="m", lake=tmp_path) as session:
+        got = session.log(0, 0, "resid_post", x, sample_ids=ids)
+    from warehouse.capture import descriptors
+
+    expected = descriptors(x.detach().float().numpy())
+    assert got.values() == expected.values()
+    assert got.dim == 4 and got.n_samples == 5

@@ -122,7 +122,8 @@ def publish(written: Path, folder: Path) -> Path:
 
 def capture_path(run_id: str, probe_name: str, file_name: str) -> str:
     """The lake-relative path of a capture file, as ``probe_captures_index.path`` records it."""
-    return f"{CAPTURES_DIR}/{check_identifier(run_id, 'run_id')}/{check_identifier(probe_name, 'probe_name')}/{file_name}"
+    run, probe = check_identifier(run_id, "run_id"), check_identifier(probe_name, "probe_name")
+    return f"{CAPTURES_DIR}/{run}/{probe}/{file_name}"
 
 
 def write_bytes_atomic(path: Path, data: bytes) -> None:

@@ -146,7 +146,8 @@ def _checked_matrix(activations: object, where: str) -> np.ndarray:
     if x.ndim != 2:
         raise CaptureError(f"{where}: expected a 2-D matrix (samples x features), got shape {x.shape}")
     if x.shape[0] == 0 or x.shape[1] == 0:
-        raise CaptureError(f"{where}: empty matrix of shape {x.shape}; descriptors need at least one sample and feature")
+        raise CaptureError(f"{where}: empty matrix of shape {x.shape}; "
+                           "descriptors need at least one sample and one feature")
     x = x.astype(np.float64, copy=False)
     finite = np.isfinite(x)
     if not finite.all():

@@ -136,12 +136,13 @@ class CaptureSession:
         where = f"capture at step {step}, layer {layer}, module {module}"
         _choice(module, contracts.MODULES, f"{where}: module")
         ids = self._checked_sample_ids(sample_ids, where)
-        x = np.asarray(activations)
+        x = _as_array(activations)
         if x.ndim == 2 and x.shape[0] != len(ids):
             raise CaptureError(f"{where}: {x.shape[0]} activation rows but {len(ids)} sample_ids")
         series = self._series.get((layer, module))
         if series is not None and step <= series.step:
-            raise CaptureError(f"{where}: steps of a series must increase; the previous capture was at step {series.step}")
+            raise CaptureError(f"{where}: steps of a series must increase; "
+                               f"the previous capture was at step {series.step}")
         previous, initial = (series.previous, series.initial) if series else (None, None)
         d = descriptors(x, previous, initial, step=step, layer=layer, module=module)
         self._start_rows_of(step)
@@ -166,7 +167,8 @@ class CaptureSession:
             if not isinstance(name, str) or not name:
                 raise CaptureError(f"metric name must be a non-empty string, not {name!r}")
             if key in self._metric_keys:
-                raise CaptureError(f"metric {name} (split {split}, sample_set {sample_set}) already logged at step {step}")
+                raise CaptureError(f"metric {name} (split {split}, sample_set {sample_set}) "
+                                   f"already logged at step {step}")
             rows.append({"run_id": self.run_id, "step": step, "metric_name": name, "split": split,
                          "sample_set": sample_set, "value": _finite(value, f"metric {name} at step {step}")})
         self._start_rows_of(step)
@@ -353,6 +355,14 @@ class CaptureSession:
 
 # ---------------------------------------------------------------------------------------
 # Checks of single values: each error names the value and what it should be.
+
+
+def _as_array(activations: Any) -> np.ndarray:
+    """A numpy array of ``activations``; a PyTorch tensor (any device, any float type, with
+    or without gradients) is detached and copied as float32, without importing torch."""
+    if all(hasattr(activations, a) for a in ("detach", "cpu", "float", "numpy")):
+        return activations.detach().float().cpu().numpy()
+    return np.asarray(activations)
 
 
 def _seed(config: Mapping[str, Any], seed: int | None) -> int:

@@ -78,7 +78,8 @@ def resolve(model: Any, layout: str | Mapping[str, str], modules: Sequence[str] 
             continue
         if not found:
             shown = ", ".join(repr(n) for n in names[1:9]) + (", ..." if len(names) > 9 else "")
-            raise CaptureError(f"no module of the model matches {mapping[canonical]!r} (for {canonical}); its modules: {shown}")
+            raise CaptureError(f"no module of the model matches {mapping[canonical]!r} (for {canonical}); "
+                               f"its modules: {shown}")
         for path, layer in found:
             key = (blocks if layer is None else layer, canonical)
             if key in targets:
@@ -127,7 +128,9 @@ class ActivationHooks:
                 handle.remove()
         return captured
 
-    def log(self, session: Any, step: int, *args: Any, sample_ids: Sequence[str], **kwargs: Any) -> dict[tuple[int, str], Descriptors]:
+    def log(
+        self, session: Any, step: int, *args: Any, sample_ids: Sequence[str], **kwargs: Any
+    ) -> dict[tuple[int, str], Descriptors]:
         """Capture one forward pass and log every target to ``session`` at ``step``."""
         activations = self.capture(*args, **kwargs)
         return {key: session.log(step, *key, x, sample_ids=sample_ids) for key, x in sorted(activations.items())}
@@ -143,7 +146,9 @@ class ActivationHooks:
             captured[key] = _rows(tensor, self.position, target.path)
 
         if target.module in INPUT_MODULES:
-            return module.register_forward_pre_hook(lambda m, args, kwargs: keep((args, kwargs), "input"), with_kwargs=True)
+            return module.register_forward_pre_hook(
+                lambda m, args, kwargs: keep((args, kwargs), "input"), with_kwargs=True
+            )
         return module.register_forward_hook(lambda m, args, output: keep(output, "output"))
 
 
@@ -192,6 +197,7 @@ def _rows(tensor: Any, position: int | str, path: str) -> np.ndarray:
     if t.ndim == 3:
         t = t.mean(dim=1) if position == "mean" else t[:, position, :]
     elif t.ndim != 2:
-        raise CaptureError(f"module {path!r}: expected (batch, features) or (batch, sequence, features), got {tuple(t.shape)}")
+        raise CaptureError(f"module {path!r}: expected (batch, features) or (batch, sequence, features), "
+                           f"got {tuple(t.shape)}")
     return t.float().cpu().numpy()
 
