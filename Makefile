@@ -6,7 +6,7 @@ LAKE   ?= lake
 DB     ?= warehouse.duckdb
 WH     := $(BIN)/warehouse
 
-.PHONY: install torch demo models catalog check test docs clean
+.PHONY: install torch demo models catalog check test example docs clean
 
 # The virtual environment, re-made when the project's dependencies change.
 $(VENV)/.installed: pyproject.toml
@@ -47,6 +47,11 @@ check: install
 test: install torch
 	$(WH) models check
 	SQUIGGLE_REQUIRE_TORCH=1 $(BIN)/python -m pytest -q
+
+## example: train modular addition with 3 seeds into examples/lake, build the models, print the events
+example: torch
+	rm -rf examples/lake examples/warehouse.duckdb
+	$(BIN)/python examples/modular_addition.py --lake examples/lake --db examples/warehouse.duckdb
 
 ## docs: regenerate the README's data dictionary from the contracts
 docs: install
