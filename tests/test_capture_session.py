@@ -171,6 +171,18 @@ def test_pooled_embeddings_are_the_mean_sketch(recorded) -> None:
         assert row["sample_id"] is None
 
 
+def test_samples_describe_the_probe_set(tmp_path: Path) -> None:
+    with CaptureSession("r1", CONFIG, model_id="tiny", lake=tmp_path, sample_set="probe-a") as s:
+        s.samples(["a", "b"], texts=["1 + 2 =", "3 + 4 ="], family_ids=["add", "add"], payloads=[{"x": 1}, {"x": 2}])
+        s.samples(["c"], split="val")
+    rows = read(tmp_path, "samples", "sample_id")
+    assert [(r["sample_set"], r["sample_id"], r["split"], r["text"], r["family_id"], r["payload_json"]) for r in rows] == [
+        ("probe-a", "a", "probe", "1 + 2 =", "add", '{"x":1}'),
+        ("probe-a", "b", "probe", "3 + 4 =", "add", '{"x":2}'),
+        ("probe-a", "c", "val", None, None, None),
+    ]
+
+
 def test_rows_are_flushed_in_batches_of_steps(tmp_path: Path) -> None:
     acts = activations()
     s = CaptureSession("r1", CONFIG, model_id="tiny", lake=tmp_path, flush_every=2)
@@ -246,9 +258,12 @@ def session(tmp_path: Path) -> CaptureSession:
     (lambda s: s.checkpoint(10), "checkpoint of step 10 already logged"),
     (lambda s: s.checkpoint(20, val_loss=float("nan")), "val_loss at step 20 is nan"),
     (lambda s: s.samples(["x", "y"], texts=["only one"]), "samples: 1 texts for 2 sample_ids"),
+    (lambda s: s.samples(["x", "y", "x"]), "samples: sample_id 'x' is described twice"),
+    (lambda s: s.samples(["x"], family_ids=["../f"]), "column family_id, row 1, value '../f': unsafe identifier"),
+    (lambda s: s.samples(["x"], payloads=[{"v": float("nan")}]), "a payload must be JSON-serialisable without NaN"),
 ])
 def test_a_bad_call_is_refused_and_buffers_nothing(session: CaptureSession, call, message: str) -> None:
-    with pytest.raises((CaptureError, UnsafeIdentifier)) as err:
+    with pytest.raises((CaptureError, UnsafeIdentifier, ValidationError)) as err:
         call(session)
     assert message in str(err.value)
     session.close()
@@ -256,6 +271,7 @@ def test_a_bad_call_is_refused_and_buffers_nothing(session: CaptureSession, call
     assert [(r["step"], r["module"]) for r in read(lake, "geometry_state")] == [(10, "resid_pre")]
     assert [(r["step"], r["metric_name"], r["value"]) for r in read(lake, "metrics_scalar")] == [(10, "loss", 1.0)]
     assert [r["step"] for r in read(lake, "checkpoints")] == [10]
+    assert read(lake, "samples") == []
     assert check_lake(lake) == []
 
 

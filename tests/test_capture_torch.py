@@ -215,9 +215,15 @@ def test_a_custom_mapping_and_a_subset_of_modules() -> None:
 def test_capture_leaves_the_model_as_it_was() -> None:
     model = BlocksLike()
     model.train()
+    model.blocks[1].mlp.eval()  # e.g. a frozen part
+    during = []
+    probe = model.blocks[0].mlp.register_forward_hook(
+        lambda m, args, out: during.append((m.training, torch.is_grad_enabled())))
     hooks = ActivationHooks(model, "blocks")
     hooks.capture(tokens())
-    assert model.training
+    probe.remove()
+    assert during == [(False, False)]  # the forward ran in eval mode, without gradients
+    assert model.training and model.blocks[0].mlp.training and not model.blocks[1].mlp.training
     assert all(not m._forward_hooks and not m._forward_pre_hooks for m in model.modules())
     with pytest.raises(IndexError):
         hooks.capture(torch.full((2, 3), VOCAB + 5))  # the forward fails: hooks still removed

@@ -124,6 +124,7 @@ class CaptureSession:
         self._sample_ids: tuple[str, ...] | None = None
         self._metric_keys: set[tuple] = set()
         self._checkpoint_steps: set[int] = set()
+        self._described: set[str] = set()  # sample ids given to samples()
         self._files_per_step: Counter[int] = Counter()
         self.status: str | None = None  # set when the session is closed
 
@@ -219,13 +220,21 @@ class CaptureSession:
         for name, values in (("texts", texts), ("family_ids", family_ids), ("payloads", payloads)):
             if values is not None and len(values) != len(ids):
                 raise CaptureError(f"samples: {len(values)} {name} for {len(ids)} sample_ids")
-        for i, sample_id in enumerate(ids):
-            self._rows["samples"].append({
-                "sample_set": self.sample_set, "sample_id": sample_id, "split": split,
-                "text": texts[i] if texts is not None else None,
-                "family_id": family_ids[i] if family_ids is not None else None,
-                "payload_json": canonical_json(payloads[i]) if payloads is not None else None,
-            })
+        seen = set(self._described)
+        for sample_id in ids:
+            if sample_id in seen:
+                raise CaptureError(f"samples: sample_id {sample_id!r} is described twice")
+            seen.add(sample_id)
+        rows = [{
+            "sample_set": self.sample_set, "sample_id": sample_id, "split": split,
+            "text": texts[i] if texts is not None else None,
+            "family_id": family_ids[i] if family_ids is not None else None,
+            "payload_json": _config_json(payloads[i], "a payload") if payloads is not None else None,
+        } for i, sample_id in enumerate(ids)]
+        # Checked against the contract now: a bad row would otherwise fail a later flush.
+        conform(contracts.SAMPLES, rows_to_table(rows, contracts.SAMPLES), source=f"capture session {self.run_id}")
+        self._rows["samples"] += rows
+        self._described.update(ids)
 
     # -- writing -------------------------------------------------------------------------
 
@@ -375,13 +384,13 @@ def _seed(config: Mapping[str, Any], seed: int | None) -> int:
     return int(value)
 
 
-def _config_json(config: Mapping[str, Any]) -> str:
+def _config_json(config: Mapping[str, Any], what: str = "config") -> str:
     if not isinstance(config, Mapping):
-        raise CaptureError(f"config must be a mapping, not {type(config).__name__}")
+        raise CaptureError(f"{what} must be a mapping, not {type(config).__name__}")
     try:
         return canonical_json(config)
     except (TypeError, ValueError) as exc:
-        raise CaptureError(f"config must be JSON-serialisable without NaN or infinity: {exc}") from None
+        raise CaptureError(f"{what} must be JSON-serialisable without NaN or infinity: {exc}") from None
 
 
 def _is_int(value: object) -> bool:

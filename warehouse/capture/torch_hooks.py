@@ -117,13 +117,14 @@ class ActivationHooks:
         captured: dict[tuple[int, str], np.ndarray] = {}
         by_path = dict(self.model.named_modules())
         handles = [self._register(by_path[t.path], t, captured) for t in self.targets]
-        was_training = self.model.training
+        modes = {m: m.training for m in self.model.modules()}  # a submodule may be in eval on purpose
         try:
             self.model.eval()
             with torch.no_grad():
                 self.model(*args, **kwargs)
         finally:
-            self.model.train(was_training)
+            for m, training in modes.items():
+                m.training = training
             for handle in handles:
                 handle.remove()
         return captured
