@@ -7,7 +7,9 @@ The Python API mirrors the ``warehouse`` command:
 - :func:`check_lake`: report every problem of a lake (``warehouse check``);
 - :func:`build_catalog`: write the DuckDB catalog (``warehouse catalog``);
 - :func:`connect`: a read-only DuckDB connection to the catalog, for notebooks;
-- :mod:`warehouse.models`: plan and run the SQL models (``warehouse models``).
+- :mod:`warehouse.models`: plan and run the SQL models (``warehouse models``);
+- :mod:`warehouse.capture`: descriptors of activations and a capture session that writes
+  a training run to the lake.
 """
 
 from .catalog import build_catalog, connect

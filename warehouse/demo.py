@@ -25,7 +25,6 @@ from __future__ import annotations
 import datetime as dt
 import io
 import os
-import uuid
 import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -35,13 +34,14 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from . import contracts
+from . import lake as lk
+from .capture.descriptors import ANALYSIS_ID  # the demo's geometry stands for the capture library's
 from .contracts import DESCRIPTORS
 from .errors import WarehouseError
 from .hashing import canonical_json, checksum, config_hash
-from .lake import CAPTURES_DIR, META_DIR, TEMP_PREFIX, lake_root
+from .lake import CAPTURES_DIR, META_DIR, lake_root
 
 CREATED_AT = dt.datetime(2026, 1, 1, tzinfo=dt.timezone.utc)
-ANALYSIS_ID = "capture-v1"
 SAMPLE_SET = "fixed_v1"
 PROBE_NAME = "math_probe"
 N_LAYERS = 6
@@ -576,7 +576,7 @@ def captures(run: _Run, probe_hash: str, rng: np.random.Generator) -> tuple[pa.T
     for i, step in enumerate(run.steps):
         buf = io.BytesIO()
         np.save(buf, sketch + move[i], allow_pickle=False)
-        shards[f"{CAPTURES_DIR}/{run.run_id}/{PROBE_NAME}/step-{step:06d}.npy"] = buf.getvalue()
+        shards[lk.capture_path(run.run_id, PROBE_NAME, f"step-{step:06d}.npy")] = buf.getvalue()
     paths = list(shards)
     n = len(paths)
     table = _table("probe_captures_index", {
@@ -718,17 +718,17 @@ def write_demo(lake: str | os.PathLike | None = None, seed: int = 0) -> DemoSumm
 
     root = lake_root(lake)
     demo = build_demo(seed)
-    _refuse_conflicting_captures(root, demo.capture_files)
+    lk.refuse_changed_files(root, demo.capture_files, " (a demo of another seed?); use an empty lake")
     written = {}
     for name in WRITE_ORDER:
         if name == "probe_captures_index":
             for rel, data in demo.capture_files.items():
-                _write_atomic(root / rel, data)
+                lk.write_bytes_atomic(root / rel, data)
         result = write(name, demo.tables[name], lake=root, source=f"demo seed {seed}", created_at=CREATED_AT)
         written[name] = result.rows_written
     meta = root / META_DIR / "demo"
-    _write_atomic(meta / "planted_events.parquet", _parquet_bytes(demo.planted_events))
-    _write_atomic(meta / "planted_families.parquet", _parquet_bytes(demo.planted_families))
+    lk.write_bytes_atomic(meta / "planted_events.parquet", _parquet_bytes(demo.planted_events))
+    lk.write_bytes_atomic(meta / "planted_families.parquet", _parquet_bytes(demo.planted_families))
     runs = demo.tables["runs"]
     modes = runs.column("run_mode").to_pylist()
     ids = runs.column("run_id").to_pylist()
@@ -738,31 +738,6 @@ def write_demo(lake: str | os.PathLike | None = None, seed: int = 0) -> DemoSumm
         probe_runs=[r for r, m in zip(ids, modes) if m == "probe_micro_finetune"],
         capture_files=len(demo.capture_files), planted_events=demo.planted_events.num_rows,
     )
-
-
-def _refuse_conflicting_captures(root: Path, files: dict[str, bytes]) -> None:
-    """Capture files are immutable facts: refuse, before writing anything, to replace one."""
-    for rel, data in files.items():
-        path = root / rel
-        if path.exists() and path.read_bytes() != data:
-            raise WarehouseError(f"{path} already exists with other content (a demo of another seed?); "
-                                 "use an empty lake")
-
-
-def _write_atomic(path: Path, data: bytes) -> None:
-    """Write ``data`` to ``path`` via a temporary name in the same folder and a rename."""
-    if path.exists() and path.read_bytes() == data:
-        return
-    path.parent.mkdir(parents=True, exist_ok=True)
-    temp = path.parent / f"{TEMP_PREFIX}{uuid.uuid4().hex}.partial"
-    try:
-        with open(temp, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(temp, path)
-    finally:
-        temp.unlink(missing_ok=True)
 
 
 def _parquet_bytes(table: pa.Table) -> bytes:

@@ -48,3 +48,7 @@ class ValidationError(WarehouseError, ValueError):
 
 class LockBusy(WarehouseError):
     """Another build holds the lake's lock."""
+
+
+class CaptureError(WarehouseError, ValueError):
+    """Activations or a capture session call the capture library cannot turn into rows."""

@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Iterable, Iterator, Mapping
 
 from .contracts import IDENTIFIER_PATTERN, IDENTIFIER_RE, Dataset
-from .errors import UnsafeIdentifier
+from .errors import UnsafeIdentifier, WarehouseError
 
 DEFAULT_LAKE = "lake"
 DEFAULT_DB = "warehouse.duckdb"
@@ -141,6 +141,39 @@ def publish(written: Path, folder: Path) -> Path:
     os.replace(written, final)
     _fsync(folder)
     return final
+
+
+def capture_path(run_id: str, probe_name: str, file_name: str) -> str:
+    """The lake-relative path of a capture file, as ``probe_captures_index.path`` records it."""
+    run, probe = check_identifier(run_id, "run_id"), check_identifier(probe_name, "probe_name")
+    return f"{CAPTURES_DIR}/{run}/{probe}/{file_name}"
+
+
+def write_bytes_atomic(path: Path, data: bytes) -> None:
+    """Write ``data`` to ``path`` via a temporary name in the same folder and a rename.
+
+    A file already holding exactly ``data`` is left alone.
+    """
+    if path.exists() and path.read_bytes() == data:
+        return
+    path.parent.mkdir(parents=True, exist_ok=True)
+    temp = path.parent / f"{TEMP_PREFIX}{uuid.uuid4().hex}.partial"
+    try:
+        with open(temp, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(temp, path)
+    finally:
+        temp.unlink(missing_ok=True)
+
+
+def refuse_changed_files(root: Path, files: Mapping[str, bytes], hint: str = "") -> None:
+    """Capture files are immutable facts: refuse, before writing any, to replace one with other bytes."""
+    for rel, data in files.items():
+        path = root / rel
+        if path.exists() and path.read_bytes() != data:
+            raise WarehouseError(f"{path} already exists with other content{hint}")
 
 
 @contextmanager
