@@ -40,13 +40,27 @@ def load_analyses(root: Path) -> dict[str, dict[str, Any]]:
 
 
 def save_analysis(root: Path, record: dict[str, Any]) -> None:
-    """Write an analysis record atomically (temporary file, then rename)."""
+    """Write an analysis record atomically (temporary file, flushed, then renamed).
+
+    On any failure (a full disk) the temporary file is removed and the old record stays.
+    """
     folder = analyses_dir(root)
     folder.mkdir(parents=True, exist_ok=True)
     final = folder / f"{lk.check_identifier(record['analysis_id'], 'analysis_id')}.json"
     temp = folder / f"{lk.TEMP_PREFIX}{os.getpid()}-{final.name}.partial"
-    temp.write_text(json.dumps(record, indent=2, sort_keys=True, default=str))
-    os.replace(temp, final)
+    try:
+        temp.write_text(json.dumps(record, indent=2, sort_keys=True, default=str))
+        lk.fsync(temp)
+        os.replace(temp, final)
+    except BaseException:
+        lk.remove_quietly([temp])
+        raise
+    lk.fsync(folder)
+
+
+def remove_stale_records(root: Path) -> None:
+    """Remove temporary record files a killed build left (call under the build lock)."""
+    lk.remove_quietly(analyses_dir(root).glob(f"{lk.TEMP_PREFIX}*.partial"))
 
 
 def digest(paths: list[Path], root: Path) -> str:
