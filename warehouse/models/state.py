@@ -70,8 +70,11 @@ def digest(paths: list[Path], root: Path) -> str:
 
 
 @contextmanager
-def build_lock(root: Path, *, wait: bool = False) -> Iterator[None]:
-    """Hold the lake's build lock; refuse (or wait) when another build holds it."""
+def build_lock(root: Path, *, wait: bool = False, holder: str = "models run") -> Iterator[None]:
+    """Hold the lake's build lock; refuse (or wait) when another build holds it.
+
+    ``holder`` says who holds it (a build, or a catalog being made) in the refusal message.
+    """
     path = root / lk.META_DIR / "build.lock"
     path.parent.mkdir(parents=True, exist_ok=True)
     with open(path, "a+") as f:
@@ -86,7 +89,7 @@ def build_lock(root: Path, *, wait: bool = False) -> Iterator[None]:
             ) from None
         f.seek(0)
         f.truncate()
-        f.write(f"pid {os.getpid()}, started {time.strftime('%Y-%m-%dT%H:%M:%S')}")
+        f.write(f"{holder}, pid {os.getpid()}, started {time.strftime('%Y-%m-%dT%H:%M:%S')}")
         f.flush()
         try:
             yield
