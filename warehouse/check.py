@@ -133,19 +133,20 @@ def check_lake(lake: str | os.PathLike | None = None) -> list[Problem]:
     return sorted(problems, key=lambda p: (p.path, p.kind))  # stable: keeps scan order within
 
 
-def check_files(root: Path, dataset: Dataset, paths: Sequence[Path]) -> list[Problem]:
+def check_files(root: Path, dataset: Dataset, paths: Sequence[Path], *, nonfinite_is_null: bool = False) -> list[Problem]:
     """The problems of some of a dataset's files under ``root``, as :func:`check_lake` reports them.
 
     Each path is judged by its folders (partition keys in order, safe values, at the
     partition depth), as a file (a folder where a file belongs is unreadable), by its schema,
-    its values and the primary keys it shares with the other paths.
+    its values and the primary keys it shares with the other paths. ``nonfinite_is_null``
+    passes NaN and infinity in float columns, for a reader that takes them as NULL.
     """
     problems: list[Problem] = []
     add = _Report(root, problems, dataset.name)
     base = dataset_dir(root, dataset)
     files = [f for f in (_placed(dataset, base, Path(p), add) for p in sorted(set(paths))) if f is not None]
     with _connection() as con:
-        _check_files(con, dataset, files, add)
+        _check_files(con, dataset, files, add, nonfinite_is_null)
     return sorted(set(problems), key=lambda p: (p.path, p.kind))
 
 
@@ -348,7 +349,9 @@ def _placed(dataset: Dataset, base: Path, path: Path, add: _Report) -> _File | N
     return _File(path, values)
 
 
-def _check_files(con: duckdb.DuckDBPyConnection, dataset: Dataset, files: list[_File], add: _Report) -> None:
+def _check_files(
+    con: duckdb.DuckDBPyConnection, dataset: Dataset, files: list[_File], add: _Report, nonfinite_is_null: bool = False
+) -> None:
     """Footer and schema of each file, then the value and duplicate-key scans over those that conform."""
     scannable: list[_File] = []
     for f in files:
@@ -356,7 +359,7 @@ def _check_files(con: duckdb.DuckDBPyConnection, dataset: Dataset, files: list[_
         if f.schema is not None and _check_schema(dataset, f, add):
             scannable.append(f)
     if scannable:
-        scannable = _check_values(con, dataset, scannable, add)
+        scannable = _check_values(con, dataset, scannable, add, nonfinite_is_null)
         _check_duplicates(con, dataset, scannable, add)
 
 
@@ -406,8 +409,8 @@ class _Rule(NamedTuple):
     show_value: bool = True  # False for NULLs: there is nothing to show
 
 
-def _value_rules(col: Column) -> list[_Rule]:
-    """The value rules of one column, from its contract."""
+def _value_rules(col: Column, nonfinite_is_null: bool = False) -> list[_Rule]:
+    """The value rules of one column, from its contract (``nonfinite_is_null``: NaN and infinity pass)."""
     c = _q(col.name)
     rules = []
     if not col.nullable:
@@ -416,9 +419,9 @@ def _value_rules(col: Column) -> list[_Rule]:
         allowed = ", ".join(_lit(v) for v in col.enum)
         rules.append(_Rule(col.name, f"{c} NOT IN ({allowed})",
                            f"value(s) outside the allowed values ({', '.join(col.enum)})"))
-    if pa.types.is_floating(col.type):
+    if pa.types.is_floating(col.type) and not nonfinite_is_null:
         rules.append(_Rule(col.name, f"(isnan({c}) OR isinf({c}))", "NaN or infinite value(s)"))
-    elif pa.types.is_list(col.type) and pa.types.is_floating(col.type.value_type):
+    elif pa.types.is_list(col.type) and pa.types.is_floating(col.type.value_type) and not nonfinite_is_null:
         # As the writer's validation: no NaN/inf inside vectors either. DuckDB sorts NaN
         # above +inf, so list_max/list_min find them without a lambda per element.
         rules.append(_Rule(col.name, f"(isnan(list_max({c})) OR isinf(list_max({c})) OR isinf(list_min({c})))",
@@ -429,14 +432,16 @@ def _value_rules(col: Column) -> list[_Rule]:
     return rules
 
 
-def _check_values(con: duckdb.DuckDBPyConnection, dataset: Dataset, files: list[_File], add: _Report) -> list[_File]:
+def _check_values(
+    con: duckdb.DuckDBPyConnection, dataset: Dataset, files: list[_File], add: _Report, nonfinite_is_null: bool = False
+) -> list[_File]:
     """One scan: per (file, rule) the count of bad rows and the first one's row number.
 
     Returns the files DuckDB could read. Partition columns are not checked here: their
     values are the folder names, checked by the walk.
     """
     present = set().union(*(f.schema.names for f in files if f.schema is not None))
-    rules = [r for col in dataset.file_columns if col.name in present for r in _value_rules(col)]
+    rules = [r for col in dataset.file_columns if col.name in present for r in _value_rules(col, nonfinite_is_null)]
     if not rules:
         return files
     # CASE rather than FILTER, and the offending values fetched afterwards: on 10M rows

@@ -309,12 +309,13 @@ def execute(plan: ModelPlan, root: Path, record: dict | None, *, skip_invalid: b
 def _screen_inputs(plan: ModelPlan, root: Path, skip_invalid: bool) -> list[Problem]:
     """The problems of the input files the plan reads; fail naming them unless ``skip_invalid``.
 
-    Skipping drops the units whose input folder is not a safe run id: they have no safe
-    output folder either.
+    NaN and infinity pass: the models read them as NULL (``finite_or_null``), as the design
+    says. Skipping drops the units whose input folder is not a safe run id: they have no
+    safe output folder either.
     """
     units = sorted(plan.build)
     problems = [p for inp in plan.inputs.values() if (files := inp.files_for(units))
-                for p in check_files(root, inp.dataset, files)]
+                for p in check_files(root, inp.dataset, files, nonfinite_is_null=True)]
     if problems and not skip_invalid:
         listed = "\n".join(f"  {p}" for p in problems)
         raise ModelError(
