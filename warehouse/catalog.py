@@ -14,7 +14,6 @@ only append to, are read live.
 
 from __future__ import annotations
 
-import errno
 import json
 import os
 import re
@@ -28,7 +27,7 @@ import duckdb
 
 from . import lake as lake_mod, snapshots
 from .contracts import DATASETS, Column, Dataset
-from .errors import WarehouseError
+from .errors import LakeNotWritable, WarehouseError
 from .scan import select_dataset
 from .sql import quote_identifier as sql_ident, quote_literal as sql_string
 
@@ -348,6 +347,10 @@ def _write_catalog(target: Path, root: Path, sources: dict[str, Path], project: 
         # old file; DuckDB refuses to open the new one next to it ("WAL does not match").
         lake_mod.remove_quietly([_wal(target)])
         os.replace(tmp, target)
+    except (OSError, duckdb.IOException) as exc:
+        lake_mod.remove_quietly([tmp, _wal(tmp)])
+        cause = getattr(exc, "strerror", None) or str(exc).splitlines()[0]
+        raise WarehouseError(f"cannot write the catalog {target}: {cause}; the old catalog is unchanged") from exc
     except BaseException:
         lake_mod.remove_quietly([tmp, _wal(tmp)])
         raise
@@ -387,9 +390,7 @@ def _lake_held(root: Path) -> Iterator[bool]:
         if writable:
             try:
                 stack.enter_context(build_lock(root, wait=True, holder="catalog"))
-            except OSError as exc:
-                if exc.errno not in (errno.EACCES, errno.EPERM, errno.EROFS):
-                    raise
+            except LakeNotWritable:
                 writable = False
         yield writable
 

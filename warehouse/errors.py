@@ -59,3 +59,7 @@ def shown_value(value: Any, limit: int = MAX_SHOWN) -> str:
 
 class LockBusy(WarehouseError):
     """Another build holds the lake's lock."""
+
+
+class LakeNotWritable(WarehouseError):
+    """This process may not write the lake (a read-only mount, or no permission)."""

@@ -278,7 +278,13 @@ def run_models(
                 continue
             if started and (plan.build or plan.drop):
                 started(plan)
-            result = execute(plan, root, records.get(plan.analysis_id), skip_invalid=skip_invalid)
+            try:
+                result = execute(plan, root, records.get(plan.analysis_id), skip_invalid=skip_invalid)
+            except OSError as exc:  # no space left, no permission: every partition stays old or new
+                raise ModelError(
+                    f"{spec.where()}: cannot write to the lake: {exc.strerror or exc} ({exc.filename}); each of its "
+                    "output partitions is complete, old or new, and the next build redoes this model"
+                ) from exc
             records[plan.analysis_id] = load_analyses(root).get(plan.analysis_id, {})
             results.append(result)
             report(result.describe())
