@@ -92,3 +92,37 @@ def run_unprivileged(code: str, cwd: Path) -> subprocess.CompletedProcess:
                   "--inh-caps=-all", "--bounding-set=-all", *python]
     env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "HOME": str(cwd)}
     return subprocess.run(python, capture_output=True, text=True, cwd=cwd, env=env, timeout=300)
+
+
+# ---------------------------------------------------------------------------------------
+# Comparing builds
+
+
+MODEL_TARGETS = ("events_candidates", "geometry_dynamics", "events", "probe_summaries", "signatures", "matches")
+ENGINE_STATE = ("_meta/analyses", "_meta/snapshots", "_meta/build.lock", ".staging")
+
+
+def model_contents(lake: Path) -> dict[str, str]:
+    """Per model dataset, a hash of its sorted rows without created_at_utc: equal for equal outputs."""
+    from model_fixtures import read_rows
+
+    return {d: hashlib.sha256(repr(read_rows(lake, d)).encode()).hexdigest() for d in MODEL_TARGETS}
+
+
+def recorded_units(lake: Path) -> dict[str, dict]:
+    """Per analysis, its rows and the rows of each unit it records (not the input digests: those
+    name upstream output files, whose content hashes differ with every build's timestamps)."""
+    from warehouse.models.state import load_analyses
+
+    return {a: {"rows": r["rows"], "units": {u: v["rows"] for u, v in r["units"].items()}}
+            for a, r in load_analyses(lake).items()}
+
+
+def copy_inputs(lake: Path, dest: Path) -> Path:
+    """``lake`` without what builds write (model outputs, records, snapshots, locks, staging)."""
+    def ignore(folder: str, names: list[str]) -> set[str]:
+        rel = Path(folder).relative_to(lake)
+        return {n for n in names if str(rel / n) in ENGINE_STATE or (rel == Path(".") and n in MODEL_TARGETS)}
+
+    shutil.copytree(lake, dest, ignore=ignore)
+    return dest

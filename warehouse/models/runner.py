@@ -121,10 +121,15 @@ def plan_model(
     *,
     chosen_inputs: dict[str, str] | None = None,
     full_refresh: bool = False,
+    listing: InputListing | None = None,
 ) -> ModelPlan:
-    """Plan one model; ``upstream`` holds the plans of the models it reads, already made."""
+    """Plan one model; ``upstream`` holds the plans of the models it reads, already made.
+
+    ``listing`` holds the input files as the build found them when it began (default: now).
+    """
     model = project.models[name]
-    inputs = {d: _input(root, d, model, upstream, chosen_inputs or {}) for d in model.dependencies}
+    listing = listing or InputListing()
+    inputs = {d: _input(root, d, model, upstream, chosen_inputs or {}, listing) for d in model.dependencies}
     fp = fingerprint(model, {d: i.analysis for d, i in inputs.items()})
     plan = ModelPlan(model, make_analysis_id(model, fp), fp, inputs, _digests(model, inputs, root))
     record = records.get(plan.analysis_id)
@@ -140,20 +145,46 @@ def plan_model(
     return plan
 
 
+class InputListing:
+    """Input folders listed once per build, so that all its models read the lake as one state.
+
+    A writer may publish while a build runs: what it adds is left for the next build.
+    """
+
+    def __init__(self) -> None:
+        self._files: dict[Path, dict[str, list[Path]]] = {}
+        self._newest: dict[Path, str | None] = {}
+
+    def files_by_run(self, base: Path, contract: contracts.Dataset) -> dict[str, list[Path]]:
+        if base not in self._files:
+            self._files[base] = _files_by_run(base, contract)
+        return self._files[base]
+
+    def newest_analysis(self, base: Path) -> str | None:
+        if base not in self._newest:
+            self._newest[base] = _newest_analysis(base)
+        return self._newest[base]
+
+
 def _input(
-    root: Path, dataset: str, model: CompiledModel, upstream: dict[str, ModelPlan], chosen: dict[str, str]
+    root: Path,
+    dataset: str,
+    model: CompiledModel,
+    upstream: dict[str, ModelPlan],
+    chosen: dict[str, str],
+    listing: InputListing,
 ) -> Input:
     contract = contracts.DATASETS[dataset]
     base = lk.dataset_dir(root, contract)
     if "analysis_id" not in contract.partition_by:
-        return Input(contract, None, _files_by_run(base, contract))
+        return Input(contract, None, listing.files_by_run(base, contract))
     producer = next((p for p in upstream.values() if p.model.spec.target == dataset), None)
     if chosen.get(dataset):
         lk.check_identifier(chosen[dataset], "analysis_id")
-    analysis = producer.analysis_id if producer else chosen.get(dataset) or _newest_analysis(base)
+    analysis = producer.analysis_id if producer else chosen.get(dataset) or listing.newest_analysis(base)
     if chosen.get(dataset) and not (base / f"analysis_id={analysis}").is_dir():
         raise ModelError(f"{model.spec.where()}: {dataset} has no analysis {analysis!r}")
-    files = _files_by_run(base / f"analysis_id={analysis}", contract) if analysis else {}
+    files = listing.files_by_run(base / f"analysis_id={analysis}", contract) if analysis else {}
     return Input(contract, analysis, files)
 
 
@@ -259,9 +290,11 @@ def run_models(
         remove_stale_records(root)
         records = load_analyses(root)
         chosen_inputs = chosen_inputs or {}
+        names = project.select(selected)
+        listing = _list_inputs(project, names, root, chosen_inputs)
         plans: dict[str, ModelPlan] = {}
         results = []
-        for name in project.select(selected):
+        for name in names:
             spec = project.models[name].spec
             if spec.materialization == "view":
                 report(f"{name} {spec.version}: a view in the catalog, created by `warehouse catalog`")
@@ -269,7 +302,7 @@ def run_models(
             upstream = {p: plans[p] for p in project.parents(name) if p in plans}
             plan = plan_model(
                 project, name, root, upstream, records,
-                chosen_inputs=chosen_inputs.get(name), full_refresh=full_refresh,
+                chosen_inputs=chosen_inputs.get(name), full_refresh=full_refresh, listing=listing,
             )
             plans[name] = plan
             if dry_run:
@@ -289,6 +322,18 @@ def run_models(
             results.append(result)
             report(result.describe())
         return results
+
+
+def _list_inputs(project: Project, names: list[str], root: Path, chosen: dict[str, dict[str, str]]) -> InputListing:
+    """List, before any model runs, every input the build reads that none of its models writes."""
+    listing = InputListing()
+    written = {project.models[n].spec.target for n in names}
+    for name in names:
+        model = project.models[name]
+        for dataset in model.dependencies:
+            if dataset not in written and dataset in contracts.DATASETS:
+                _input(root, dataset, model, {}, chosen.get(name, {}), listing)
+    return listing
 
 
 def execute(plan: ModelPlan, root: Path, record: dict | None, *, skip_invalid: bool = False) -> ModelResult:
