@@ -6,7 +6,7 @@ LAKE   ?= lake
 DB     ?= warehouse.duckdb
 WH     := $(BIN)/warehouse
 
-.PHONY: install demo models catalog check test docs clean
+.PHONY: install demo models catalog check test test-faults docs clean
 
 # The virtual environment, re-made when the project's dependencies change.
 $(VENV)/.installed: pyproject.toml
@@ -40,6 +40,10 @@ check: install
 test: install
 	$(WH) models check
 	$(BIN)/python -m pytest -q
+
+## test-faults: SIGKILL `make models` at 20+ seeded random points, checking the lake after each
+test-faults: install
+	$(BIN)/python -m pytest -q -s -m faults
 
 ## docs: regenerate the README's data dictionary from the contracts
 docs: install

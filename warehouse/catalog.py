@@ -304,6 +304,7 @@ def build_catalog(
     target = lake_mod.db_path(db)
     views = Path(views_dir).resolve() if views_dir is not None else DEFAULT_VIEWS_DIR
     project = load_project(Path(sql_dir) if sql_dir is not None else None)
+    retention = snapshots.retention()  # a bad setting fails before anything is written
     target.parent.mkdir(parents=True, exist_ok=True)
     with _lake_held(root) as writable:
         _remove_stale_temporaries(target)
@@ -320,7 +321,7 @@ def build_catalog(
                 snapshots.discard(snapshot)
             raise
         if snapshot is not None:
-            snapshots.retire_snapshots(root, snapshot)
+            snapshots.retire_snapshots(root, snapshot, retention)
     return target
 
 

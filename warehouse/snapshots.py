@@ -65,12 +65,11 @@ def discard(snapshot: Path) -> None:
     shutil.rmtree(snapshot, ignore_errors=True)
 
 
-def retire_snapshots(root: Path, current: Path, retention_hours: float | None = None) -> list[Path]:
-    """Remove interrupted snapshots, and those superseded more than the retention period ago.
+def retire_snapshots(root: Path, current: Path, hours: float) -> list[Path]:
+    """Remove interrupted snapshots, and those superseded more than ``hours`` ago.
 
     Call it under the lake's build lock, after the catalog reading ``current`` is in place.
     """
-    hours = retention_hours if retention_hours is not None else retention()
     folder = snapshots_dir(root)
     complete = _complete(root)
     removed = [p for p in sorted(folder.iterdir()) if p not in complete and p != current] if folder.is_dir() else []
