@@ -6,7 +6,7 @@ LAKE   ?= lake
 DB     ?= warehouse.duckdb
 WH     := $(BIN)/warehouse
 
-.PHONY: install torch demo models catalog check test example docs clean
+.PHONY: install torch demo models catalog check test test-faults example docs clean
 
 # The virtual environment, re-made when the project's dependencies change.
 $(VENV)/.installed: pyproject.toml
@@ -51,6 +51,10 @@ test: install torch
 example: torch
 	rm -rf examples/lake examples/warehouse.duckdb
 	$(BIN)/python examples/modular_addition.py --lake examples/lake --db examples/warehouse.duckdb
+
+## test-faults: SIGKILL `make models` at 20+ seeded random points, checking the lake after each
+test-faults: install
+	$(BIN)/python -m pytest -q -s -m faults
 
 ## docs: regenerate the README's data dictionary from the contracts
 docs: install

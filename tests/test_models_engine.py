@@ -41,7 +41,7 @@ from model_fixtures import (
     write_runs,
 )
 from warehouse import cli as warehouse_cli
-from warehouse import contracts, models, writer
+from warehouse import contracts, lake as lk, models, writer
 from warehouse.errors import LockBusy
 from warehouse.models import ModelError, load_project, lock_problems, write_lock
 from warehouse.models.project import default_sql_dir
@@ -244,11 +244,14 @@ def test_a_killed_builds_staging_is_removed_by_the_next_build(lake: Path) -> Non
     stale = lake / ".staging" / "build-0123456789abcdef" / "out"
     stale.mkdir(parents=True)
     (stale / "data_0.parquet").write_bytes(b"half a file")
-    writers_area = lake / ".staging" / "0123456789abcdef"  # a writer's staging: not the build's to remove
-    writers_area.mkdir()
-    build(lake)
+    dead_writer = lake / ".staging" / "0123456789abcdef"  # a killed writer's: no process holds it
+    dead_writer.mkdir()
+    with lk.scratch_dir(lake) as live_writer:  # a running writer's staging: not the build's to remove
+        (live_writer / "input.parquet").write_bytes(b"being written")
+        build(lake)
+        assert (live_writer / "input.parquet").read_bytes() == b"being written"
     assert not stale.parent.exists()
-    assert writers_area.exists()
+    assert not dead_writer.exists()
 
 
 @pytest.mark.parametrize(

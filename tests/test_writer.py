@@ -576,7 +576,8 @@ def wait_for(proc: subprocess.Popen, condition, timeout: float = 120.0) -> None:
 
 
 def temp_files(root: Path) -> list[Path]:
-    return list((root / "geometry_state").rglob(".tmp-*")) if (root / "geometry_state").exists() else []
+    """The partition files a writer is writing: in its staging folder until published."""
+    return list(root.glob(".staging/*/.tmp-*"))
 
 
 def assert_readers_see_only_complete_files(root: Path) -> int:

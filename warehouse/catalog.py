@@ -4,6 +4,12 @@ Every build writes a fresh file next to the target and renames it into place, so
 notebook or BI tool holding the old file keeps reading it undisturbed. The file is written
 in DuckDB's v1.4.0 storage format so that older clients (BI drivers) can open it, and it
 holds only SQL views over absolute Parquet globs: no Python UDFs, no relative paths.
+
+The views of the datasets that models write read a snapshot of their files
+(:mod:`warehouse.snapshots`), taken under the lake's build lock: a catalog shows every
+model as of the builds completed when it was made, however many builds follow, and a
+query never meets a file that a later build removed. The other datasets, which writers
+only append to, are read live.
 """
 
 from __future__ import annotations
@@ -13,16 +19,21 @@ import json
 import os
 import re
 import uuid
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING, Iterator
 
 import duckdb
 
-from . import lake as lake_mod
+from . import lake as lake_mod, snapshots
 from .contracts import DATASETS, Column, Dataset
-from .errors import WarehouseError
+from .errors import LakeNotWritable, WarehouseError
 from .scan import select_dataset
 from .sql import quote_identifier as sql_ident, quote_literal as sql_string
+
+if TYPE_CHECKING:
+    from .models.project import Project
 
 # The oldest DuckDB storage format the project supports (DuckDB 1.4 and 1.5 clients).
 STORAGE_VERSION = "v1.4.0"
@@ -79,9 +90,11 @@ def _comment_on_column(con: duckdb.DuckDBPyConnection, view: str, column: str, t
     con.execute(f"COMMENT ON COLUMN {sql_ident(view)}.{sql_ident(column)} IS {sql_string(text)}")
 
 
-def _create_dataset_views(con: duckdb.DuckDBPyConnection, root: Path) -> dict[str, int]:
+def _create_dataset_views(con: duckdb.DuckDBPyConnection, sources: dict[str, Path]) -> dict[str, int]:
+    """A view per dataset over the root its files are read from (the lake, or a snapshot)."""
     n_files: dict[str, int] = {}
     for dataset in DATASETS.values():
+        root = sources[dataset.name]
         n = len(lake_mod.data_files(root, dataset))
         n_files[dataset.name] = n
         try:
@@ -141,6 +154,8 @@ _ANALYSES_COLUMNS = {
     "rows": ("BIGINT", "Rows the analysis holds."),
     "last_build_units": ("INTEGER", "Runs recomputed by the latest build."),
     "last_build_seconds": ("DOUBLE", "Seconds the latest build of this analysis took."),
+    "skipped_inputs_json": ("VARCHAR", "Invalid input files left out by `--skip-invalid` (path: kind: problem), "
+                            "as JSON; null when none."),
 }
 
 
@@ -153,7 +168,8 @@ def _create_analyses_table(con: duckdb.DuckDBPyConnection, root: Path) -> None:
     rows = [
         [r["analysis_id"], r["model"], r["version"], r["target"], r["fingerprint"], r["logic_fingerprint"],
          json.dumps(r["params"], sort_keys=True), json.dumps(r["inputs"], sort_keys=True),
-         r["created_at"], r["updated_at"], len(r["units"]), r["rows"], r["last_build_units"], r["last_build_seconds"]]
+         r["created_at"], r["updated_at"], len(r["units"]), r["rows"], r["last_build_units"], r["last_build_seconds"],
+         _skipped_inputs(r)]
         for r in load_analyses(root).values()
     ]
     if rows:
@@ -173,11 +189,14 @@ def _create_analyses_table(con: duckdb.DuckDBPyConnection, root: Path) -> None:
         _comment_on_column(con, LATEST_ANALYSES_VIEW, name, doc)
 
 
-def _create_model_views(con: duckdb.DuckDBPyConnection, sql_dir: Path | None) -> None:
-    """The models materialised as views: their SQL over the dataset views, at default parameters."""
-    from .models import load_project  # the engine, imported late to keep the catalog light
+def _skipped_inputs(record: dict) -> str | None:
+    skipped = sorted({line for unit in record["units"].values() for line in unit.get("skipped", [])})
+    return json.dumps(skipped) if skipped else None
 
-    for model in load_project(sql_dir).models.values():
+
+def _create_model_views(con: duckdb.DuckDBPyConnection, project: Project) -> None:
+    """The models materialised as views: their SQL over the dataset views, at default parameters."""
+    for model in project.models.values():
         if model.spec.materialization != "view":
             continue
         try:
@@ -283,37 +302,106 @@ def build_catalog(
     once complete; on any failure the temporary file is removed and the old catalog is
     left as it was.
     """
+    from .models import load_project  # the engine, imported late to keep the catalog light
+
     root = lake_mod.lake_root(lake)
     target = lake_mod.db_path(db)
     views = _views_dir(views_dir)
-    sql = Path(sql_dir) if sql_dir is not None else None
-    fingerprint = catalog_fingerprint(root, views, sql)
+    project = load_project(Path(sql_dir) if sql_dir is not None else None)
+    retention = snapshots.retention()  # a bad setting fails before anything is written
     target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = target.with_name(f"{target.name}.tmp-{uuid.uuid4().hex}")
+    with _lake_held(root) as writable:
+        _remove_stale_temporaries(target)
+        fingerprint = catalog_fingerprint(root, views, project.sql_dir)
+        sources = {name: root for name in DATASETS}
+        snapshot, made = None, False
+        if writable:
+            targets = _model_targets(root, project)
+            snapshot, made = snapshots.take_snapshot(root, targets)
+            sources.update({d.name: snapshot for d in targets})
+        try:
+            _write_catalog(target, root, sources, project, views, fingerprint)
+        except BaseException:
+            if made:
+                snapshots.discard(snapshot)
+            raise
+        if snapshot is not None:
+            snapshots.retire_snapshots(root, snapshot, retention)
+    return target
+
+
+def _write_catalog(
+    target: Path, root: Path, sources: dict[str, Path], project: Project, views: Path, fingerprint: str
+) -> None:
+    """Build the catalog under a temporary name beside ``target``, then rename it onto it."""
+    tmp = target.with_name(f"{target.name}{TEMP_INFIX}{uuid.uuid4().hex}")
     try:
         con = duckdb.connect()
         try:
             con.execute(f"ATTACH {sql_string(str(tmp))} AS {CATALOG_ALIAS} (STORAGE_VERSION {sql_string(STORAGE_VERSION)})")
             # Unqualified names in views/*.sql must resolve inside the catalog being built.
             con.execute(f"USE {CATALOG_ALIAS}")
-            n_files = _create_dataset_views(con, root)
+            n_files = _create_dataset_views(con, sources)
             _create_datasets_table(con, n_files)
             _create_analyses_table(con, root)
-            _create_model_views(con, sql)
+            _create_model_views(con, project)
             _create_bi_views(con, views)
             _create_build_table(con, root, fingerprint)
             con.execute("USE memory")
             con.execute(f"DETACH {CATALOG_ALIAS}")  # checkpoints: the file is complete, no WAL left
         finally:
             con.close()
+        lake_mod.fsync(tmp)
         # A WAL left beside the old file (by a crashed read-write session) belongs to the
         # old file; DuckDB refuses to open the new one next to it ("WAL does not match").
         lake_mod.remove_quietly([_wal(target)])
         os.replace(tmp, target)
+    except (OSError, duckdb.IOException) as exc:
+        lake_mod.remove_quietly([tmp, _wal(tmp)])
+        cause = getattr(exc, "strerror", None) or str(exc).splitlines()[0]
+        raise WarehouseError(f"cannot write the catalog {target}: {cause}; the old catalog is unchanged") from exc
     except BaseException:
         lake_mod.remove_quietly([tmp, _wal(tmp)])
         raise
-    return target
+    lake_mod.fsync(target.parent)
+
+
+TEMP_INFIX = ".tmp-"  # <catalog>.tmp-<uuid>: a catalog being built
+
+
+def _remove_stale_temporaries(target: Path) -> None:
+    """Remove catalogs a killed build left half written beside ``target`` (under the lake's lock)."""
+    lake_mod.remove_quietly(target.parent.glob(f"{target.name}{TEMP_INFIX}*"))
+
+
+def _model_targets(root: Path, project: Project) -> list[Dataset]:
+    """The datasets whose files builds replace: the lake models' targets, and any dataset a
+    recorded analysis wrote."""
+    from .models.state import load_analyses
+
+    names = {m.spec.target for m in project.models.values() if m.spec.materialization == "lake"}
+    names |= {r["target"] for r in load_analyses(root).values()}
+    return [d for name, d in DATASETS.items() if name in names]
+
+
+@contextmanager
+def _lake_held(root: Path) -> Iterator[bool]:
+    """Hold the lake's build lock (waiting for a running build) while the catalog is made.
+
+    Yields False, holding nothing, when there is no lake folder or this process cannot
+    write the lake (a read-only mount, no permission): no build of this process can change
+    it either, and the catalog reads it live.
+    """
+    from .models.state import build_lock
+
+    with ExitStack() as stack:
+        writable = root.is_dir()
+        if writable:
+            try:
+                stack.enter_context(build_lock(root, wait=True, holder="catalog"))
+            except LakeNotWritable:
+                writable = False
+        yield writable
 
 
 def refresh_catalog(

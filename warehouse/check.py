@@ -7,15 +7,19 @@ are opened read-only, and DuckDB runs in memory with its spill directory outside
 Per dataset it reads each file's footer with pyarrow (readability, schema, partition
 columns), then runs two set-based DuckDB scans over the files that conform: one for invalid
 values, one for duplicate primary keys. A file DuckDB cannot read is reported and left out.
+
+:func:`check_files` runs the same checks on a given list of one dataset's files: the model
+engine uses it on a build's input files before reading them.
 """
 
 from __future__ import annotations
 
 import os
 import tempfile
-from dataclasses import asdict, dataclass
+from contextlib import contextmanager
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import NamedTuple
+from typing import Iterator, NamedTuple, Sequence
 
 import duckdb
 import pyarrow as pa
@@ -23,12 +27,13 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from .contracts import DATASETS, IDENTIFIER_COLUMNS, IDENTIFIER_PATTERN, Column, Dataset
-from .errors import WarehouseError
-from .lake import RESERVED_DIRS, STAGING_DIR, TEMP_PREFIX, is_identifier, lake_root
+from .errors import WarehouseError, shown_value
+from .lake import RESERVED_DIRS, STAGING_DIR, TEMP_PREFIX, dataset_dir, is_identifier, is_stale, lake_root
 
 # Every kind of problem, with what it means (stable codes: scripts match on them).
 KINDS: dict[str, str] = {
     "unreadable": "not a valid Parquet file (empty, truncated, wrong magic bytes, a folder, corrupt data)",
+    "empty_file": "a Parquet file holding no rows: writers never publish one",
     "missing_column": "schema drift: a contract column absent from the file",
     "extra_column": "schema drift: a file column the contract does not know, or one repeated",
     "type_mismatch": "schema drift: a column whose Arrow type differs from the contract",
@@ -39,7 +44,7 @@ KINDS: dict[str, str] = {
     "invalid_value": "NULL in a non-nullable column, a value outside an enum, NaN/inf, an unsafe identifier",
     "stray_file": "a file or folder that is not a data file where data files belong",
     "unknown_dataset": "a folder at the lake root that is neither a dataset nor reserved",
-    "stale_staging": "a leftover of an interrupted write in the staging area",
+    "stale_staging": "a leftover of a killed writer or build in the staging area (the next one removes it)",
 }
 
 # Files the warehouse itself keeps at the lake root: none today. Anything else loose there
@@ -51,18 +56,29 @@ MAX_DUPLICATE_KEYS = 20  # duplicated keys listed per dataset; the rest are coun
 
 @dataclass(frozen=True)
 class Problem:
-    """One finding: where it is (lake-relative path), a stable kind code and a specific message."""
+    """One finding: where it is (lake-relative path), a stable kind code and a specific message.
+
+    ``files`` lists every file a finding involves when there are several (the files sharing
+    a duplicated key); ``path`` is the first of them. The message names them all.
+    """
 
     dataset: str | None
     path: str
     kind: str
     message: str
+    files: tuple[str, ...] = field(default=(), compare=False)
 
     def __str__(self) -> str:
         return f"{self.path}: {self.kind}: {self.message}"
 
     def as_dict(self) -> dict[str, str | None]:
-        return asdict(self)
+        return {"dataset": self.dataset, "path": self.path, "kind": self.kind, "message": self.message}
+
+    def involves(self, rel: str) -> bool:
+        """Whether the lake-relative path ``rel`` is one of this finding's files, or is at or below its path."""
+        if self.files:
+            return rel in self.files
+        return rel == self.path or rel.startswith(self.path + "/")
 
 
 @dataclass
@@ -83,8 +99,8 @@ class _Report:
     def rel(self, path: Path) -> str:
         return path.relative_to(self.root).as_posix()
 
-    def __call__(self, path: Path, kind: str, message: str) -> None:
-        self.problems.append(Problem(self.dataset, self.rel(path), kind, message))
+    def __call__(self, path: Path, kind: str, message: str, files: Sequence[Path] = ()) -> None:
+        self.problems.append(Problem(self.dataset, self.rel(path), kind, message, tuple(self.rel(f) for f in files)))
 
 
 def check_lake(lake: str | os.PathLike | None = None) -> list[Problem]:
@@ -101,35 +117,66 @@ def check_lake(lake: str | os.PathLike | None = None) -> list[Problem]:
     def adder(dataset: str | None) -> _Report:
         return _Report(root, problems, dataset)
 
-    with tempfile.TemporaryDirectory(prefix="warehouse-check-") as spill:
-        # In memory, spilling outside the lake, no extension downloads: the check writes nothing.
-        con = duckdb.connect(config={"temp_directory": spill, "autoinstall_known_extensions": False})
-        # Parquet min/max statistics leave NaN out (as the format says), yet DuckDB's
-        # statistics propagation trusts them and folds isnan() to false: turn it off.
-        con.execute("SET disabled_optimizers = 'statistics_propagation'")
-        con.execute("SET enable_progress_bar = false")
-        try:
-            for entry in sorted(root.iterdir()):
-                if entry.name in DATASETS and entry.is_dir():
-                    _check_dataset(con, DATASETS[entry.name], entry, adder(entry.name))
-                elif entry.name == STAGING_DIR:
-                    _check_staging(entry, adder(None))
-                elif entry.name in RESERVED_DIRS or entry.name in KNOWN_ROOT_FILES:
-                    continue
-                elif entry.is_dir():
-                    adder(None)(entry, "unknown_dataset", f"folder {entry.name!r} is neither a dataset "
-                                f"({', '.join(DATASETS)}) nor a reserved folder ({', '.join(RESERVED_DIRS)})")
-                else:
-                    adder(None)(entry, "stray_file", f"loose file at the lake root: {_what_file(entry.name)}")
-        finally:
-            con.close()
+    with _connection() as con:
+        for entry in sorted(root.iterdir()):
+            if entry.name in DATASETS and entry.is_dir():
+                _check_dataset(con, DATASETS[entry.name], entry, adder(entry.name))
+            elif entry.name == STAGING_DIR:
+                _check_staging(entry, adder(None))
+            elif entry.name in RESERVED_DIRS or entry.name in KNOWN_ROOT_FILES:
+                continue
+            elif entry.is_dir():
+                adder(None)(entry, "unknown_dataset", f"folder {entry.name!r} is neither a dataset "
+                            f"({', '.join(DATASETS)}) nor a reserved folder ({', '.join(RESERVED_DIRS)})")
+            else:
+                adder(None)(entry, "stray_file", f"loose file at the lake root: {_what_file(entry.name)}")
     return sorted(problems, key=lambda p: (p.path, p.kind))  # stable: keeps scan order within
 
 
+def check_files(root: Path, dataset: Dataset, paths: Sequence[Path], *, nonfinite_is_null: bool = False) -> list[Problem]:
+    """The problems of some of a dataset's files under ``root``, as :func:`check_lake` reports them.
+
+    Each path is judged by its folders (partition keys in order, safe values, at the
+    partition depth), as a file (a folder where a file belongs is unreadable), by its schema,
+    its values and the primary keys it shares with the other paths. ``nonfinite_is_null``
+    passes NaN and infinity in float columns, for a reader that takes them as NULL.
+    """
+    problems: list[Problem] = []
+    add = _Report(root, problems, dataset.name)
+    base = dataset_dir(root, dataset)
+    files = [f for f in (_placed(dataset, base, Path(p), add) for p in sorted(set(paths))) if f is not None]
+    with _connection() as con:
+        _check_files(con, dataset, files, add, nonfinite_is_null)
+    return sorted(set(problems), key=lambda p: (p.path, p.kind))
+
+
+@contextmanager
+def _connection() -> Iterator[duckdb.DuckDBPyConnection]:
+    with tempfile.TemporaryDirectory(prefix="warehouse-check-") as spill:
+        # In memory, spilling outside the lake, no extension downloads: the check writes nothing.
+        con = duckdb.connect(config={"temp_directory": spill, "autoinstall_known_extensions": False})
+        try:
+            # Parquet min/max statistics leave NaN out (as the format says), yet DuckDB's
+            # statistics propagation trusts them and folds isnan() to false: turn it off.
+            con.execute("SET disabled_optimizers = 'statistics_propagation'")
+            con.execute("SET enable_progress_bar = false")
+            yield con
+        finally:
+            con.close()
+
+
 def _check_staging(folder: Path, add: _Report) -> None:
-    for dirpath, _, filenames in os.walk(folder):
-        for name in sorted(filenames):
-            add(Path(dirpath) / name, "stale_staging", "left in the staging area by an interrupted write")
+    """Report what killed processes left; a running writer's or build's folder is its own."""
+    what = "left in the staging area by an interrupted write (a killed writer or build); the next one removes it"
+    for entry in sorted(folder.iterdir()):
+        if not is_stale(entry):
+            continue
+        if not entry.is_dir() or entry.is_symlink():
+            add(entry, "stale_staging", what)
+            continue
+        for dirpath, _, filenames in os.walk(entry):
+            for name in sorted(filenames):
+                add(Path(dirpath) / name, "stale_staging", what)
 
 
 # ---------------------------------------------------------------------------------------
@@ -209,6 +256,9 @@ def _normalize(type_: pa.DataType) -> pa.DataType:
 def _read_schema(path: Path, add: _Report) -> pa.Schema | None:
     try:
         with pq.ParquetFile(path) as f:  # opens the file read-only
+            if f.metadata.num_rows == 0:
+                add(path, "empty_file", f"holds no rows ({f.metadata.num_row_groups} row groups); writers never publish "
+                    "an empty file")
             return f.schema_arrow
     except (pa.ArrowException, OSError) as exc:
         add(path, "unreadable", f"not a readable Parquet file: {type(exc).__name__}: {exc}")
@@ -266,13 +316,50 @@ def _partition_matches(f: _File, key: str, add: _Report) -> bool:
 
 
 def _check_dataset(con: duckdb.DuckDBPyConnection, dataset: Dataset, folder: Path, add: _Report) -> None:
+    _check_files(con, dataset, _walk(dataset, folder, add), add)
+
+
+def _placed(dataset: Dataset, base: Path, path: Path, add: _Report) -> _File | None:
+    """``path`` as a data file of ``dataset`` with its folders' partition values; None (and the
+    problem reported) when its folders or its kind say it is none."""
+    parts = path.relative_to(base).parts
+    keys = dataset.partition_by
+    values: dict[str, str] = {}
+    for depth, name in enumerate(parts[:-1]):
+        folder = base.joinpath(*parts[: depth + 1])
+        if depth >= len(keys):
+            add(folder, "stray_file", "unexpected folder below the partition folders")
+            return None
+        key, sep, value = name.partition("=")
+        if not sep or key != keys[depth]:
+            add(folder, "bad_partition", f"folder {name!r} is not {keys[depth]}=<value> (partition keys of "
+                f"{dataset.name}, in order: {', '.join(keys)})")
+            return None
+        if not is_identifier(value):
+            add(folder, "unsafe_partition", f"{key} value {value!r} is not a safe identifier (must match "
+                f"{IDENTIFIER_PATTERN})")
+            return None
+        values[key] = value
+    if len(values) < len(keys):
+        add(path, "stray_file", f"Parquet file outside the partition folders (expected under {keys[len(values)]}=<value>/)")
+        return None
+    if path.is_dir():
+        add(path, "unreadable", "a folder, not a Parquet file")
+        return None
+    return _File(path, values)
+
+
+def _check_files(
+    con: duckdb.DuckDBPyConnection, dataset: Dataset, files: list[_File], add: _Report, nonfinite_is_null: bool = False
+) -> None:
+    """Footer and schema of each file, then the value and duplicate-key scans over those that conform."""
     scannable: list[_File] = []
-    for f in _walk(dataset, folder, add):
+    for f in files:
         f.schema = _read_schema(f.path, add)
         if f.schema is not None and _check_schema(dataset, f, add):
             scannable.append(f)
     if scannable:
-        scannable = _check_values(con, dataset, scannable, add)
+        scannable = _check_values(con, dataset, scannable, add, nonfinite_is_null)
         _check_duplicates(con, dataset, scannable, add)
 
 
@@ -322,8 +409,8 @@ class _Rule(NamedTuple):
     show_value: bool = True  # False for NULLs: there is nothing to show
 
 
-def _value_rules(col: Column) -> list[_Rule]:
-    """The value rules of one column, from its contract."""
+def _value_rules(col: Column, nonfinite_is_null: bool = False) -> list[_Rule]:
+    """The value rules of one column, from its contract (``nonfinite_is_null``: NaN and infinity pass)."""
     c = _q(col.name)
     rules = []
     if not col.nullable:
@@ -332,9 +419,9 @@ def _value_rules(col: Column) -> list[_Rule]:
         allowed = ", ".join(_lit(v) for v in col.enum)
         rules.append(_Rule(col.name, f"{c} NOT IN ({allowed})",
                            f"value(s) outside the allowed values ({', '.join(col.enum)})"))
-    if pa.types.is_floating(col.type):
+    if pa.types.is_floating(col.type) and not nonfinite_is_null:
         rules.append(_Rule(col.name, f"(isnan({c}) OR isinf({c}))", "NaN or infinite value(s)"))
-    elif pa.types.is_list(col.type) and pa.types.is_floating(col.type.value_type):
+    elif pa.types.is_list(col.type) and pa.types.is_floating(col.type.value_type) and not nonfinite_is_null:
         # As the writer's validation: no NaN/inf inside vectors either. DuckDB sorts NaN
         # above +inf, so list_max/list_min find them without a lambda per element.
         rules.append(_Rule(col.name, f"(isnan(list_max({c})) OR isinf(list_max({c})) OR isinf(list_min({c})))",
@@ -345,14 +432,16 @@ def _value_rules(col: Column) -> list[_Rule]:
     return rules
 
 
-def _check_values(con: duckdb.DuckDBPyConnection, dataset: Dataset, files: list[_File], add: _Report) -> list[_File]:
+def _check_values(
+    con: duckdb.DuckDBPyConnection, dataset: Dataset, files: list[_File], add: _Report, nonfinite_is_null: bool = False
+) -> list[_File]:
     """One scan: per (file, rule) the count of bad rows and the first one's row number.
 
     Returns the files DuckDB could read. Partition columns are not checked here: their
     values are the folder names, checked by the walk.
     """
     present = set().union(*(f.schema.names for f in files if f.schema is not None))
-    rules = [r for col in dataset.file_columns if col.name in present for r in _value_rules(col)]
+    rules = [r for col in dataset.file_columns if col.name in present for r in _value_rules(col, nonfinite_is_null)]
     if not rules:
         return files
     # CASE rather than FILTER, and the offending values fetched afterwards: on 10M rows
@@ -421,11 +510,17 @@ def _check_duplicates(con: duckdb.DuckDBPyConnection, dataset: Dataset, files: l
     rows, files = _run(con, sql, files, add)
     for row in rows:
         values, n, where = row[: len(key)], row[len(key)], row[len(key) + 1]
-        shown = ", ".join(f"{k}={v!r}" for k, v in zip(key, values))
+        shown = ", ".join(f"{k}={shown_value(v, 80)}" for k, v in zip(key, values))
         paths = [files[i].path for i in where]
         names = ", ".join(add.rel(p) for p in paths)
-        add(paths[0], "duplicate_key", f"key ({shown}) occurs {n} times, in {names}")
+        add(paths[0], "duplicate_key", f"key ({shown}) occurs {n} times, in {names}", paths)
     total = rows[0][-1] if rows else 0
     if total > len(rows):
+        # The files of the keys not listed: one more scan, in the rare case of many duplicates.
+        (where,), = con.execute(
+            f"SELECT list_sort(list_distinct(flatten(list(fi)))) FROM (SELECT list(file_index) AS fi "
+            f"FROM {_read_sql(dataset)} GROUP BY {cols} HAVING count(*) > 1)", [[str(f.path) for f in files]]
+        ).fetchall()
         add(add.root / dataset.name, "duplicate_key",
-            f"{total - len(rows)} more duplicated key(s) not listed (showing the first {len(rows)} of {total})")
+            f"{total - len(rows)} more duplicated key(s) not listed (showing the first {len(rows)} of {total})",
+            [files[i].path for i in where])

@@ -110,6 +110,7 @@ def _models(args: argparse.Namespace) -> int:
         full_refresh=args.full_refresh,
         dry_run=args.action == "plan",
         wait=args.wait,
+        skip_invalid=args.skip_invalid,
     )
     if args.action == "run" and args.db:
         _refresh_catalog(args.lake, args.db, args.sql)
@@ -165,6 +166,8 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--input", action="append", metavar="MODEL.DATASET=ANALYSIS", help="read this analysis of an input")
     p.add_argument("--full-refresh", action="store_true", help="recompute every unit of the selected models")
     p.add_argument("--wait", action="store_true", help="wait for a running build instead of refusing")
+    p.add_argument("--skip-invalid", action="store_true",
+                   help="build without the input files that break their contract, and list them")
     p.add_argument("--force", action="store_true", help="for lock: re-pin a version that was never released")
     p.add_argument("--sql", help="the models' folder (default $SQUIGGLE_SQL or the repository's sql/)")
     p.add_argument("--db", help="for run: then bring this catalog file up to date (rebuilt only if something changed)")

@@ -42,8 +42,19 @@ class ValidationError(WarehouseError, ValueError):
         if row is not None:
             where.append(f"row {row}")
         if value is not None:
-            where.append(f"value {value!r}")
+            where.append(f"value {shown_value(value)}")
         super().__init__(f"{', '.join(where)}: {message}")
+
+
+MAX_SHOWN = 200  # characters of a value quoted in a message
+
+
+def shown_value(value: Any, limit: int = MAX_SHOWN) -> str:
+    """``repr(value)`` cut to ``limit`` characters, saying how long the value is when cut."""
+    if isinstance(value, str) and len(value) > limit:  # cut before repr: the value may be 100 MB
+        return f"{value[:limit]!r}... ({len(value):,} characters)"
+    text = repr(value)
+    return text if len(text) <= limit else f"{text[:limit]}... ({len(text):,} characters as text)"
 
 
 class LockBusy(WarehouseError):
@@ -52,3 +63,7 @@ class LockBusy(WarehouseError):
 
 class CaptureError(WarehouseError, ValueError):
     """Activations or a capture session call the capture library cannot turn into rows."""
+
+
+class LakeNotWritable(WarehouseError):
+    """This process may not write the lake (a read-only mount, or no permission)."""

@@ -3,15 +3,24 @@
 Layout: ``<root>/<dataset>/<key>=<value>/.../part-<sha256>.parquet``. Partition values are
 identifiers checked against :data:`warehouse.contracts.IDENTIFIER_PATTERN` before any path
 is built from them. Files appear only by an atomic rename of a fully written temporary file
-in the same folder, named by the hash of its bytes, so readers never see half a file and
-publishing the same bytes twice is a no-op.
+(written in the lake's staging area), named by the hash of its bytes, so readers never see
+half a file and publishing the same bytes twice is a no-op. A whole partition folder is
+replaced by exchanging it with its successor in one step (:func:`replace_dir`).
+
+Every process that writes works in its own folder of the staging area
+(:func:`scratch_dir`), locked for as long as the process lives: what a killed process left
+there is told apart from a running one's work by that lock, and removed by the next
+writer or build (:func:`reclaim_stale`).
 """
 
 from __future__ import annotations
 
+import ctypes
+import errno
 import fcntl
 import hashlib
 import os
+import shutil
 import uuid
 from contextlib import contextmanager
 from pathlib import Path
@@ -24,7 +33,7 @@ DEFAULT_LAKE = "lake"
 DEFAULT_DB = "warehouse.duckdb"
 
 # Folders at the lake root that are not datasets.
-STAGING_DIR = ".staging"  # a writer's work area; anything left there is from a crashed writer
+STAGING_DIR = ".staging"  # the work area of writers and builds (see scratch_dir)
 CAPTURES_DIR = "captures"  # raw capture files referenced by probe_captures_index
 META_DIR = "_meta"  # lake-level metadata (e.g. the demo's planted truth)
 RESERVED_DIRS = (STAGING_DIR, CAPTURES_DIR, META_DIR)
@@ -128,18 +137,18 @@ def file_sha256(path: Path) -> str:
 def publish(written: Path, folder: Path) -> Path:
     """Move a fully written file into ``folder`` under its content-hash name.
 
-    ``written`` must be on the same file system as ``folder`` (a temporary file inside it,
-    or in the lake's staging area). If a file with the same content is already there, the
-    new copy is dropped and the existing path returned.
+    ``written`` must be on the same file system as ``folder`` (a file in the lake's staging
+    area). If a file with the same content is already there, the new copy is dropped and
+    the existing path returned.
     """
     folder.mkdir(parents=True, exist_ok=True)
     final = folder / f"{DATA_PREFIX}{file_sha256(written)[:32]}.parquet"
     if final.exists():
         written.unlink()
         return final
-    _fsync(written)
+    fsync(written)
     os.replace(written, final)
-    _fsync(folder)
+    fsync(folder)
     return final
 
 
@@ -176,20 +185,188 @@ def refuse_changed_files(root: Path, files: Mapping[str, bytes], hint: str = "")
             raise WarehouseError(f"{path} already exists with other content{hint}")
 
 
+def replace_dir(fresh: Path, target: Path, trash: Path) -> None:
+    """Put the folder ``fresh`` at ``target``; the folder that was there, if any, ends at ``trash``.
+
+    On Linux both folders are exchanged in one atomic step (``renameat2`` with
+    ``RENAME_EXCHANGE``): a reader listing ``target`` finds the old folder or the new one,
+    never neither, and a process killed at any moment leaves one of them in place. Where the
+    exchange is not available the old folder is moved out, then the new one in.
+    """
+    target.parent.mkdir(parents=True, exist_ok=True)
+    if not target.exists():
+        os.rename(fresh, target)
+    elif _exchange(fresh, target):
+        os.rename(fresh, trash)  # ``fresh`` now names the old folder
+    else:
+        os.rename(target, trash)
+        os.rename(fresh, target)
+    fsync(target.parent)
+
+
+_AT_FDCWD = -100
+_RENAME_EXCHANGE = 2
+# The kernel or file system cannot exchange: fall back to two renames.
+_NO_EXCHANGE = {errno.ENOSYS, errno.EINVAL, errno.ENOTSUP, errno.EOPNOTSUPP}
+
+
+def _load_renameat2():
+    try:
+        function = ctypes.CDLL(None, use_errno=True).renameat2
+    except (OSError, AttributeError):  # not Linux, or a C library older than glibc 2.28
+        return None
+    function.argtypes = [ctypes.c_int, ctypes.c_char_p, ctypes.c_int, ctypes.c_char_p, ctypes.c_uint]
+    function.restype = ctypes.c_int
+    return function
+
+
+_renameat2 = _load_renameat2()
+
+
+def _exchange(a: Path, b: Path) -> bool:
+    """Atomically exchange two existing paths; False when this system cannot."""
+    if _renameat2 is None:
+        return False
+    if _renameat2(_AT_FDCWD, os.fsencode(a), _AT_FDCWD, os.fsencode(b), _RENAME_EXCHANGE) == 0:
+        return True
+    code = ctypes.get_errno()
+    if code in _NO_EXCHANGE:
+        return False
+    raise OSError(code, os.strerror(code), str(b))
+
+
+# ---------------------------------------------------------------------------------------
+# Locks and the staging area
+
+
+@contextmanager
+def _locked(path: Path, mode: int) -> Iterator[None]:
+    """Hold ``flock`` ``mode`` on the lock file ``path`` (created if missing)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "a") as f:
+        fcntl.flock(f, mode)
+        try:
+            yield
+        finally:
+            fcntl.flock(f, fcntl.LOCK_UN)
+
+
 @contextmanager
 def dataset_lock(root: Path, dataset: Dataset) -> Iterator[None]:
     """Hold a dataset's write lock while a writer compares keys and publishes.
 
     Two writers of the same dataset would otherwise both find a key new and both publish it.
     """
-    path = root / META_DIR / "locks" / f"{dataset.name}.lock"
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "a") as f:
-        fcntl.flock(f, fcntl.LOCK_EX)
+    with _locked(root / META_DIR / "locks" / f"{dataset.name}.lock", fcntl.LOCK_EX):
+        yield
+
+
+@contextmanager
+def _staging_area(root: Path, *, exclusive: bool, create: bool) -> Iterator[Path | None]:
+    """The staging folder, locked (``flock`` on the folder itself): shared while a process
+    creates and locks its own folder inside, exclusive while stale entries are looked for and
+    the empty area is removed. So a folder is never judged between its creation and its lock,
+    and no lock file is left in the lake. Yields None when the area is missing (``create`` off).
+    """
+    area = root / STAGING_DIR
+    while True:
+        if create:
+            area.mkdir(parents=True, exist_ok=True)
         try:
-            yield
+            fd = os.open(area, os.O_RDONLY | os.O_DIRECTORY)
+        except FileNotFoundError:
+            if create:
+                continue  # removed between mkdir and open: make it again
+            yield None
+            return
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX if exclusive else fcntl.LOCK_SH)
+            if os.fstat(fd).st_nlink == 0:
+                continue  # removed, being empty, while this process waited for the lock
+            yield area
+            return
         finally:
-            fcntl.flock(f, fcntl.LOCK_UN)
+            os.close(fd)  # closing releases the lock
+
+
+@contextmanager
+def scratch_dir(root: Path, prefix: str = "") -> Iterator[Path]:
+    """A private folder in the lake's staging area, for the caller's lifetime.
+
+    The folder stays locked (``flock``) while its owner lives, even if the owner is killed
+    before it can clean up: the kernel then drops the lock, which marks the folder stale.
+    It is removed when the block ends, and the staging area with it when it is left empty.
+    """
+    with _staging_area(root, exclusive=False, create=True) as area:
+        folder = area / f"{prefix}{uuid.uuid4().hex}"
+        folder.mkdir()
+        fd = os.open(folder, os.O_RDONLY | os.O_DIRECTORY)
+        fcntl.flock(fd, fcntl.LOCK_EX)
+    try:
+        yield folder
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
+        os.close(fd)
+        with _staging_area(root, exclusive=True, create=False) as area:
+            if area is not None:
+                remove_if_empty(area)
+
+
+def reclaim_stale(root: Path) -> list[Path]:
+    """Remove what killed processes left in the staging area; return what was removed.
+
+    Only entries no live process holds are removed: a running writer or build keeps its own.
+    """
+    removed = []
+    with _staging_area(root, exclusive=True, create=False) as area:
+        if area is None:
+            return []
+        for entry in sorted(area.iterdir()):
+            with _try_lock(entry, fcntl.LOCK_EX) as free:
+                if free:
+                    _remove_entry(entry)
+                    removed.append(entry)
+        remove_if_empty(area)
+    return removed
+
+
+def is_stale(entry: Path) -> bool:
+    """Whether no live process holds ``entry`` of the staging area; changes nothing."""
+    with _try_lock(entry, fcntl.LOCK_SH) as free:
+        return free
+
+
+@contextmanager
+def _try_lock(path: Path, mode: int) -> Iterator[bool]:
+    """Try ``flock`` on ``path`` without waiting; True when taken (or nothing can hold it)."""
+    try:
+        # No following links and no waiting on a FIFO: the staging area may hold anything.
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
+    except FileNotFoundError:
+        yield False  # removed meanwhile by its owner
+        return
+    except OSError:
+        yield True  # a link or an unopenable entry: no process holds a lock on it
+        return
+    try:
+        try:
+            fcntl.flock(fd, mode | fcntl.LOCK_NB)
+        except BlockingIOError:
+            yield False
+            return
+        try:
+            yield True
+        finally:
+            fcntl.flock(fd, fcntl.LOCK_UN)
+    finally:
+        os.close(fd)
+
+
+def _remove_entry(entry: Path) -> None:
+    if entry.is_dir() and not entry.is_symlink():
+        shutil.rmtree(entry, ignore_errors=True)
+    else:
+        remove_quietly([entry])
 
 
 def remove_if_empty(folder: Path) -> None:
@@ -207,7 +384,7 @@ def remove_quietly(paths: Iterable[Path]) -> None:
             pass
 
 
-def _fsync(path: Path) -> None:
+def fsync(path: Path) -> None:
     """Flush a file's bytes, or a folder's entries, to disk."""
     fd = os.open(path, os.O_RDONLY)
     try:

@@ -26,6 +26,8 @@ JSONL_SUFFIXES = {".jsonl", ".ndjson", ".json"}
 
 def read_batches(path: Path, contract: Dataset, *, batch_rows: int = 1_000_000) -> Iterator[pa.Table]:
     """Yield ``path``'s rows in batches; the reader is chosen by the file's suffix."""
+    if path.is_dir():
+        raise WarehouseError(f"input {path}: is a folder, not a file")
     if not path.is_file():
         raise WarehouseError(f"input {path}: no such file")
     suffix = path.suffix.lower()

@@ -9,8 +9,12 @@ A write goes through three phases, and nothing reaches the lake before the last:
    same values is skipped (so writing the same batch twice is a no-op); a key present with
    other values is refused, naming the column that differs.
 3. *Publish*: the new rows, sorted by partition and key, are written one partition at a time
-   as zstd Parquet to a temporary file inside the target folder and renamed to the hash of
-   their bytes (:func:`lake.publish`).
+   as zstd Parquet to a file in the staging folder and renamed into the target folder under
+   the hash of their bytes (:func:`lake.publish`).
+
+A write that fails for any reason (a refused value, a full disk, a folder it may not
+write) removes what it staged and leaves every published file as it was. A writer killed
+outright leaves its staging folder behind, which the next writer or build removes.
 
 Inputs of any size are streamed batch by batch: memory holds one batch, and DuckDB sorts
 and compares out of core.
@@ -19,8 +23,6 @@ and compares out of core.
 from __future__ import annotations
 
 import datetime as dt
-import shutil
-import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterable, Iterator, Sequence
@@ -34,7 +36,7 @@ import pyarrow.parquet as pq
 from . import contracts, lake as lk
 from .contracts import Dataset
 from .duck import work_connection
-from .errors import ValidationError
+from .errors import ValidationError, WarehouseError
 from .readers import read_batches, rows_to_table
 from .sql import quote_identifier as qi, quote_literal as ql
 from .validate import conform
@@ -94,7 +96,7 @@ def ingest_files(
     results = []
     for path in paths:
         batches = read_batches(Path(path), contract, batch_rows=batch_rows)
-        results.append(_write_batches(contract, batches, root, str(path), created_at))
+        results.append(_write_batches(contract, batches, root, str(path), created_at, refuse_empty=True))
     return results
 
 
@@ -111,24 +113,46 @@ def _as_batches(data: Data, contract: Dataset, source: str) -> Iterator[pa.Table
 
 
 def _write_batches(
-    contract: Dataset, batches: Iterable[pa.Table], root: Path, source: str, created_at: dt.datetime | None
+    contract: Dataset,
+    batches: Iterable[pa.Table],
+    root: Path,
+    source: str,
+    created_at: dt.datetime | None,
+    *,
+    refuse_empty: bool = False,
 ) -> WriteResult:
     created_at = created_at or dt.datetime.now(dt.timezone.utc)
-    staging = root / lk.STAGING_DIR / uuid.uuid4().hex
-    staging.mkdir(parents=True)
+    published: list[Path] = []  # kept outside the block: a failure reports what was published
     try:
-        staged = _stage(contract, batches, staging, source, created_at)
-        result = WriteResult(contract.name, source)
-        if staged:
-            with lk.dataset_lock(root, contract), work_connection(staging / "spill") as con:
-                _register_staged(con, contract, staging)
-                _refuse_duplicates(con, contract, source)
-                result.rows_skipped = _register_new_rows(con, contract, root, source)
-                result.rows_written, result.files = _publish(con, contract, root)
-        return result
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
-        lk.remove_if_empty(staging.parent)
+        lk.reclaim_stale(root)
+        with lk.scratch_dir(root) as staging:
+            staged = _stage(contract, batches, staging, source, created_at)
+            if not staged and refuse_empty:
+                raise ValidationError("the input holds no rows", dataset=contract.name, source=source)
+            result = WriteResult(contract.name, source)
+            if staged:
+                with lk.dataset_lock(root, contract), work_connection(staging / "spill") as con:
+                    _register_staged(con, contract, staging)
+                    _refuse_duplicates(con, contract, source)
+                    result.rows_skipped = _register_new_rows(con, contract, root, source)
+                    result.rows_written, result.files = _publish(con, contract, root, staging, published)
+            return result
+    except (OSError, duckdb.IOException, duckdb.OutOfMemoryException) as exc:
+        raise _write_failed(contract, source, root, exc, published) from exc
+
+
+def _write_failed(
+    contract: Dataset, source: str, root: Path, exc: BaseException, published: list[Path]
+) -> WarehouseError:
+    """The error of a write the file system refused (no space left, no permission)."""
+    what = getattr(exc, "strerror", None) or str(exc).splitlines()[0]
+    where = getattr(exc, "filename", None) or root
+    done = (
+        f"{len(published)} partition file(s) were published before the failure, each complete; "
+        "writing the same input again skips their rows"
+        if published else "nothing was written"
+    )
+    return WarehouseError(f"dataset {contract.name}, input {source}: cannot write to the lake at {where}: {what}; {done}")
 
 
 def _stage(contract: Dataset, batches: Iterable[pa.Table], staging: Path, source: str, created_at) -> bool:
@@ -187,6 +211,17 @@ def _register_new_rows(con: duckdb.DuckDBPyConnection, contract: Dataset, root: 
     if not existing:
         con.execute("CREATE VIEW new_rows AS SELECT * FROM staged")
         return 0
+    try:
+        return _compare_with_lake(con, contract, existing, source)
+    except (duckdb.InvalidInputException, duckdb.IOException) as exc:  # a lake file DuckDB cannot read
+        raise WarehouseError(
+            f"dataset {contract.name}, input {source}: cannot compare with the rows already in the partitions it "
+            f"touches, since a file there is unreadable ({str(exc).splitlines()[0]}); nothing was written. "
+            "`warehouse check` lists the lake's problems"
+        ) from None
+
+
+def _compare_with_lake(con: duckdb.DuckDBPyConnection, contract: Dataset, existing: list[Path], source: str) -> int:
     con.execute(f"CREATE VIEW existing AS {_read_lake_files(contract, existing)}")
     compared = [c.name for c in contract.all_columns if c.name not in contract.primary_key and c.name != "created_at_utc"]
     differs = " OR ".join(f"s.{qi(c)} IS DISTINCT FROM e.{qi(c)}" for c in compared) or "false"
@@ -231,7 +266,7 @@ def _existing_files(con: duckdb.DuckDBPyConnection, contract: Dataset, root: Pat
     for values in con.execute(f"SELECT DISTINCT {cols} FROM staged").fetchall():
         folder = lk.partition_dir(root, contract, dict(zip(contract.partition_by, values)))
         if folder.is_dir():
-            files += sorted(p for p in folder.glob("*.parquet") if not p.name.startswith("."))
+            files += sorted(p for p in folder.glob("*.parquet") if not p.name.startswith(".") and not p.is_dir())
     return files
 
 
@@ -245,7 +280,9 @@ def _read_lake_files(contract: Dataset, files: list[Path]) -> str:
     )
 
 
-def _publish(con: duckdb.DuckDBPyConnection, contract: Dataset, root: Path) -> tuple[int, list[Path]]:
+def _publish(
+    con: duckdb.DuckDBPyConnection, contract: Dataset, root: Path, staging: Path, published: list[Path]
+) -> tuple[int, list[Path]]:
     order = ", ".join(qi(c) for c in contract.partition_by + contract.primary_key)
     columns = ", ".join(qi(c.name) for c in contract.file_columns)
     parts = ", ".join(qi(c) for c in contract.partition_by)
@@ -253,7 +290,7 @@ def _publish(con: duckdb.DuckDBPyConnection, contract: Dataset, root: Path) -> t
     reader = con.sql(select).to_arrow_reader(PUBLISH_BATCH_ROWS)
     file_schema = pa.schema([c.field for c in contract.file_columns])
     rows, files = 0, []
-    writer = _PartitionWriter(contract, root, file_schema)
+    writer = _PartitionWriter(contract, root, file_schema, staging, published)
     try:
         for batch in reader:
             rows += batch.num_rows
@@ -266,16 +303,19 @@ def _publish(con: duckdb.DuckDBPyConnection, contract: Dataset, root: Path) -> t
 
 
 class _PartitionWriter:
-    """Writes a stream sorted by partition into one published file per partition."""
+    """Writes a stream sorted by partition into one published file per partition.
 
-    def __init__(self, contract: Dataset, root: Path, schema: pa.Schema) -> None:
-        self.contract, self.root, self.schema = contract, root, schema
+    Each file is written in the staging folder and renamed into its partition when complete.
+    """
+
+    def __init__(self, contract: Dataset, root: Path, schema: pa.Schema, staging: Path, published: list[Path]) -> None:
+        self.contract, self.root, self.schema, self.staging = contract, root, schema, staging
         self.dictionary = _dictionary_columns(schema)
         self.key: tuple | None = None
         self.folder: Path | None = None
         self.temp: Path | None = None
         self.out: pq.ParquetWriter | None = None
-        self.published: list[Path] = []
+        self.published = published
 
     def write(self, batch: pa.RecordBatch) -> None:
         table = pa.Table.from_batches([batch])
@@ -288,8 +328,7 @@ class _PartitionWriter:
     def _start(self, key: tuple) -> None:
         self.key = key
         self.folder = lk.partition_dir(self.root, self.contract, dict(zip(self.contract.partition_by, key)))
-        self.folder.mkdir(parents=True, exist_ok=True)
-        self.temp = lk.temp_path(self.folder)
+        self.temp = lk.temp_path(self.staging)
         self.out = pq.ParquetWriter(self.temp, self.schema, compression="zstd", use_dictionary=self.dictionary)
 
     def _finish(self) -> None:

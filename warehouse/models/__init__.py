@@ -32,6 +32,7 @@ def run(
     full_refresh: bool = False,
     dry_run: bool = False,
     wait: bool = False,
+    skip_invalid: bool = False,
     report: Callable[[str], None] = print,
     started: Callable[[ModelPlan], None] | None = None,
 ) -> list[ModelResult]:
@@ -39,7 +40,8 @@ def run(
     project = load_project(Path(sql_dir) if sql_dir else None, params)
     return run_models(
         project, lk.lake_root(lake), selected=selected, chosen_inputs={k: dict(v) for k, v in (inputs or {}).items()},
-        full_refresh=full_refresh, dry_run=dry_run, wait=wait, report=report, started=started,
+        full_refresh=full_refresh, dry_run=dry_run, wait=wait, skip_invalid=skip_invalid, report=report,
+        started=started,
     )
 
 

@@ -7,16 +7,17 @@ output partition went missing. Nothing else runs, so a rebuild with nothing new 
 model work.
 
 Each model runs in its own DuckDB connection over views of exactly the input files it
-needs; the output is written by ``COPY`` into a staging folder inside the lake, then each
-output partition is swapped into place by renaming folders. A failure anywhere leaves the
-lake as it was: staged output is discarded, and analysis records are written last.
+needs, after checking those files against their contracts (an invalid one fails the model,
+naming it, or with ``skip_invalid`` is left out and listed). The output is written by
+``COPY`` into a staging folder inside the lake, then each output partition folder is
+exchanged with the old one in one step. A failure anywhere leaves the lake as it was:
+staged output is discarded, and analysis records are written last.
 """
 
 from __future__ import annotations
 
 import datetime as dt
 import os
-import shutil
 import time
 import uuid
 from dataclasses import dataclass, field
@@ -28,16 +29,17 @@ import duckdb
 import pyarrow.parquet as pq
 
 from .. import contracts, lake as lk
+from ..check import Problem, check_files
 from ..duck import work_connection
 from ..scan import select_dataset
 from ..sql import quote_identifier as qi, quote_literal as ql
 from .compile import CompiledModel, analysis_id as make_analysis_id, fingerprint
 from .project import ENGINE_COLUMNS, Project
 from .spec import ModelError
-from .state import build_lock, digest, load_analyses, save_analysis
+from .state import build_lock, digest, load_analyses, remove_stale_records, save_analysis
 
 WHOLE = "*"  # the unit of a full model
-BUILD_STAGING_PREFIX = "build-"  # a build's own staging folders; writers' folders are not touched
+BUILD_STAGING_PREFIX = "build-"  # a build's own folders in the staging area
 
 
 @dataclass
@@ -98,11 +100,13 @@ class ModelResult:
     rows: int
     partitions: int
     seconds: float
+    skipped: list[Problem] = field(default_factory=list)  # invalid inputs left out (skip_invalid)
 
     def describe(self) -> str:
-        if not self.plan.build and not self.plan.drop:
-            return self.plan.describe()
-        return f"{self.plan.describe()}: {self.rows:,} rows, {self.partitions} partitions, {self.seconds:.2f} s"
+        line = self.plan.describe()
+        if self.plan.build or self.plan.drop:
+            line += f": {self.rows:,} rows, {self.partitions} partitions, {self.seconds:.2f} s"
+        return "".join([line, *(f"\n  skipped invalid input {p}" for p in self.skipped)])
 
 
 # -- planning ----------------------------------------------------------------------------
@@ -117,10 +121,15 @@ def plan_model(
     *,
     chosen_inputs: dict[str, str] | None = None,
     full_refresh: bool = False,
+    listing: InputListing | None = None,
 ) -> ModelPlan:
-    """Plan one model; ``upstream`` holds the plans of the models it reads, already made."""
+    """Plan one model; ``upstream`` holds the plans of the models it reads, already made.
+
+    ``listing`` holds the input files as the build found them when it began (default: now).
+    """
     model = project.models[name]
-    inputs = {d: _input(root, d, model, upstream, chosen_inputs or {}) for d in model.dependencies}
+    listing = listing or InputListing()
+    inputs = {d: _input(root, d, model, upstream, chosen_inputs or {}, listing) for d in model.dependencies}
     fp = fingerprint(model, {d: i.analysis for d, i in inputs.items()})
     plan = ModelPlan(model, make_analysis_id(model, fp), fp, inputs, _digests(model, inputs, root))
     record = records.get(plan.analysis_id)
@@ -136,20 +145,46 @@ def plan_model(
     return plan
 
 
+class InputListing:
+    """Input folders listed once per build, so that all its models read the lake as one state.
+
+    A writer may publish while a build runs: what it adds is left for the next build.
+    """
+
+    def __init__(self) -> None:
+        self._files: dict[Path, dict[str, list[Path]]] = {}
+        self._newest: dict[Path, str | None] = {}
+
+    def files_by_run(self, base: Path, contract: contracts.Dataset) -> dict[str, list[Path]]:
+        if base not in self._files:
+            self._files[base] = _files_by_run(base, contract)
+        return self._files[base]
+
+    def newest_analysis(self, base: Path, contract: contracts.Dataset) -> str | None:
+        if base not in self._newest:
+            self._newest[base] = _newest_analysis(base, contract)
+        return self._newest[base]
+
+
 def _input(
-    root: Path, dataset: str, model: CompiledModel, upstream: dict[str, ModelPlan], chosen: dict[str, str]
+    root: Path,
+    dataset: str,
+    model: CompiledModel,
+    upstream: dict[str, ModelPlan],
+    chosen: dict[str, str],
+    listing: InputListing,
 ) -> Input:
     contract = contracts.DATASETS[dataset]
     base = lk.dataset_dir(root, contract)
     if "analysis_id" not in contract.partition_by:
-        return Input(contract, None, _files_by_run(base, contract))
+        return Input(contract, None, listing.files_by_run(base, contract))
     producer = next((p for p in upstream.values() if p.model.spec.target == dataset), None)
     if chosen.get(dataset):
         lk.check_identifier(chosen[dataset], "analysis_id")
-    analysis = producer.analysis_id if producer else chosen.get(dataset) or _newest_analysis(base, contract)
+    analysis = producer.analysis_id if producer else chosen.get(dataset) or listing.newest_analysis(base, contract)
     if chosen.get(dataset) and not (base / f"analysis_id={analysis}").is_dir():
         raise ModelError(f"{model.spec.where()}: {dataset} has no analysis {analysis!r}")
-    files = _files_by_run(base / f"analysis_id={analysis}", contract) if analysis else {}
+    files = listing.files_by_run(base / f"analysis_id={analysis}", contract) if analysis else {}
     return Input(contract, analysis, files)
 
 
@@ -238,21 +273,27 @@ def run_models(
     full_refresh: bool = False,
     dry_run: bool = False,
     wait: bool = False,
+    skip_invalid: bool = False,
     report: Callable[[str], None] = print,
     started: Callable[[ModelPlan], None] | None = None,
 ) -> list[ModelResult]:
     """Plan (and unless ``dry_run``, run) the selected models in build order under the lake's lock.
 
-    ``report`` receives one line per model when it is done; ``started``, if given, each
-    plan with work before it runs (a terminal shows it while the model computes).
+    ``report`` receives one line per model when it is done (and one per skipped input);
+    ``started``, if given, each plan with work before it runs (a terminal shows it while
+    the model computes). ``skip_invalid`` builds without the input files that break their
+    contract instead of failing.
     """
     with build_lock(root, wait=wait):
-        _remove_stale_staging(root)
+        lk.reclaim_stale(root)  # what killed builds and writers left: safe, their locks are gone
+        remove_stale_records(root)
         records = load_analyses(root)
         chosen_inputs = chosen_inputs or {}
+        names = project.select(selected)
+        listing = _list_inputs(project, names, root, chosen_inputs)
         plans: dict[str, ModelPlan] = {}
         results = []
-        for name in project.select(selected):
+        for name in names:
             spec = project.models[name].spec
             if spec.materialization == "view":
                 report(f"{name} {spec.version}: a view in the catalog, created by `warehouse catalog`")
@@ -260,7 +301,7 @@ def run_models(
             upstream = {p: plans[p] for p in project.parents(name) if p in plans}
             plan = plan_model(
                 project, name, root, upstream, records,
-                chosen_inputs=chosen_inputs.get(name), full_refresh=full_refresh,
+                chosen_inputs=chosen_inputs.get(name), full_refresh=full_refresh, listing=listing,
             )
             plans[name] = plan
             if dry_run:
@@ -269,39 +310,90 @@ def run_models(
                 continue
             if started and (plan.build or plan.drop):
                 started(plan)
-            result = execute(plan, root, records.get(plan.analysis_id))
+            try:
+                result = execute(plan, root, records.get(plan.analysis_id), skip_invalid=skip_invalid)
+            except OSError as exc:  # no space left, no permission: every partition stays old or new
+                raise ModelError(
+                    f"{spec.where()}: cannot write to the lake: {exc.strerror or exc} ({exc.filename}); each of its "
+                    "output partitions is complete, old or new, and the next build redoes this model"
+                ) from exc
             records[plan.analysis_id] = load_analyses(root).get(plan.analysis_id, {})
             results.append(result)
             report(result.describe())
         return results
 
 
-def execute(plan: ModelPlan, root: Path, record: dict | None) -> ModelResult:
-    """Compute the plan's units and publish them; then record the analysis."""
+def _list_inputs(project: Project, names: list[str], root: Path, chosen: dict[str, dict[str, str]]) -> InputListing:
+    """List, before any model runs, every input the build reads that none of its models writes."""
+    listing = InputListing()
+    written = {project.models[n].spec.target for n in names}
+    for name in names:
+        model = project.models[name]
+        for dataset in model.dependencies:
+            if dataset not in written and dataset in contracts.DATASETS:
+                _input(root, dataset, model, {}, chosen.get(name, {}), listing)
+    return listing
+
+
+def execute(plan: ModelPlan, root: Path, record: dict | None, *, skip_invalid: bool = False) -> ModelResult:
+    """Check the plan's input files, compute its units and publish them; then record the analysis."""
     if not plan.build and not plan.drop:
         return ModelResult(plan, 0, 0, 0.0)
     started = time.perf_counter()
-    staging = root / lk.STAGING_DIR / f"{BUILD_STAGING_PREFIX}{uuid.uuid4().hex}"
-    staging.mkdir(parents=True)
-    try:
+    skipped = _screen_inputs(plan, root, skip_invalid)
+    excluded = _excluded_files(plan, root, skipped)
+    if not plan.build and not plan.drop:  # every unit to build was an unsafe input folder
+        return ModelResult(plan, 0, 0, 0.0, skipped)
+    with lk.scratch_dir(root, BUILD_STAGING_PREFIX) as staging:
         units = sorted(plan.build)
-        staged = _compute(plan, units, staging) if units else {}
+        staged = _compute(plan, units, staging, excluded) if units else {}
         _check_output(plan, staged)
         _publish(plan, root, units, staged, staging)
         seconds = time.perf_counter() - started
         rows = sum(n for n, _ in staged.values())
-        _record(plan, root, record, staged, seconds)
+        _record(plan, root, record, staged, seconds, _skipped_by_unit(plan, root, skipped))
         partitions = len({f.parent for n, files in staged.values() if n for f in files})
-        return ModelResult(plan, rows, partitions, seconds)
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
-        lk.remove_if_empty(staging.parent)
+        return ModelResult(plan, rows, partitions, seconds, skipped)
 
 
-def _remove_stale_staging(root: Path) -> None:
-    """Remove what killed builds left in staging: safe, as this build holds the lock."""
-    for folder in (root / lk.STAGING_DIR).glob(f"{BUILD_STAGING_PREFIX}*"):
-        shutil.rmtree(folder, ignore_errors=True)
+def _screen_inputs(plan: ModelPlan, root: Path, skip_invalid: bool) -> list[Problem]:
+    """The problems of the input files the plan reads; fail naming them unless ``skip_invalid``.
+
+    NaN and infinity pass: the models read them as NULL (``finite_or_null``), as the design
+    says. Skipping drops the units whose input folder is not a safe run id: they have no
+    safe output folder either.
+    """
+    units = sorted(plan.build)
+    problems = [p for inp in plan.inputs.values() if (files := inp.files_for(units))
+                for p in check_files(root, inp.dataset, files, nonfinite_is_null=True)]
+    if problems and not skip_invalid:
+        listed = "\n".join(f"  {p}" for p in problems)
+        raise ModelError(
+            f"{plan.model.spec.where()}: {len(problems)} problem(s) in its input files; this model wrote nothing:\n"
+            f"{listed}\nFix or remove them (`warehouse check` lists every problem of the lake), "
+            "or pass --skip-invalid to build without them"
+        )
+    plan.build = {u: r for u, r in plan.build.items() if u == WHOLE or lk.is_identifier(u)}
+    return problems
+
+
+def _excluded_files(plan: ModelPlan, root: Path, problems: list[Problem]) -> set[Path]:
+    """The input files the problems involve: the model reads every other one."""
+    if not problems:
+        return set()
+    every = {f for inp in plan.inputs.values() for f in inp.files_for([WHOLE])}
+    return {f for f in every if any(p.involves(f.relative_to(root).as_posix()) for p in problems)}
+
+
+def _skipped_by_unit(plan: ModelPlan, root: Path, problems: list[Problem]) -> dict[str, list[str]]:
+    """Per unit built, the skipped problems that touched its input files (for its record)."""
+    out = {}
+    for unit in plan.build:
+        rels = [f.relative_to(root).as_posix() for inp in plan.inputs.values() for f in inp.files_for([unit])]
+        touched = [str(p) for p in problems if any(p.involves(r) for r in rels)]
+        if touched:
+            out[unit] = touched
+    return out
 
 
 def _check_output(plan: ModelPlan, staged: dict[str, tuple[int, list[Path]]]) -> None:
@@ -347,8 +439,11 @@ def output_sql(plan: ModelPlan, created_at: dt.datetime) -> str:
     return f"SELECT\n    {select}\nFROM (\n{plan.model.sql}\n) AS model_output"
 
 
-def _compute(plan: ModelPlan, units: list[str], staging: Path) -> dict[str, tuple[int, list[Path]]]:
-    """Run the model for ``units`` into ``staging/out``; rows and files per unit."""
+def _compute(
+    plan: ModelPlan, units: list[str], staging: Path, excluded: set[Path]
+) -> dict[str, tuple[int, list[Path]]]:
+    """Run the model for ``units`` into ``staging/out`` without the ``excluded`` input files;
+    rows and files per unit."""
     spec = plan.model.spec
     con = work_connection(staging / "spill")
     try:
@@ -356,7 +451,8 @@ def _compute(plan: ModelPlan, units: list[str], staging: Path) -> dict[str, tupl
         # derive from its fingerprint. It reads them with getvariable('analysis_id').
         con.execute(f"SET VARIABLE analysis_id = {ql(plan.analysis_id)}")
         for name, inp in plan.inputs.items():
-            con.execute(f"CREATE VIEW {qi(name)} AS {select_dataset(inp.dataset, inp.files_for(units))}")
+            files = [f for f in inp.files_for(units) if f not in excluded]
+            con.execute(f"CREATE VIEW {qi(name)} AS {select_dataset(inp.dataset, files)}")
         query = output_sql(plan, dt.datetime.now(dt.timezone.utc))
         _check_types(plan, con, query)
         out = staging / "out"
@@ -387,20 +483,24 @@ def _check_types(plan: ModelPlan, con: duckdb.DuckDBPyConnection, query: str) ->
 def _staged_units(out: Path, units: list[str], by_run: bool) -> dict[str, tuple[int, list[Path]]]:
     staged: dict[str, tuple[int, list[Path]]] = {u: (0, []) for u in units}
     if not by_run:
-        files = sorted(out.glob("*.parquet"))
-        staged[WHOLE] = (sum(pq.ParquetFile(f).metadata.num_rows for f in files), files)
+        staged[WHOLE] = _rows_and_files(sorted(out.glob("*.parquet")))
         return staged
     for folder in out.glob("run_id=*"):
         run = unquote(folder.name.split("=", 1)[1])
-        files = sorted(folder.glob("*.parquet"))
-        staged[run] = (sum(pq.ParquetFile(f).metadata.num_rows for f in files), files)
+        staged[run] = _rows_and_files(sorted(folder.glob("*.parquet")))
     if WHOLE in units:  # a full model partitioned by run: its runs make up its one unit
         staged = {WHOLE: (sum(n for n, _ in staged.values()), [f for _, fs in staged.values() for f in fs])}
     return staged
 
 
+def _rows_and_files(files: list[Path]) -> tuple[int, list[Path]]:
+    """Rows of staged output files, and the files that hold rows (an empty file is never published)."""
+    counts = [(pq.ParquetFile(f).metadata.num_rows, f) for f in files]
+    return sum(n for n, _ in counts), [f for n, f in counts if n]
+
+
 def _publish(plan: ModelPlan, root: Path, units: list[str], staged: dict, staging: Path) -> None:
-    """Swap each unit's folder into place: build it in staging, move the old one out, move it in."""
+    """Swap each unit's folder into place: build it in staging, then exchange it with the old one."""
     trash = staging / "trash"
     trash.mkdir()
     for unit in units + plan.drop:
@@ -413,11 +513,10 @@ def _publish(plan: ModelPlan, root: Path, units: list[str], staged: dict, stagin
         else:
             for f in files:
                 lk.publish(f, fresh)
-        target.parent.mkdir(parents=True, exist_ok=True)
-        if target.exists():
-            os.replace(target, trash / uuid.uuid4().hex)
         if any(fresh.iterdir()):
-            os.replace(fresh, target)
+            lk.replace_dir(fresh, target, trash / uuid.uuid4().hex)
+        elif target.exists():
+            os.rename(target, trash / uuid.uuid4().hex)
 
 
 def _move_runs(out: Path, fresh: Path) -> None:
@@ -428,13 +527,17 @@ def _move_runs(out: Path, fresh: Path) -> None:
             lk.publish(f, fresh / f"run_id={run}")
 
 
-def _record(plan: ModelPlan, root: Path, record: dict | None, staged: dict, seconds: float) -> None:
+def _record(
+    plan: ModelPlan, root: Path, record: dict | None, staged: dict, seconds: float, skipped: dict[str, list[str]]
+) -> None:
     now = dt.datetime.now(dt.timezone.utc).isoformat()
     units = dict((record or {}).get("units", {}))
     for unit in plan.drop:
         units.pop(unit, None)
     for unit in plan.build:
         units[unit] = {"digest": plan.digests[unit], "rows": staged.get(unit, (0, []))[0]}
+        if unit in skipped:
+            units[unit]["skipped"] = skipped[unit]
     model = plan.model
     save_analysis(root, {
         "analysis_id": plan.analysis_id,

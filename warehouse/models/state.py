@@ -11,6 +11,7 @@ the sorted list of an input partition's file names changes exactly when its cont
 
 from __future__ import annotations
 
+import errno
 import fcntl
 import hashlib
 import json
@@ -21,7 +22,7 @@ from pathlib import Path
 from typing import Any, Iterator
 
 from .. import lake as lk
-from ..errors import LockBusy
+from ..errors import LakeNotWritable, LockBusy, WarehouseError
 
 ANALYSES_DIR = "analyses"
 
@@ -40,13 +41,27 @@ def load_analyses(root: Path) -> dict[str, dict[str, Any]]:
 
 
 def save_analysis(root: Path, record: dict[str, Any]) -> None:
-    """Write an analysis record atomically (temporary file, then rename)."""
+    """Write an analysis record atomically (temporary file, flushed, then renamed).
+
+    On any failure (a full disk) the temporary file is removed and the old record stays.
+    """
     folder = analyses_dir(root)
     folder.mkdir(parents=True, exist_ok=True)
     final = folder / f"{lk.check_identifier(record['analysis_id'], 'analysis_id')}.json"
     temp = folder / f"{lk.TEMP_PREFIX}{os.getpid()}-{final.name}.partial"
-    temp.write_text(json.dumps(record, indent=2, sort_keys=True, default=str))
-    os.replace(temp, final)
+    try:
+        temp.write_text(json.dumps(record, indent=2, sort_keys=True, default=str))
+        lk.fsync(temp)
+        os.replace(temp, final)
+    except BaseException:
+        lk.remove_quietly([temp])
+        raise
+    lk.fsync(folder)
+
+
+def remove_stale_records(root: Path) -> None:
+    """Remove temporary record files a killed build left (call under the build lock)."""
+    lk.remove_quietly(analyses_dir(root).glob(f"{lk.TEMP_PREFIX}*.partial"))
 
 
 def digest(paths: list[Path], root: Path) -> str:
@@ -56,27 +71,41 @@ def digest(paths: list[Path], root: Path) -> str:
 
 
 @contextmanager
-def build_lock(root: Path, *, wait: bool = False) -> Iterator[None]:
-    """Hold the lake's build lock; refuse (or wait) when another build holds it."""
+def build_lock(root: Path, *, wait: bool = False, holder: str = "models run") -> Iterator[None]:
+    """Hold the lake's build lock; refuse (or wait) when another build holds it.
+
+    ``holder`` says who holds it (a build, or a catalog being made) in the refusal message.
+    """
     path = root / lk.META_DIR / "build.lock"
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "a+") as f:
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    except OSError as exc:
+        error = LakeNotWritable if exc.errno in (errno.EACCES, errno.EPERM, errno.EROFS) else WarehouseError
+        raise error(f"cannot take the build lock of the lake {root}: {exc.strerror} ({exc.filename})") from exc
+    try:
         try:
-            fcntl.flock(f, fcntl.LOCK_EX | (0 if wait else fcntl.LOCK_NB))
+            fcntl.flock(fd, fcntl.LOCK_EX | (0 if wait else fcntl.LOCK_NB))
         except BlockingIOError:
-            f.seek(0)
-            holder = f.read().strip() or "another process"
+            other = os.pread(fd, 4096, 0).decode(errors="replace").strip() or "another process"
             raise LockBusy(
-                f"another build is running on {root} ({holder}); wait for it to finish, "
+                f"another build is running on {root} ({other}); wait for it to finish, "
                 f"or pass --wait to queue behind it"
             ) from None
-        f.seek(0)
-        f.truncate()
-        f.write(f"pid {os.getpid()}, started {time.strftime('%Y-%m-%dT%H:%M:%S')}")
-        f.flush()
+        _note_holder(fd, f"{holder}, pid {os.getpid()}, started {time.strftime('%Y-%m-%dT%H:%M:%S')}")
         try:
             yield
         finally:
-            f.seek(0)
-            f.truncate()
-            fcntl.flock(f, fcntl.LOCK_UN)
+            _note_holder(fd, "")
+            fcntl.flock(fd, fcntl.LOCK_UN)
+    finally:
+        os.close(fd)
+
+
+def _note_holder(fd: int, text: str) -> None:
+    """Say who holds the lock, for the refusal message (unbuffered: a full disk only loses the note)."""
+    try:
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, text.encode(), 0)
+    except OSError:
+        pass
