@@ -868,7 +868,11 @@ def _kill_when(cmd: list[str], lake: Path, phase: str, delay: float) -> tuple[in
     earlier = set(staging.glob("*"))  # left by builds killed before this one
 
     def found(pattern: str) -> bool:
-        return any(p for p in staging.glob(pattern) if staging / p.relative_to(staging).parts[0] not in earlier)
+        # the build removes the staging area when it leaves it empty, maybe mid-listing
+        try:
+            return any(p for p in staging.glob(pattern) if staging / p.relative_to(staging).parts[0] not in earlier)
+        except FileNotFoundError:
+            return False
 
     seen = {
         "start": lambda: True,
