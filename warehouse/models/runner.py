@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import datetime as dt
 import os
+import re
 import time
 import uuid
 from dataclasses import dataclass, field
@@ -443,29 +444,73 @@ def _compute(
     plan: ModelPlan, units: list[str], staging: Path, excluded: set[Path]
 ) -> dict[str, tuple[int, list[Path]]]:
     """Run the model for ``units`` into ``staging/out`` without the ``excluded`` input files;
-    rows and files per unit."""
+    rows and files per unit.
+
+    A ``run_id`` model computes each run from that run's inputs alone, so its runs are
+    computed in batches whose input files stay within a share of DuckDB's memory limit
+    (:func:`batch_bytes`): the memory a build needs is bounded by the batch, not the lake.
+    """
     spec = plan.model.spec
+    out = staging / "out"
+    by_run = "run_id" in spec.contract.partition_by
+    target = ql(str(out)) if by_run else ql(str(out / "data.parquet"))
+    options = "FORMAT parquet, COMPRESSION zstd" + (", PARTITION_BY (run_id)" if by_run else "")
+    out.mkdir(parents=True, exist_ok=True)
     con = work_connection(staging / "spill")
     try:
         # Ids the SQL may need (e.g. inside stable hashes) but cannot hold as text: they
         # derive from its fingerprint. It reads them with getvariable('analysis_id').
         con.execute(f"SET VARIABLE analysis_id = {ql(plan.analysis_id)}")
-        for name, inp in plan.inputs.items():
-            files = [f for f in inp.files_for(units) if f not in excluded]
-            con.execute(f"CREATE VIEW {qi(name)} AS {select_dataset(inp.dataset, files)}")
         query = output_sql(plan, dt.datetime.now(dt.timezone.utc))
-        _check_types(plan, con, query)
-        out = staging / "out"
-        by_run = "run_id" in spec.contract.partition_by
-        target = ql(str(out)) if by_run else ql(str(out / "data.parquet"))
-        options = "FORMAT parquet, COMPRESSION zstd" + (", PARTITION_BY (run_id)" if by_run else "")
-        out.mkdir(parents=True, exist_ok=True)
-        con.execute(f"COPY (\n{query}\n) TO {target} ({options})")
+        per_run = by_run and spec.incremental == "run_id"
+        batches = _batches(plan, units, excluded, batch_bytes(con)) if per_run else [units]
+        for i, batch in enumerate(batches):
+            for name, inp in plan.inputs.items():
+                files = [f for f in inp.files_for(batch) if f not in excluded]
+                con.execute(f"CREATE OR REPLACE VIEW {qi(name)} AS {select_dataset(inp.dataset, files)}")
+            if i == 0:
+                _check_types(plan, con, query)
+            # later batches add their runs' folders beside the first's
+            con.execute(f"COPY (\n{query}\n) TO {target} ({options}{', APPEND' if i else ''})")
     except duckdb.Error as exc:
         raise ModelError(f"{spec.where()}: the SQL failed: {exc}\n--- rendered SQL ---\n{plan.model.sql}") from None
     finally:
         con.close()
     return _staged_units(out, units, by_run)
+
+
+_SIZE_RE = re.compile(r"^([0-9.]+)\s*([KMGT]?i?B)$")
+_SIZE_UNITS = {"B": 1, "KB": 1e3, "MB": 1e6, "GB": 1e9, "TB": 1e12, "KiB": 2**10, "MiB": 2**20, "GiB": 2**30, "TiB": 2**40}
+
+
+def batch_bytes(con: duckdb.DuckDBPyConnection) -> int:
+    """The input bytes (Parquet on disk) a batch of runs may read: ``$SQUIGGLE_BATCH_BYTES``,
+    else 1/32 of the connection's memory limit. Decoded, sorted and widened by a window over
+    every lag a model needs, a batch's input takes up to about 16 times its size on disk."""
+    if os.environ.get("SQUIGGLE_BATCH_BYTES"):
+        value = os.environ["SQUIGGLE_BATCH_BYTES"]
+        if not value.isdigit() or int(value) < 1:
+            raise ModelError(f"SQUIGGLE_BATCH_BYTES={value!r} is not a number of bytes (1 or more)")
+        return int(value)
+    limit = con.execute("SELECT current_setting('memory_limit')").fetchone()[0]
+    m = _SIZE_RE.match(limit.strip())
+    return int(float(m.group(1)) * _SIZE_UNITS[m.group(2)]) // 32 if m else 1 << 27
+
+
+def _batches(plan: ModelPlan, units: list[str], excluded: set[Path], budget: int) -> list[list[str]]:
+    """Consecutive runs grouped so that each group's own input files total at most ``budget``
+    bytes (a run larger than that is a batch of its own)."""
+    batches: list[list[str]] = [[]]
+    size = 0
+    for unit in units:
+        files = [f for inp in plan.inputs.values() if inp.by_run for f in inp.files.get(unit, []) if f not in excluded]
+        unit_size = sum(f.stat().st_size for f in files)
+        if batches[-1] and size + unit_size > budget:
+            batches.append([])
+            size = 0
+        batches[-1].append(unit)
+        size += unit_size
+    return batches
 
 
 def _check_types(plan: ModelPlan, con: duckdb.DuckDBPyConnection, query: str) -> None:
