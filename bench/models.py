@@ -17,7 +17,9 @@ never changed in place, so a copy costs no data and every round starts alike), a
 - one new run: one more seed of a cohort written (not timed), then ``warehouse models run``.
 
 DuckDB processes (floors and builds) get the memory limit, threads and spill directory of
-``Settings`` through the warehouse's environment variables. The first round also scores the
+``Settings`` through the warehouse's environment variables; the spill directory's size is
+sampled while each command runs (its peak is a lower bound: a spill shorter than the
+sampling interval can be missed). The first round also scores the
 build against the planted truth (``warehouse.scorecard``).
 """
 
@@ -29,6 +31,7 @@ import re
 import shutil
 import statistics
 import sys
+import threading
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -72,18 +75,58 @@ class Settings:
         return env
 
 
+class SpillWatch:
+    """The largest total size of the files under a folder while a command runs (sampled)."""
+
+    def __init__(self, folder: Path | None, every: float = 0.25) -> None:
+        self.folder, self.every = folder, every
+        self.peak_bytes = 0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._watch, daemon=True)
+
+    def __enter__(self) -> SpillWatch:
+        if self.folder is not None:
+            self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        if self._thread.is_alive():
+            self._thread.join()
+
+    def _watch(self) -> None:
+        while not self._stop.wait(self.every):
+            self.peak_bytes = max(self.peak_bytes, _folder_bytes(self.folder))
+
+
+def _folder_bytes(folder: Path) -> int:
+    total = 0
+    for path, _, files in os.walk(folder):
+        for f in files:
+            try:
+                total += os.stat(os.path.join(path, f)).st_size
+            except FileNotFoundError:  # DuckDB removed it meanwhile
+                pass
+    return total
+
+
 class Recorder:
     """The samples of every measurement, in the order first taken, and the models' own times."""
 
     def __init__(self, settings: Settings) -> None:
         self.env = settings.env()
+        self.spill = settings.temp_directory
         self.samples: dict[str, list[Measurement]] = {}
+        self.spill_mib: dict[str, list[float]] = {}
         self.parts: dict[str, dict[str, list[float]]] = {}  # measurement -> model or phase -> seconds
 
     def run(self, name: str, argv: list[str], parts: re.Pattern | None = None) -> Measurement:
-        m = measure(argv, env=self.env)
+        with SpillWatch(self.spill) as spill:
+            m = measure(argv, env=self.env)
         self.samples.setdefault(name, []).append(m)
-        print(f"  {name}: {m.seconds:.2f} s, {m.peak_rss_mib:.0f} MiB", flush=True)
+        self.spill_mib.setdefault(name, []).append(spill.peak_bytes / 2**20)
+        print(f"  {name}: {m.seconds:.2f} s, {m.peak_rss_mib:.0f} MiB, spilled {spill.peak_bytes / 2**20:.0f} MiB",
+              flush=True)
         for part, seconds in (parts.findall(m.stdout) if parts else []):
             self.parts.setdefault(name, {}).setdefault(part, []).append(float(seconds))
         return m
@@ -95,6 +138,7 @@ class Recorder:
                 "peak_rss_mib": [m.peak_rss_mib for m in ms],
                 "median_seconds": statistics.median(m.seconds for m in ms),
                 "max_peak_rss_mib": max(m.peak_rss_mib for m in ms),
+                "max_spill_mib": max(self.spill_mib[name]),
             }
             for name, ms in self.samples.items()
         }

@@ -118,7 +118,8 @@ def _definitions() -> list[str]:
         "  relative difference of 1 is a value that is exactly 0 on one side: pandas' rolling std",
         "  leaves residues of its running sums where the models give 0).",
         "- **DuckDB peak RSS**: the largest over the floors and the warehouse's commands, against",
-        "  DuckDB's memory limit plus 1 GB (10^9 bytes).",
+        "  DuckDB's memory limit plus 1 GB (10^9 bytes). **spill**: the largest size of DuckDB's",
+        "  spill directory seen while the command ran (sampled every 0.25 s).",
     ]
 
 
@@ -133,8 +134,8 @@ def _size_section(e: dict) -> list[str]:
         f" spill to {e['spill']}. {e['rounds']} round{'s' if e['rounds'] > 1 else ''}"
         f" (1-minute load average at the start of each: {load}); finished {e['finished_at']}.",
         "",
-        "| measurement | seconds (median) | each round (s) | x copy floor | CPU (s, median) | peak RSS (MiB) |",
-        "|---|---:|---:|---:|---:|---:|",
+        "| measurement | seconds (median) | each round (s) | x copy floor | CPU (s, median) | peak RSS (MiB) | spill (MiB) |",
+        "|---|---:|---:|---:|---:|---:|---:|",
     ]
     for name in LINES:
         m = e["measurements"].get(name)
@@ -143,10 +144,10 @@ def _size_section(e: dict) -> list[str]:
         cpu = sorted(m["cpu_seconds"])[len(m["cpu_seconds"]) // 2]
         rounds = ", ".join(f"{s:.2f}" for s in m["seconds"])
         lines.append(f"| {name} | {m['median_seconds']:.2f} | {rounds} | {m['median_seconds'] / copy:.2f}"
-                     f" | {cpu:.2f} | {m['max_peak_rss_mib']:.0f} |")
+                     f" | {cpu:.2f} | {m['max_peak_rss_mib']:.0f} | {_fmt(m.get('max_spill_mib'), 0)} |")
         for part, p in e["parts"].get(name, {}).items():
             lines.append(f"| &nbsp;&nbsp;{part} | {p['median_seconds']:.2f} |"
-                         f" {', '.join(f'{s:.2f}' for s in p['seconds'])} | {p['median_seconds'] / copy:.2f} | | |")
+                         f" {', '.join(f'{s:.2f}' for s in p['seconds'])} | {p['median_seconds'] / copy:.2f} | | | |")
     return lines + _checks(e)
 
 

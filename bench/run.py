@@ -29,7 +29,7 @@ def main() -> None:
                         help="DuckDB memory_limit of every DuckDB process, or 'none' for DuckDB's default (default 2GB)")
     parser.add_argument("--threads", type=int, help="DuckDB threads (default: DuckDB's, one per core)")
     parser.add_argument("--temp-directory", type=Path,
-                        help="where DuckDB spills (default: a folder in the lake's staging folder)")
+                        help="where DuckDB spills, through SQUIGGLE_TEMP_DIRECTORY (default: WORK/spill)")
     parser.add_argument("--pandas-max-rows", type=int, default=10_000_000,
                         help="run the pandas baseline on sizes up to this many rows (default 10000000)")
     args = parser.parse_args()
@@ -38,8 +38,8 @@ def main() -> None:
     limit = None if args.memory_limit.lower() == "none" else args.memory_limit
     if limit:
         report.limit_bytes(limit)  # refuse a malformed limit before hours of work
-    settings = Settings(limit, args.threads, args.temp_directory.resolve() if args.temp_directory else None)
     work = args.work.resolve()
+    settings = Settings(limit, args.threads, (args.temp_directory or work / "spill").resolve())
     entries = []
     for rows in sorted(args.sizes):
         entries.append(measure_size(rows, args.repeat, work, settings, pandas=rows <= args.pandas_max_rows))

@@ -5,6 +5,7 @@ installed: it is a benchmark dependency, not a test one)."""
 from __future__ import annotations
 
 import sys
+import time
 from pathlib import Path
 
 import duckdb
@@ -20,7 +21,7 @@ import agreement  # noqa: E402  (bench/ is a folder of scripts, not a package)
 import report  # noqa: E402
 import scale_lake  # noqa: E402
 from measure import measure  # noqa: E402
-from models import fresh_copy  # noqa: E402
+from models import SpillWatch, fresh_copy  # noqa: E402
 
 
 SMALL = 2 * 3 * 13_824  # rows of two cohorts of three training runs
@@ -115,6 +116,17 @@ def test_measured_memory_is_the_commands_own() -> None:
 def test_a_failing_command_stops_the_benchmark_with_its_error() -> None:
     with pytest.raises(SystemExit, match="exit status 3"):
         measure([sys.executable, "-c", "import sys; sys.exit(3)"])
+
+
+def test_spill_watch_sees_files_come_and_go(tmp_path: Path) -> None:
+    with SpillWatch(tmp_path, every=0.01) as watch:
+        (tmp_path / "sub").mkdir()
+        (tmp_path / "sub" / "a.tmp").write_bytes(b"x" * 300_000)
+        (tmp_path / "b.tmp").write_bytes(b"x" * 200_000)
+        time.sleep(0.2)
+        (tmp_path / "sub" / "a.tmp").unlink()
+        time.sleep(0.2)
+    assert watch.peak_bytes == 500_000
 
 
 def test_fresh_copy_links_the_files(tmp_path: Path) -> None:
