@@ -32,6 +32,14 @@ sys.exit(os.waitstatus_to_exitcode(status))
 """
 
 
+class CommandFailed(SystemExit):
+    """A measured command failed: a script that does not catch it exits with its message."""
+
+    def __init__(self, argv: list[str], code: int, stderr: str) -> None:
+        super().__init__(f"{' '.join(argv)} failed (exit status {code}):\n{stderr}")
+        self.stderr = stderr
+
+
 @dataclass
 class Measurement:
     seconds: float
@@ -41,7 +49,7 @@ class Measurement:
 
 
 def measure(argv: list[str], *, env: dict[str, str] | None = None, cwd: Path | None = None) -> Measurement:
-    """Run ``argv`` and measure it; exit with its stderr if it fails.
+    """Run ``argv`` and measure it; raise :class:`CommandFailed` (with its stderr) if it fails.
 
     Its output goes to temporary files, which also keeps a full pipe from stalling it.
     """
@@ -52,7 +60,7 @@ def measure(argv: list[str], *, env: dict[str, str] | None = None, cwd: Path | N
         code = subprocess.run(launcher + argv, stdout=out, stderr=err, env=env, cwd=cwd).returncode
         if code:
             err.seek(0)
-            raise SystemExit(f"{' '.join(argv)} failed (exit status {code}):\n{err.read()}")
+            raise CommandFailed(argv, code, err.read())
         seconds, cpu_seconds, peak_rss_mib = json.loads(report.read_text())
         out.seek(0)
         return Measurement(seconds, cpu_seconds, peak_rss_mib, out.read())

@@ -38,7 +38,7 @@ from pathlib import Path
 import agreement
 import machine
 import scale_lake
-from measure import Measurement, measure
+from measure import CommandFailed, Measurement, measure
 
 from warehouse import contracts, demo, lake as lk
 from warehouse.models import load_project
@@ -119,10 +119,17 @@ class Recorder:
         self.samples: dict[str, list[Measurement]] = {}
         self.spill_mib: dict[str, list[float]] = {}
         self.parts: dict[str, dict[str, list[float]]] = {}  # measurement -> model or phase -> seconds
+        self.failure: dict[str, str] | None = None
 
     def run(self, name: str, argv: list[str], parts: re.Pattern | None = None) -> Measurement:
-        with SpillWatch(self.spill) as spill:
-            m = measure(argv, env=self.env)
+        """Measure ``argv`` as ``name``; if it fails, note which measurement and why, and raise."""
+        try:
+            with SpillWatch(self.spill) as spill:
+                m = measure(argv, env=self.env)
+        except CommandFailed as exc:
+            self.failure = {"measurement": name, "error": exc.stderr.strip().splitlines()[0]}
+            print(f"  {name}: FAILED: {self.failure['error']}", flush=True)
+            raise
         self.samples.setdefault(name, []).append(m)
         self.spill_mib.setdefault(name, []).append(spill.peak_bytes / 2**20)
         print(f"  {name}: {m.seconds:.2f} s, {m.peak_rss_mib:.0f} MiB, spilled {spill.peak_bytes / 2**20:.0f} MiB",
@@ -158,7 +165,10 @@ def measure_size(rows: int, rounds: int, work: Path, settings: Settings, pandas:
         print(f"{layout.rows:,} rows, round {i + 1}/{rounds}", flush=True)
         load.append(os.getloadavg()[0])
         lake = fresh_copy(cache, work / "round" / "lake")
-        checks |= _round(recorder, lake, first=i == 0, pandas=pandas)
+        try:
+            checks |= _round(recorder, lake, first=i == 0, pandas=pandas)
+        except CommandFailed:
+            break  # what follows a failed step would measure something else: the size ends here
     shutil.rmtree(work / "round", ignore_errors=True)
     measurements, parts = recorder.summary()
     return {
@@ -166,7 +176,7 @@ def measure_size(rows: int, rounds: int, work: Path, settings: Settings, pandas:
         "probe_runs": layout.probe_runs, "rounds": rounds, "memory_limit": settings.memory_limit,
         "threads": settings.threads, "spill": str(settings.temp_directory or "the lake's staging folder"),
         "machine": machine.describe(), "finished_at": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
-        "load_average": load, "measurements": measurements, "parts": parts, **checks,
+        "load_average": load, "measurements": measurements, "parts": parts, "failure": recorder.failure, **checks,
     }
 
 

@@ -1,6 +1,6 @@
-"""The benchmark's results: ``bench/results/bench.json`` holds every size measured (a run
-replaces the sizes it measured and keeps the others); ``bench.md`` and ``bench.png`` are
-rendered from it."""
+"""The benchmark's results: ``bench/results/bench.json`` holds every size and memory limit
+measured (a run replaces the results of the sizes and limit it measured and keeps the
+others); ``bench.md`` and ``bench.png`` are rendered from it."""
 
 from __future__ import annotations
 
@@ -21,10 +21,14 @@ UNITS = {"B": 1, "KB": 10**3, "MB": 10**6, "GB": 10**9, "TB": 10**12,
 
 
 def merge(entries: list[dict], path: Path = RESULTS / "bench.json") -> list[dict]:
-    """The sizes in ``path`` with ``entries`` replacing those of the same requested size."""
+    """The results in ``path`` with ``entries`` replacing those of the same size and memory limit."""
     old = json.loads(path.read_text())["sizes"] if path.is_file() else []
-    fresh = {e["requested_rows"] for e in entries}
-    return sorted([e for e in old if e["requested_rows"] not in fresh] + entries, key=lambda e: e["requested_rows"])
+    fresh = {_key(e) for e in entries}
+    return sorted([e for e in old if _key(e) not in fresh] + entries, key=_key)
+
+
+def _key(entry: dict) -> tuple[str, int]:
+    return entry["memory_limit"] or "", entry["requested_rows"]
 
 
 def write(sizes: list[dict], folder: Path = RESULTS) -> None:
@@ -45,18 +49,24 @@ def limit_bytes(limit: str) -> int:
 def ratios(entry: dict) -> dict:
     """The issue's figures for one size (None where the size lacks a measurement)."""
     med = {name: m["median_seconds"] for name, m in entry["measurements"].items()}
-    duckdb_peak = max(m["max_peak_rss_mib"] for name, m in entry["measurements"].items() if name != "pandas baseline")
+
+    def ratio(a: str, b: str) -> float | None:
+        return med[a] / med[b] if a in med and b in med else None
+
+    peaks = [m["max_peak_rss_mib"] for name, m in entry["measurements"].items() if name != "pandas baseline"]
+    peak = max(peaks, default=None)
     ceiling = (limit_bytes(entry["memory_limit"]) + GB) / MIB if entry["memory_limit"] else None
+    noop = med["no-op build"] + med["no-op catalog"] if "no-op catalog" in med else None
     return {
-        "full_over_copy": med["full build"] / med["copy floor"],
-        "full_over_scan": med["full build"] / med["scan floor"],
-        "pandas_over_two_models": med["pandas baseline"] / med["dyn@1 + cpd@1 build"] if "pandas baseline" in med else None,
-        "noop_build_seconds": med["no-op build"],
-        "noop_make_models_seconds": med["no-op build"] + med["no-op catalog"],
-        "one_new_run_over_full": med["one new run"] / med["full build"],
-        "peak_rss_mib": duckdb_peak,
+        "full_over_copy": ratio("full build", "copy floor"),
+        "full_over_scan": ratio("full build", "scan floor"),
+        "pandas_over_two_models": ratio("pandas baseline", "dyn@1 + cpd@1 build"),
+        "noop_build_seconds": med.get("no-op build"),
+        "noop_make_models_seconds": noop,
+        "one_new_run_over_full": ratio("one new run", "full build"),
+        "peak_rss_mib": peak,
         "limit_plus_1gb_mib": ceiling,
-        "peak_over_limit_plus_1gb": duckdb_peak / ceiling if ceiling else None,
+        "peak_over_limit_plus_1gb": peak / ceiling if peak and ceiling else None,
     }
 
 
@@ -71,10 +81,10 @@ def markdown(sizes: list[dict]) -> str:
         "",
         "## Targets",
         "",
-        "| rows | rounds | full build / copy floor (target <= 3) | full build / scan floor"
+        "| rows | memory limit | rounds | full build / copy floor (target <= 3) | full build / scan floor"
         " | pandas / dyn@1 + cpd@1 build (>= 10) | no-op build (s) | no-op `make models` (s) (< 1)"
         " | one new run / full build (< 0.10) | DuckDB peak RSS / (limit + 1 GB) (< 1) |",
-        "|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+        "|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|",
         *(_target_row(e) for e in sizes),
         "",
         *_definitions(),
@@ -90,9 +100,16 @@ def _fmt(x: float | None, digits: int = 2) -> str:
 
 def _target_row(e: dict) -> str:
     r = ratios(e)
-    peak = (f"{r['peak_rss_mib']:.0f} / {r['limit_plus_1gb_mib']:.0f} MiB = {r['peak_over_limit_plus_1gb']:.2f}"
-            if r["limit_plus_1gb_mib"] else f"{r['peak_rss_mib']:.0f} MiB, no limit")
-    return (f"| {e['rows']:,} | {e['rounds']} | {_fmt(r['full_over_copy'])} | {_fmt(r['full_over_scan'])}"
+    if r["peak_rss_mib"] is None:
+        peak = "-"
+    elif r["limit_plus_1gb_mib"]:
+        peak = f"{r['peak_rss_mib']:.0f} / {r['limit_plus_1gb_mib']:.0f} MiB = {r['peak_over_limit_plus_1gb']:.2f}"
+    else:
+        peak = f"{r['peak_rss_mib']:.0f} MiB, no limit"
+    if e.get("failure"):
+        peak += f"; **{e['failure']['measurement']} failed**"
+    return (f"| {e['rows']:,} | {e['memory_limit'] or 'none'} | {e['rounds']} | {_fmt(r['full_over_copy'])}"
+            f" | {_fmt(r['full_over_scan'])}"
             f" | {_fmt(r['pandas_over_two_models'], 1)} | {_fmt(r['noop_build_seconds'])}"
             f" | {_fmt(r['noop_make_models_seconds'])} | {_fmt(r['one_new_run_over_full'], 3)} | {peak} |")
 
@@ -124,10 +141,11 @@ def _definitions() -> list[str]:
 
 
 def _size_section(e: dict) -> list[str]:
-    copy = e["measurements"]["copy floor"]["median_seconds"]
+    copy = e["measurements"].get("copy floor", {}).get("median_seconds")
     load = ", ".join(f"{x:.1f}" for x in e["load_average"])
     lines = [
-        f"## {e['rows']:,} geometry_state rows ({e['training_runs']:,} training runs, {e['probe_runs']:,} probe runs)",
+        f"## {e['rows']:,} geometry_state rows, memory limit {e['memory_limit'] or 'none'}"
+        f" ({e['training_runs']:,} training runs, {e['probe_runs']:,} probe runs)",
         "",
         f"Machine: {machine.one_line(e['machine'])}.",
         f"DuckDB memory limit {e['memory_limit'] or 'default (80% of RAM)'}, threads {e['threads'] or 'default'},"
@@ -143,16 +161,23 @@ def _size_section(e: dict) -> list[str]:
             continue
         cpu = sorted(m["cpu_seconds"])[len(m["cpu_seconds"]) // 2]
         rounds = ", ".join(f"{s:.2f}" for s in m["seconds"])
-        lines.append(f"| {name} | {m['median_seconds']:.2f} | {rounds} | {m['median_seconds'] / copy:.2f}"
+        lines.append(f"| {name} | {m['median_seconds']:.2f} | {rounds} | {_per(m['median_seconds'], copy)}"
                      f" | {cpu:.2f} | {m['max_peak_rss_mib']:.0f} | {_fmt(m.get('max_spill_mib'), 0)} |")
         for part, p in e["parts"].get(name, {}).items():
             lines.append(f"| &nbsp;&nbsp;{part} | {p['median_seconds']:.2f} |"
-                         f" {', '.join(f'{s:.2f}' for s in p['seconds'])} | {p['median_seconds'] / copy:.2f} | | | |")
+                         f" {', '.join(f'{s:.2f}' for s in p['seconds'])} | {_per(p['median_seconds'], copy)} | | | |")
     return lines + _checks(e)
+
+
+def _per(seconds: float, copy: float | None) -> str:
+    return _fmt(seconds / copy if copy else None)
 
 
 def _checks(e: dict) -> list[str]:
     lines = []
+    if e.get("failure"):
+        f = e["failure"]
+        lines += ["", f"**{f['measurement']} failed** (the size stopped there): `{f['error']}`"]
     card = e.get("scorecard")
     if card:
         lines += ["", f"Planted against detected change points (first round, tolerance 2 captures): {card['planted']:,}"
@@ -171,25 +196,29 @@ def _checks(e: dict) -> list[str]:
 
 
 def plot(sizes: list[dict], path: Path) -> None:
-    """Median seconds against rows, one line per measurement, log-log."""
+    """Median seconds against rows, one line per measurement, log-log; a panel per memory limit."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, ax = plt.subplots(figsize=(8, 5.5))
-    for name in LINES:
-        points = [(e["rows"], e["measurements"][name]["median_seconds"]) for e in sizes if name in e["measurements"]]
-        if points:
-            style = "--" if "floor" in name else ":" if "pandas" in name else "-"
-            ax.plot(*zip(*points), style, marker="o", label=name)
-    ax.set_xscale("log")
-    ax.set_yscale("log")
-    ax.set_xlabel("geometry_state rows")
-    ax.set_ylabel("seconds (median)")
-    ax.set_title("Squiggle warehouse: model build against floors and pandas")
-    ax.grid(True, which="both", alpha=0.3)
-    ax.legend(fontsize="small")
+    limits = sorted({e["memory_limit"] or "" for e in sizes})
+    fig, axes = plt.subplots(1, len(limits), figsize=(8 * len(limits), 5.5), squeeze=False, sharey=True)
+    for ax, limit in zip(axes[0], limits):
+        entries = [e for e in sizes if (e["memory_limit"] or "") == limit]
+        for name in LINES:
+            points = [(e["rows"], e["measurements"][name]["median_seconds"]) for e in entries if name in e["measurements"]]
+            if points:
+                style = "--" if "floor" in name else ":" if "pandas" in name else "-"
+                ax.plot(*zip(*points), style, marker="o", label=name)
+        ax.set_xscale("log")
+        ax.set_yscale("log")
+        ax.set_xlabel("geometry_state rows")
+        ax.set_title(f"DuckDB memory limit: {limit or 'none'}")
+        ax.grid(True, which="both", alpha=0.3)
+        ax.legend(fontsize="small")
+    axes[0][0].set_ylabel("seconds (median)")
+    fig.suptitle("Squiggle warehouse: model build against floors and pandas")
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)

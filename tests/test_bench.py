@@ -4,6 +4,7 @@ installed: it is a benchmark dependency, not a test one)."""
 
 from __future__ import annotations
 
+import json
 import sys
 import time
 from pathlib import Path
@@ -148,6 +149,17 @@ def test_memory_limits_read_as_duckdb_reads_them(limit: str, expected: int) -> N
 def test_a_malformed_memory_limit_is_refused() -> None:
     with pytest.raises(ValueError, match="not a memory limit: '2 gigs'"):
         report.limit_bytes("2 gigs")
+
+
+def test_results_are_replaced_per_size_and_memory_limit(tmp_path: Path) -> None:
+    def entry(rows: int, limit: str | None, tag: str) -> dict:
+        return {"requested_rows": rows, "memory_limit": limit, "tag": tag}
+
+    path = tmp_path / "bench.json"
+    path.write_text(json.dumps({"sizes": [entry(10, "2GB", "old"), entry(10, None, "old"), entry(20, "2GB", "old")]}))
+    merged = report.merge([entry(10, "2GB", "new"), entry(5, "2GB", "new")], path)
+    assert [(e["requested_rows"], e["memory_limit"], e["tag"]) for e in merged] == [
+        (10, None, "old"), (5, "2GB", "new"), (10, "2GB", "new"), (20, "2GB", "old")]
 
 
 def _model_copy(lake: Path, out: Path, changes: dict[str, str]) -> None:
