@@ -35,9 +35,9 @@ sys.exit(os.waitstatus_to_exitcode(status))
 class CommandFailed(SystemExit):
     """A measured command failed: a script that does not catch it exits with its message."""
 
-    def __init__(self, argv: list[str], code: int, stderr: str) -> None:
+    def __init__(self, argv: list[str], code: int, stdout: str, stderr: str) -> None:
         super().__init__(f"{' '.join(argv)} failed (exit status {code}):\n{stderr}")
-        self.stderr = stderr
+        self.stdout, self.stderr = stdout, stderr
 
 
 @dataclass
@@ -58,9 +58,9 @@ def measure(argv: list[str], *, env: dict[str, str] | None = None, cwd: Path | N
         report = Path(tmp) / "measured.json"
         launcher = [sys.executable, "-I", "-S", "-c", LAUNCHER, str(report)]
         code = subprocess.run(launcher + argv, stdout=out, stderr=err, env=env, cwd=cwd).returncode
-        if code:
-            err.seek(0)
-            raise CommandFailed(argv, code, err.read())
-        seconds, cpu_seconds, peak_rss_mib = json.loads(report.read_text())
         out.seek(0)
+        err.seek(0)
+        if code:
+            raise CommandFailed(argv, code, out.read(), err.read())
+        seconds, cpu_seconds, peak_rss_mib = json.loads(report.read_text())
         return Measurement(seconds, cpu_seconds, peak_rss_mib, out.read())

@@ -122,12 +122,14 @@ class Recorder:
         self.failure: dict[str, str] | None = None
 
     def run(self, name: str, argv: list[str], parts: re.Pattern | None = None) -> Measurement:
-        """Measure ``argv`` as ``name``; if it fails, note which measurement and why, and raise."""
+        """Measure ``argv`` as ``name``; if it fails, note which measurement, why, and the parts
+        it completed before (e.g. the models built before the one that failed), and raise."""
         try:
             with SpillWatch(self.spill) as spill:
                 m = measure(argv, env=self.env)
         except CommandFailed as exc:
-            self.failure = {"measurement": name, "error": exc.stderr.strip().splitlines()[0]}
+            completed = {part: float(s) for part, s in parts.findall(exc.stdout)} if parts else {}
+            self.failure = {"measurement": name, "error": exc.stderr.strip().splitlines()[0], "completed": completed}
             print(f"  {name}: FAILED: {self.failure['error']}", flush=True)
             raise
         self.samples.setdefault(name, []).append(m)

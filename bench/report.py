@@ -178,6 +178,8 @@ def _checks(e: dict) -> list[str]:
     if e.get("failure"):
         f = e["failure"]
         lines += ["", f"**{f['measurement']} failed** (the size stopped there): `{f['error']}`"]
+        if f.get("completed"):
+            lines[-1] += " Completed before it: " + ", ".join(f"{p} {s:.2f} s" for p, s in f["completed"].items()) + "."
     card = e.get("scorecard")
     if card:
         lines += ["", f"Planted against detected change points (first round, tolerance 2 captures): {card['planted']:,}"

@@ -21,8 +21,8 @@ sys.path.insert(0, str(BENCH))
 import agreement  # noqa: E402  (bench/ is a folder of scripts, not a package)
 import report  # noqa: E402
 import scale_lake  # noqa: E402
-from measure import measure  # noqa: E402
-from models import SpillWatch, fresh_copy  # noqa: E402
+from measure import CommandFailed, measure  # noqa: E402
+from models import MODEL_LINE, Recorder, Settings, SpillWatch, fresh_copy  # noqa: E402
 
 
 SMALL = 2 * 3 * 13_824  # rows of two cohorts of three training runs
@@ -117,6 +117,17 @@ def test_measured_memory_is_the_commands_own() -> None:
 def test_a_failing_command_stops_the_benchmark_with_its_error() -> None:
     with pytest.raises(SystemExit, match="exit status 3"):
         measure([sys.executable, "-c", "import sys; sys.exit(3)"])
+
+
+def test_a_failed_build_is_recorded_with_the_models_done_before_it() -> None:
+    build = ("import sys; print('events_candidates cpd@1 -> cpd1-x: 3 runs (first build): 9 rows, 3 partitions, 1.50 s');"
+             " sys.exit('model geometry_dynamics: Out of Memory Error\\nPossible solutions: ...')")
+    recorder = Recorder(Settings(None, None, None))
+    with pytest.raises(CommandFailed):
+        recorder.run("full build", [sys.executable, "-c", build], MODEL_LINE)
+    assert recorder.failure == {"measurement": "full build", "error": "model geometry_dynamics: Out of Memory Error",
+                                "completed": {"events_candidates": 1.5}}
+    assert "full build" not in recorder.samples
 
 
 def test_spill_watch_sees_files_come_and_go(tmp_path: Path) -> None:
