@@ -60,7 +60,7 @@ docs: install
 bench: $(VENV)/.bench-installed
 	$(BIN)/python bench/run.py --sizes $(BENCH_SIZES) --repeat $(BENCH_REPEAT) --memory-limit $(BENCH_MEMORY) --work $(BENCH_WORK)
 
-## bench-100m: the same at 100 million rows (one round; about 10 GB of disk under .bench/)
+## bench-100m: the same at 100 million rows (one round; needs about 25 GB of free disk under .bench/)
 bench-100m: $(VENV)/.bench-installed
 	$(BIN)/python bench/run.py --sizes 100000000 --repeat 1 --memory-limit $(BENCH_MEMORY) --work $(BENCH_WORK)
 
