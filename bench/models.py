@@ -162,7 +162,7 @@ def measure_size(rows: int, rounds: int, work: Path, settings: Settings, pandas:
     layout = scale_lake.Layout.for_rows(rows)
     recorder = Recorder(settings)
     checks: dict = {}
-    load = []
+    load = []  # one per round taken, the failed one included
     for i in range(rounds):
         print(f"{layout.rows:,} rows, round {i + 1}/{rounds}", flush=True)
         load.append(os.getloadavg()[0])
@@ -175,7 +175,7 @@ def measure_size(rows: int, rounds: int, work: Path, settings: Settings, pandas:
     measurements, parts = recorder.summary()
     return {
         "requested_rows": rows, "rows": layout.rows, "training_runs": layout.training_runs,
-        "probe_runs": layout.probe_runs, "rounds": rounds, "memory_limit": settings.memory_limit,
+        "probe_runs": layout.probe_runs, "rounds": len(load), "memory_limit": settings.memory_limit,
         "threads": settings.threads, "spill": str(settings.temp_directory or "the lake's staging folder"),
         "machine": machine.describe(), "finished_at": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
         "load_average": load, "measurements": measurements, "parts": parts, "failure": recorder.failure, **checks,
