@@ -25,7 +25,9 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-DESCRIPTORS = ["eff_rank", "sv_entropy", "sparsity", "principal_angle_prev", "principal_angle_init", "act_norm"]
+from warehouse import contracts
+
+DESCRIPTORS = list(contracts.DESCRIPTORS)
 DRIFT_DESCRIPTORS = ["eff_rank", "sv_entropy", "sparsity", "act_norm"]
 SERIES = ["run_id", "sample_set", "sample_id", "layer", "module"]
 DIAGNOSTICS = ["metric_size", "metric_z", "baseline_median", "baseline_mad",
@@ -60,6 +62,7 @@ def geometry_dynamics(gs: pd.DataFrame, w: int = W) -> pd.DataFrame:
         out[f"{d}_velocity"] = velocity
         out[f"{d}_accel"] = (velocity - velocity.groupby(series).shift(1)) / dt
         out[f"{d}_volatility"] = velocity.groupby(series).rolling(w, min_periods=2).std().droplevel(0)
+    first_capture = series.groupby(series).cumcount() == 0
     velocity_terms, init_terms = 0.0, 0.0
     for d in DRIFT_DESCRIPTORS:
         x = df[d]
@@ -67,7 +70,9 @@ def geometry_dynamics(gs: pd.DataFrame, w: int = W) -> pd.DataFrame:
         mad = (x - median).abs().groupby(series).transform("median")
         scale = np.maximum(1.4826 * mad, 1e-9 + 1e-3 * median.abs())
         velocity_terms = velocity_terms + (out[f"{d}_velocity"] / scale) ** 2
-        init_terms = init_terms + ((x - x.groupby(series).transform("first")) / scale) ** 2
+        # x_0 is the first capture's value, NaN if it is NaN (transform("first") would skip it)
+        x0 = x.where(first_capture).groupby(series).transform("max")
+        init_terms = init_terms + ((x - x0) / scale) ** 2
     out["drift_velocity"] = np.sqrt(velocity_terms)
     out["drift_accel"] = (out["drift_velocity"] - out["drift_velocity"].groupby(series).shift(1)) / dt
     out["drift_from_init"] = np.sqrt(init_terms)
