@@ -6,7 +6,13 @@ LAKE   ?= lake
 DB     ?= warehouse.duckdb
 WH     := $(BIN)/warehouse
 
-.PHONY: install torch demo models catalog check test test-faults example docs clean
+# Benchmarks: sizes in geometry_state rows, rounds of each measurement, DuckDB's memory limit.
+BENCH_SIZES  ?= 1000000 10000000
+BENCH_REPEAT ?= 3
+BENCH_MEMORY ?= 2GB
+BENCH_WORK   ?= .bench
+
+.PHONY: install torch demo models catalog check test test-faults example docs bench bench-100m clean
 
 # The virtual environment, re-made when the project's dependencies change.
 $(VENV)/.installed: pyproject.toml
@@ -23,6 +29,11 @@ $(VENV)/.torch: $(VENV)/.installed
 	touch $@
 
 torch: $(VENV)/.torch
+
+# The benchmark's own dependencies (pandas for the baseline, matplotlib for the plot).
+$(VENV)/.bench-installed: $(VENV)/.installed
+	$(BIN)/python -m pip install --quiet -e '.[test,bench]'
+	touch $@
 
 ## demo: write the demo lake, build every model and the catalog, score them against the planted truth
 demo: install
@@ -59,6 +70,14 @@ test-faults: install
 ## docs: regenerate the README's data dictionary from the contracts
 docs: install
 	$(WH) docs --readme README.md
+
+## bench: measure the model build against its floors and a pandas baseline -> bench/results/bench.md
+bench: $(VENV)/.bench-installed
+	$(BIN)/python bench/run.py --sizes $(BENCH_SIZES) --repeat $(BENCH_REPEAT) --memory-limit $(BENCH_MEMORY) --work $(BENCH_WORK)
+
+## bench-100m: the same at 100 million rows (one round; needs about 25 GB of free disk under .bench/)
+bench-100m: $(VENV)/.bench-installed
+	$(BIN)/python bench/run.py --sizes 100000000 --repeat 1 --memory-limit $(BENCH_MEMORY) --work $(BENCH_WORK)
 
 clean:
 	rm -rf $(LAKE) $(DB) $(DB).tmp-*

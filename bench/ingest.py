@@ -25,8 +25,6 @@ import argparse
 import datetime as dt
 import json
 import math
-import os
-import platform
 import shutil
 import statistics
 import sys
@@ -37,6 +35,7 @@ from pathlib import Path
 import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
+from machine import describe, one_line
 from measure import measure
 
 HERE = Path(__file__).resolve().parent
@@ -189,8 +188,7 @@ def main(argv: list[str] | None = None) -> int:
             f"{r['median_cpu_seconds'] / base['median_cpu_seconds']:.2f}x | "
             f"{r['median_peak_rss_mib'] / base['median_peak_rss_mib']:.2f}x |"
         )
-    machine = (f"{platform.machine()}, {os.cpu_count()} CPUs, Python {platform.python_version()}, "
-               f"pyarrow {pa.__version__}, duckdb {_duckdb_version()}")
+    machine = one_line(describe())
     lines += [
         "",
         f"Machine: {machine}. Wall times of the runs (s): " + "; ".join(
@@ -212,15 +210,6 @@ def main(argv: list[str] | None = None) -> int:
     if args.workdir is None:
         shutil.rmtree(work, ignore_errors=True)
     return 0
-
-
-def _duckdb_version() -> str:
-    try:
-        import duckdb
-
-        return duckdb.__version__
-    except ImportError:
-        return "-"
 
 
 if __name__ == "__main__":

@@ -18,7 +18,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import re
 import shutil
 import statistics
@@ -29,6 +28,7 @@ import numpy as np
 import pyarrow as pa
 
 from warehouse import contracts, writer
+import machine
 from measure import measure
 
 REPO = Path(__file__).resolve().parent.parent
@@ -118,7 +118,7 @@ def run(n: int, dim: int, repeat: int, work: Path, memory_limit: str | None) -> 
         "ordered_pairs": sum(g * (g - 1) for g in groups),
         "output_rows": rows,
         "memory_limit": memory_limit,
-        "machine": f"{platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}",
+        "machine": machine.one_line(machine.describe()),
         "load_average_at_end": os.getloadavg()[0],
         "wall_s": statistics.median(s[0] for s in samples),
         "cpu_s": statistics.median(s[1] for s in samples),

@@ -2,12 +2,42 @@
 
 from __future__ import annotations
 
-import os
+import json
 import subprocess
+import sys
 import tempfile
-import time
 from dataclasses import dataclass
 from pathlib import Path
+
+# Linux starts a child's peak RSS at the resident size of the process it was forked from
+# (and exec keeps it), so a measuring process that holds a few hundred MiB would put them
+# into every child's figure. A bare interpreter (-I -S: no site, nothing imported but what
+# is below) forks the command instead, reaps it with wait4 (the usage of that child alone)
+# and writes what it measured to a file; its own few MiB are all that can leak in.
+LAUNCHER = """
+import json, os, sys, time
+report, argv = sys.argv[1], sys.argv[2:]
+started = time.perf_counter()
+pid = os.fork()
+if pid == 0:
+    try:
+        os.execvp(argv[0], argv)
+    finally:
+        os._exit(127)
+_, status, usage = os.wait4(pid, 0)
+seconds = time.perf_counter() - started
+with open(report, "w") as f:
+    json.dump([seconds, usage.ru_utime + usage.ru_stime, usage.ru_maxrss / 1024], f)
+sys.exit(os.waitstatus_to_exitcode(status))
+"""
+
+
+class CommandFailed(SystemExit):
+    """A measured command failed: a script that does not catch it exits with its message."""
+
+    def __init__(self, argv: list[str], code: int, stdout: str, stderr: str) -> None:
+        super().__init__(f"{' '.join(argv)} failed (exit status {code}):\n{stderr}")
+        self.stdout, self.stderr = stdout, stderr
 
 
 @dataclass
@@ -19,19 +49,18 @@ class Measurement:
 
 
 def measure(argv: list[str], *, env: dict[str, str] | None = None, cwd: Path | None = None) -> Measurement:
-    """Run ``argv`` and measure it; exit with its stderr if it fails.
+    """Run ``argv`` and measure it; raise :class:`CommandFailed` (with its stderr) if it fails.
 
-    The child is reaped with ``os.wait4``, which gives the resource usage of that child
-    alone (``getrusage(RUSAGE_CHILDREN)`` would give the maximum over all children so far).
-    Its output goes to temporary files, since reading pipes would need Popen to reap it.
+    Its output goes to temporary files, which also keeps a full pipe from stalling it.
     """
-    with tempfile.TemporaryFile("w+") as out, tempfile.TemporaryFile("w+") as err:
-        started = time.perf_counter()
-        proc = subprocess.Popen(argv, stdout=out, stderr=err, text=True, env=env, cwd=cwd)
-        _, status, usage = os.wait4(proc.pid, 0)
-        seconds = time.perf_counter() - started
-        if os.waitstatus_to_exitcode(status):
-            err.seek(0)
-            raise SystemExit(f"{' '.join(argv)} failed:\n{err.read()}")
+    with tempfile.TemporaryDirectory() as tmp, open(Path(tmp) / "out", "w+") as out, \
+            open(Path(tmp) / "err", "w+") as err:
+        report = Path(tmp) / "measured.json"
+        launcher = [sys.executable, "-I", "-S", "-c", LAUNCHER, str(report)]
+        code = subprocess.run(launcher + argv, stdout=out, stderr=err, env=env, cwd=cwd).returncode
         out.seek(0)
-        return Measurement(seconds, usage.ru_utime + usage.ru_stime, usage.ru_maxrss / 1024, out.read())
+        err.seek(0)
+        if code:
+            raise CommandFailed(argv, code, out.read(), err.read())
+        seconds, cpu_seconds, peak_rss_mib = json.loads(report.read_text())
+        return Measurement(seconds, cpu_seconds, peak_rss_mib, out.read())

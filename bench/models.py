@@ -1,132 +1,247 @@
-"""Benchmark the model build against the floors of reading and copying its input.
+"""The measurements of one lake size: floors, builds and the pandas baseline, each its own process.
 
-On a scale lake of geometry_state (bench/scale_lake.py), each measurement runs in its own
-process, repeated; the table gives the median wall time and the peak resident memory:
+Every round works on a fresh copy of the cached scale lake (hard links: the lake's files are
+never changed in place, so a copy costs no data and every round starts alike), and takes:
 
-- scan floor: DuckDB reading every column of the input once;
-- copy floor: DuckDB copying the input once to zstd Parquet with the same partitioning
-  (read plus write: no model that writes its output can do less);
-- full build: ``warehouse models run --full-refresh`` of every model, and each model's own
-  time inside it;
-- no-op build: ``warehouse models run`` with nothing new;
-- one new run: ``warehouse models run`` after one run is added.
+- scan floor: DuckDB reading every column of the datasets a full build reads (those no
+  model writes: geometry_state and runs) once;
+- copy floor: DuckDB copying them once to zstd Parquet with the same partitioning (read
+  plus write: no model that writes its output can do less);
+- full build: ``warehouse models run`` of every model on the fresh lake, and each model's own
+  time from its line; catalog: ``warehouse catalog`` after it (the rest of ``make models``);
+- no-op build: ``warehouse models run`` again with nothing new; no-op catalog after it;
+- dyn@1 + cpd@1 build: ``warehouse models run --select geometry_dynamics --select
+  events_candidates --full-refresh``: the two models the pandas baseline computes;
+- pandas baseline (if asked): ``bench/pandas_baseline.py`` on the same lake, its output
+  checked against the models' in the first round (``bench/agreement.py``);
+- one new run: one more seed of a cohort written (not timed), then ``warehouse models run``.
 
-    python bench/models.py --rows 10000000 [--repeat 3] [--memory-limit 2GB]
+DuckDB processes (floors and builds) get the memory limit, threads and spill directory of
+``Settings`` through the warehouse's environment variables; the spill directory's size is
+sampled while each command runs (its peak is a lower bound: a spill shorter than the
+sampling interval can be missed). The first round also scores the
+build against the planted truth (``warehouse.scorecard``).
 """
 
 from __future__ import annotations
 
-import argparse
-import json
+import datetime as dt
 import os
-import platform
 import re
 import shutil
 import statistics
 import sys
+import threading
+from dataclasses import dataclass
 from pathlib import Path
 
+import agreement
+import machine
 import scale_lake
-from measure import measure
+from measure import CommandFailed, Measurement, measure
 
-from warehouse import contracts, lake as lk
+from warehouse import contracts, demo, lake as lk
+from warehouse.models import load_project
 from warehouse.scan import select_dataset
+from warehouse.scorecard import scorecard
+from warehouse.sql import quote_literal as ql
 
-RESULTS = Path(__file__).resolve().parent / "results"
+HERE = Path(__file__).resolve().parent
 WAREHOUSE = [sys.executable, "-m", "warehouse.cli"]
 MODEL_LINE = re.compile(r"^(\w+) \S+ -> .*, ([0-9.]+) s$", re.MULTILINE)
+PHASE_LINE = re.compile(r"^pandas (\w+): ([0-9.]+) s$", re.MULTILINE)
+FLOOR = (
+    "import sys; from pathlib import Path; from warehouse.duck import work_connection; "
+    "con = work_connection(Path(sys.argv[1])); [con.execute(q).fetchall() for q in sys.argv[2:]]"
+)
+TWO_MODELS = ["--select", "geometry_dynamics", "--select", "events_candidates"]
 
 
-def duckdb_cmd(sql: str, memory_limit: str | None) -> list[str]:
-    settings = f"con.execute(\"SET memory_limit = '{memory_limit}'\"); " if memory_limit else ""
-    code = f"import duckdb; con = duckdb.connect(); {settings}con.execute({sql!r}).fetchall()"
-    return [sys.executable, "-c", code]
+@dataclass(frozen=True)
+class Settings:
+    """DuckDB resources of the measured processes; None leaves DuckDB's default."""
+
+    memory_limit: str | None
+    threads: int | None
+    temp_directory: Path | None
+
+    def env(self) -> dict[str, str]:
+        env = dict(os.environ)
+        for var, value in (("SQUIGGLE_MEMORY_LIMIT", self.memory_limit), ("SQUIGGLE_THREADS", self.threads),
+                           ("SQUIGGLE_TEMP_DIRECTORY", self.temp_directory)):
+            env.pop(var, None)
+            if value is not None:
+                env[var] = str(value)
+        return env
 
 
-def floors(root: Path, scratch: Path, memory_limit: str | None) -> dict[str, list[str]]:
-    source = f"({select_dataset(contracts.GEOMETRY_STATE, lk.parquet_glob(root, contracts.GEOMETRY_STATE))})"
-    scan = f"SELECT max(COLUMNS(*)) FROM {source}"
-    copy = (
-        f"COPY (SELECT * FROM {source}) TO '{scratch}' "
-        "(FORMAT parquet, COMPRESSION zstd, PARTITION_BY (analysis_id, run_id), OVERWRITE_OR_IGNORE)"
-    )
-    return {"scan floor": duckdb_cmd(scan, memory_limit), "copy floor": duckdb_cmd(copy, memory_limit)}
+class SpillWatch:
+    """The largest total size of the files under a folder while a command runs (sampled)."""
+
+    def __init__(self, folder: Path | None, every: float = 0.25) -> None:
+        self.folder, self.every = folder, every
+        self.peak_bytes = 0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._watch, daemon=True)
+
+    def __enter__(self) -> SpillWatch:
+        if self.folder is not None:
+            self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        if self._thread.is_alive():
+            self._thread.join()
+
+    def _watch(self) -> None:
+        while not self._stop.wait(self.every):
+            self.peak_bytes = max(self.peak_bytes, _folder_bytes(self.folder))
 
 
-def run(rows: int, repeat: int, work: Path, memory_limit: str | None) -> dict:
-    root = work / f"lake-{rows}"
-    if not (root / "geometry_state").exists():
-        print(f"writing a {rows:,}-row lake to {root} ...", flush=True)
-        scale_lake.write_lake(root, rows)
-    runs = len(list((root / "geometry_state" / "analysis_id=capture-v1").iterdir()))
-    env = dict(os.environ, **({"SQUIGGLE_MEMORY_LIMIT": memory_limit} if memory_limit else {}))
-    build = WAREHOUSE + ["models", "run", "--lake", str(root)]
-    timings: dict[str, list[tuple[float, float]]] = {}
-
-    def record(name: str, cmd: list[str]) -> None:
-        m = measure(cmd, env=env)
-        seconds, rss, out = m.seconds, m.peak_rss_mib, m.stdout
-        timings.setdefault(name, []).append((seconds, rss))
-        print(f"  {name}: {seconds:.2f} s, {rss:.0f} MiB", flush=True)
-        if name == "full build":  # the engine's own line per model: "...: N rows, P partitions, S s"
-            for model, model_seconds in MODEL_LINE.findall(out):
-                timings.setdefault(f"  {model}", []).append((float(model_seconds), rss))
-
-    for i in range(repeat):
-        print(f"round {i + 1}/{repeat}", flush=True)
-        for name, cmd in floors(root, work / "copy", memory_limit).items():
-            shutil.rmtree(work / "copy", ignore_errors=True)
-            record(name, cmd)
-        record("full build", build + ["--full-refresh"])
-        record("no-op build", build)
-        scale_lake.write_run(root, runs + i)
-        record("one new run", build)
-    shutil.rmtree(work / "copy", ignore_errors=True)
-    return summarise(rows, runs, timings, memory_limit)
+def _folder_bytes(folder: Path) -> int:
+    total = 0
+    for path, _, files in os.walk(folder):
+        for f in files:
+            try:
+                total += os.stat(os.path.join(path, f)).st_size
+            except FileNotFoundError:  # DuckDB removed it meanwhile
+                pass
+    return total
 
 
-def summarise(rows: int, runs: int, timings: dict, memory_limit: str | None) -> dict:
-    med = {k: (statistics.median(s for s, _ in v), max(r for _, r in v)) for k, v in timings.items()}
-    copy = med["copy floor"][0]
+class Recorder:
+    """The samples of every measurement, in the order first taken, and the models' own times."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.env = settings.env()
+        self.spill = settings.temp_directory
+        self.samples: dict[str, list[Measurement]] = {}
+        self.spill_mib: dict[str, list[float]] = {}
+        self.parts: dict[str, dict[str, list[float]]] = {}  # measurement -> model or phase -> seconds
+        self.failure: dict[str, str] | None = None
+
+    def run(self, name: str, argv: list[str], parts: re.Pattern | None = None) -> Measurement:
+        """Measure ``argv`` as ``name``; if it fails, note which measurement, why, and the parts
+        it completed before (e.g. the models built before the one that failed), and raise."""
+        try:
+            with SpillWatch(self.spill) as spill:
+                m = measure(argv, env=self.env)
+        except CommandFailed as exc:
+            completed = {part: float(s) for part, s in parts.findall(exc.stdout)} if parts else {}
+            self.failure = {"measurement": name, "error": exc.stderr.strip().splitlines()[0], "completed": completed}
+            print(f"  {name}: FAILED: {self.failure['error']}", flush=True)
+            raise
+        self.samples.setdefault(name, []).append(m)
+        self.spill_mib.setdefault(name, []).append(spill.peak_bytes / 2**20)
+        print(f"  {name}: {m.seconds:.2f} s, {m.peak_rss_mib:.0f} MiB, spilled {spill.peak_bytes / 2**20:.0f} MiB",
+              flush=True)
+        for part, seconds in (parts.findall(m.stdout) if parts else []):
+            self.parts.setdefault(name, {}).setdefault(part, []).append(float(seconds))
+        return m
+
+    def summary(self) -> tuple[dict, dict]:
+        measurements = {
+            name: {
+                "seconds": [m.seconds for m in ms], "cpu_seconds": [m.cpu_seconds for m in ms],
+                "peak_rss_mib": [m.peak_rss_mib for m in ms],
+                "median_seconds": statistics.median(m.seconds for m in ms),
+                "max_peak_rss_mib": max(m.peak_rss_mib for m in ms),
+                "max_spill_mib": max(self.spill_mib[name]),
+            }
+            for name, ms in self.samples.items()
+        }
+        parts = {name: {p: {"seconds": s, "median_seconds": statistics.median(s)} for p, s in by.items()}
+                 for name, by in self.parts.items()}
+        return measurements, parts
+
+
+def measure_size(rows: int, rounds: int, work: Path, settings: Settings, pandas: bool) -> dict:
+    """Every measurement of the lake of about ``rows`` rows, ``rounds`` times; a result entry."""
+    cache = scale_lake.cached_lake(work, rows)
+    layout = scale_lake.Layout.for_rows(rows)
+    recorder = Recorder(settings)
+    checks: dict = {}
+    load = []  # one per round taken, the failed one included
+    for i in range(rounds):
+        print(f"{layout.rows:,} rows, round {i + 1}/{rounds}", flush=True)
+        load.append(os.getloadavg()[0])
+        lake = fresh_copy(cache, work / "round" / "lake")
+        try:
+            checks |= _round(recorder, lake, first=i == 0, pandas=pandas)
+        except CommandFailed:
+            break  # what follows a failed step would measure something else: the size ends here
+    shutil.rmtree(work / "round", ignore_errors=True)
+    measurements, parts = recorder.summary()
     return {
-        "rows": rows,
-        "runs": runs,
-        "memory_limit": memory_limit,
-        "machine": f"{platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}",
-        # indented names are the models inside the full build (their own time; RSS is the build's)
-        "results": {k: {"seconds": s, "peak_rss_mib": r, "ratio_to_copy": s / copy} for k, (s, r) in med.items()},
+        "requested_rows": rows, "rows": layout.rows, "training_runs": layout.training_runs,
+        "probe_runs": layout.probe_runs, "rounds": len(load), "memory_limit": settings.memory_limit,
+        "threads": settings.threads, "spill": str(settings.temp_directory or "the lake's staging folder"),
+        "machine": machine.describe(), "finished_at": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+        "load_average": load, "measurements": measurements, "parts": parts, "failure": recorder.failure, **checks,
     }
 
 
-def markdown(summary: dict) -> str:
-    lines = [
-        f"# Model build benchmark: {summary['rows']:,} geometry_state rows ({summary['runs']} runs)",
-        "",
-        f"Machine: {summary['machine']}; memory limit: {summary['memory_limit'] or 'DuckDB default'}."
-        " Median wall time of the repeats, each in its own process (including interpreter start-up).",
-        "",
-        "| measurement | seconds | x copy floor | peak RSS (MiB) |",
-        "|---|---:|---:|---:|",
-    ]
-    for name, r in summary["results"].items():
-        lines.append(f"| {name} | {r['seconds']:.2f} | {r['ratio_to_copy']:.2f} | {r['peak_rss_mib']:.0f} |")
-    return "\n".join(lines) + "\n"
+def fresh_copy(source: Path, target: Path) -> Path:
+    """``target`` as a copy of ``source`` made of hard links (whatever was there is removed)."""
+    shutil.rmtree(target, ignore_errors=True)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    shutil.copytree(source, target, copy_function=os.link)
+    return target
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--rows", type=int, default=10_000_000)
-    parser.add_argument("--repeat", type=int, default=3)
-    parser.add_argument("--work", type=Path, default=Path("/tmp/squiggle-bench"))
-    parser.add_argument("--memory-limit", help="DuckDB memory_limit for every measurement, e.g. 2GB")
-    args = parser.parse_args()
-    summary = run(args.rows, args.repeat, args.work.resolve(), args.memory_limit)
-    RESULTS.mkdir(exist_ok=True)
-    text = markdown(summary)
-    (RESULTS / f"models-{args.rows}.md").write_text(text)
-    (RESULTS / f"models-{args.rows}.json").write_text(json.dumps(summary, indent=2) + "\n")
-    print(text)
+def _round(rec: Recorder, lake: Path, *, first: bool, pandas: bool) -> dict:
+    scratch, db = lake.parent / "scratch", lake.parent / "warehouse.duckdb"
+    build = WAREHOUSE + ["models", "run", "--lake", str(lake)]
+    catalog = WAREHOUSE + ["catalog", "--lake", str(lake), "--db", str(db)]
+    for name, queries in floors(lake, scratch / "copy").items():
+        shutil.rmtree(scratch, ignore_errors=True)
+        (scratch / "copy").mkdir(parents=True)
+        rec.run(name, [sys.executable, "-c", FLOOR, str(scratch / "spill")] + queries)
+    shutil.rmtree(scratch, ignore_errors=True)
+    rec.run("full build", build, MODEL_LINE)
+    rec.run("catalog", catalog)
+    checks = {"scorecard": _scorecard(db, lake)} if first else {}
+    rec.run("no-op build", build)
+    rec.run("no-op catalog", catalog)
+    rec.run("dyn@1 + cpd@1 build", build + TWO_MODELS + ["--full-refresh"], MODEL_LINE)
+    if pandas:
+        out = scratch / "pandas"
+        rec.run("pandas baseline", [sys.executable, str(HERE / "pandas_baseline.py"), "--lake", str(lake),
+                                    "--out", str(out)], PHASE_LINE)
+        if first:
+            checks["agreement"] = [t.summary() for t in agreement.compare(lake, out)]
+        shutil.rmtree(out)
+    scale_lake.add_run(lake, seed=len(demo.SEEDS))
+    rec.run("one new run", build, MODEL_LINE)
+    return checks
 
 
-if __name__ == "__main__":
-    main()
+def input_datasets() -> list[contracts.Dataset]:
+    """The datasets a full build reads that no model writes."""
+    project = load_project()
+    targets = {m.spec.target for m in project.models.values()}
+    read = {d for m in project.models.values() for d in m.dependencies}
+    return [contracts.DATASETS[d] for d in sorted(read - targets)]
+
+
+def floors(root: Path, copy_to: Path) -> dict[str, list[str]]:
+    """The SQL of the two floors over the build's input datasets."""
+    scan, copy = [], []
+    for dataset in input_datasets():
+        source = select_dataset(dataset, lk.parquet_glob(root, dataset))
+        scan.append(f"SELECT max(COLUMNS(*)) FROM ({source})")
+        options = "FORMAT parquet, COMPRESSION zstd"
+        if dataset.partition_by:
+            options += f", PARTITION_BY ({', '.join(dataset.partition_by)}), OVERWRITE_OR_IGNORE"
+        target = copy_to / dataset.name if dataset.partition_by else copy_to / f"{dataset.name}.parquet"
+        copy.append(f"COPY ({source}) TO {ql(str(target))} ({options})")
+    return {"scan floor": scan, "copy floor": copy}
+
+
+def _scorecard(db: Path, lake: Path) -> dict:
+    """Planted against detected change points, and the training runs' best matches."""
+    card = scorecard(db, lake)
+    in_cohort = sum(1 for *_, same in card.best_matches if same)
+    return {"planted": card.planted, "detected": card.detected, "precision": card.precision, "recall": card.recall,
+            "best_match_in_cohort": in_cohort, "training_runs_matched": len(card.best_matches)}

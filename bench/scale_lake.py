@@ -1,113 +1,190 @@
-"""Write a deterministic geometry_state lake of a given size for benchmarks.
+"""Deterministic scale lakes for the benchmarks: the demo's simulation at any size.
 
-Runs x 64 captures (irregular steps) x 4 layers x 4 residual-stream modules x 16 series
-(one pooled, 15 per sample), with smooth trends, noise and a level shift per series.
-Geometry files are written straight with pyarrow in the lake's layout (one published
-file per run), since the benchmark measures the models, not the writer; the runs rows
-(cohorts of three seeds) go through the writer.
+A scale lake holds cohorts of training runs (three seeds sharing a config) and probe runs
+(three seeds of each probe family, one family per four cohorts). Each run's geometry comes
+from ``warehouse.demo``'s simulation: 6 layers x 4 residual-stream modules, 64 captures on
+an irregular step grid (denser early), a pooled row and 8 per-sample series per capture,
+trends, noise, and the cohort's planted level shifts (13,824 geometry_state rows per
+training run, 336 per probe run). Each cohort draws its own plants (2 to 5 shifts of 1 or 2
+descriptors of one module on 1 to 4 neighbouring layers, well apart in time), trend shape
+and width; each family its own effect and layer.
 
-    python bench/scale_lake.py --rows 10000000 --lake /tmp/bench-lake
+Everything goes through ``warehouse.write`` (validated, sorted, one file per run
+partition, exactly as the warehouse writes a lake), a chunk of cohorts at a time, so memory
+holds one chunk whatever the size. The planted truth goes where the demo keeps its own
+(``_meta/demo/``), so ``warehouse scorecard`` scores a scale lake too. A lake is written
+into ``<path>.partial`` and renamed when complete: a cached lake is always a whole one.
+
+    python bench/scale_lake.py --rows 10000000 --lake .bench/lakes/lake-10000000
 """
 
 from __future__ import annotations
 
 import argparse
 import datetime as dt
-import json
 import math
+import shutil
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Iterable
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from warehouse import lake as lk, writer
-from warehouse.contracts import DESCRIPTORS, GEOMETRY_STATE
-from warehouse.hashing import config_hash
+from warehouse import demo, writer
+from warehouse.scorecard import TRUTH_DIR
 
-CAPTURES, LAYERS, MODULES, SERIES = 64, 4, ("resid_pre", "attn_out", "mlp_out", "resid_post"), 16
-ROWS_PER_RUN = CAPTURES * LAYERS * len(MODULES) * SERIES
-CREATED = dt.datetime(2026, 1, 1, tzinfo=dt.timezone.utc)
-
-
-def run_table(run: int, seed: int = 0) -> pa.Table:
-    """One run's geometry_state rows (without the partition columns), deterministic in ``run``."""
-    rng = np.random.default_rng([seed, run])
-    steps = np.cumsum(rng.integers(20, 200, CAPTURES)).astype(np.int64)
-    n_series = LAYERS * len(MODULES) * SERIES
-    t = np.linspace(0, 1, CAPTURES)
-    shift_at = rng.integers(10, CAPTURES - 10, n_series)
-    shift = (np.arange(CAPTURES)[None, :] >= shift_at[:, None]).astype(float)
-    columns = {}
-    for k, d in enumerate(DESCRIPTORS):
-        level = rng.uniform(0.5, 20.0, n_series)[:, None]
-        trend = rng.uniform(-0.3, 0.3, n_series)[:, None] * (1 - np.exp(-3 * t))[None, :]
-        noise = rng.normal(0, 0.01, (n_series, CAPTURES))
-        values = level * (1 + trend + 0.2 * shift + noise)
-        if d.startswith("principal_angle"):
-            values = np.clip(values / 20.0, 0, math.pi / 2)
-        columns[d] = values.astype(np.float32).ravel()
-    columns["principal_angle_prev"] = np.where(np.tile(np.arange(CAPTURES) == 0, n_series), np.nan, columns["principal_angle_prev"])
-    columns["principal_angle_init"] = np.where(np.tile(np.arange(CAPTURES) == 0, n_series), 0.0, columns["principal_angle_init"]).astype(np.float32)
-    series = np.repeat(np.arange(n_series), CAPTURES)
-    layer, rest = np.divmod(series, len(MODULES) * SERIES)
-    module, sample = np.divmod(rest, SERIES)
-    sample_ids = pa.array([None] + [f"s{i:03d}" for i in range(1, SERIES)], pa.string()).take(pa.array(sample))
-    data = {
-        "step": np.tile(steps, n_series),
-        "seed": np.full(series.size, run % 3, np.int32),
-        "sample_set": pa.array(["fixed_v1"] * series.size),
-        "sample_id": sample_ids,
-        "layer": layer.astype(np.int16),
-        "module": pa.array(MODULES).take(pa.array(module)),
-        "n_samples": np.full(series.size, 256, np.int32),
-        "dim": np.full(series.size, 768, np.int32),
-    }
-    for d in DESCRIPTORS:
-        data[d] = pa.array(columns[d], pa.float32(), from_pandas=True)  # NaN -> NULL at i = 0
-    data["schema_version"] = pa.array([GEOMETRY_STATE.schema_version] * series.size)
-    data["created_at_utc"] = pa.array([CREATED] * series.size, pa.timestamp("us", tz="UTC"))
-    schema = pa.schema([c.field for c in GEOMETRY_STATE.file_columns])
-    return pa.table(data).select(schema.names).cast(schema)
+SEED = 0  # the simulation's seed: the same size gives the same lake, byte for byte
+VERSION = 1  # of this generator: part of a cached lake's name, raised when its output changes
+ROWS_PER_TRAINING_RUN = demo.N_CAPTURES * demo.N_LAYERS * len(demo.MODULES) * (1 + demo.N_TRACKED)
+ROWS_PER_PROBE_RUN = len(demo.PROBE_STEPS) * demo.N_LAYERS * len(demo.MODULES)
+COHORTS_PER_FAMILY = 4
+CHUNK_COHORTS = 16  # cohorts simulated and written together (about 660,000 rows)
+PLANTED = ("eff_rank", "sv_entropy", "sparsity", "act_norm", "principal_angle_init")
+WIDTHS = (128, 192, 256, 384, 512)
+SHAPES = ("linear", "saturating", "bump", "late_sigmoid")
+# capture indices a plant may start at: cpd@1's windows fit on both sides, with the jitter
+FIRST_INDEX, LAST_INDEX = demo.WINDOW + 1, demo.N_CAPTURES - demo.WINDOW - 2
 
 
-def run_rows(runs: range) -> list[dict]:
-    """The runs rows: cohorts of three seeds sharing a config."""
-    rows = []
-    for run in runs:
-        config = {"cohort": run // 3, "lr": 1e-3 * (1 + run // 3 % 5)}
-        rows.append({
-            "run_id": f"r{run:05d}", "seed": run % 3, "run_mode": "train_full", "model_id": "bench-transformer",
-            "config_json": json.dumps(config | {"seed": run % 3}), "config_hash": config_hash(config),
-            "status": "completed", "started_at_utc": CREATED,
-        })
-    return rows
+@dataclass(frozen=True)
+class Layout:
+    """How many cohorts (of len(demo.SEEDS) runs) and probe families a lake of ``rows`` holds."""
+
+    cohorts: int
+    families: int
+
+    @classmethod
+    def for_rows(cls, rows: int) -> Layout:
+        cohorts = max(1, round(rows / (len(demo.SEEDS) * ROWS_PER_TRAINING_RUN)))
+        return cls(cohorts, math.ceil(cohorts / COHORTS_PER_FAMILY))
+
+    @property
+    def training_runs(self) -> int:
+        return self.cohorts * len(demo.SEEDS)
+
+    @property
+    def probe_runs(self) -> int:
+        return self.families * len(demo.SEEDS)
+
+    @property
+    def rows(self) -> int:
+        return self.training_runs * ROWS_PER_TRAINING_RUN + self.probe_runs * ROWS_PER_PROBE_RUN
 
 
-def write_run(root: Path, run: int, analysis: str = "capture-v1") -> Path:
-    folder = lk.partition_dir(root, GEOMETRY_STATE, {"analysis_id": analysis, "run_id": f"r{run:05d}"})
-    folder.mkdir(parents=True, exist_ok=True)
-    temp = lk.temp_path(folder)
-    pq.write_table(run_table(run), temp, compression="zstd")
-    writer.write("runs", run_rows(range(run, run + 1)), lake=root, created_at=CREATED)
-    return lk.publish(temp, folder)
+def cached_lake(work: Path, rows: int) -> Path:
+    """The cached lake of ``rows`` rows under ``work``, written first if it is not there."""
+    root = work / "lakes" / f"lake-{rows}-v{VERSION}"
+    if not root.is_dir():
+        print(f"writing a scale lake of about {rows:,} rows to {root} ...", flush=True)
+        write_lake(root, rows)
+    return root
 
 
-def write_lake(root: Path, rows: int) -> int:
-    """Write ceil(rows / ROWS_PER_RUN) runs; return the number of runs."""
-    runs = max(1, math.ceil(rows / ROWS_PER_RUN))
-    for run in range(runs):
-        write_run(root, run)
-    return runs
+def write_lake(root: Path, rows: int) -> Layout:
+    """Write the lake of about ``rows`` geometry_state rows at ``root`` (which must not exist)."""
+    layout = Layout.for_rows(rows)
+    partial = root.with_name(root.name + ".partial")
+    shutil.rmtree(partial, ignore_errors=True)
+    planted: list[dict] = []
+    for first in range(0, layout.cohorts, CHUNK_COHORTS):
+        planted += _write_training_runs(partial, range(first, min(first + CHUNK_COHORTS, layout.cohorts)), demo.SEEDS)
+    families = tuple(family(j) for j in range(layout.families))
+    writer.write("families", demo.families_table(families), lake=partial, created_at=demo.CREATED_AT)
+    _write_probe_runs(partial, families)
+    truth = partial / TRUTH_DIR
+    truth.mkdir(parents=True)
+    pq.write_table(demo.planted_events_table(planted), truth / "planted_events.parquet", compression="zstd")
+    pq.write_table(demo.planted_families_table(families), truth / "planted_families.parquet", compression="zstd")
+    partial.rename(root)
+    return layout
+
+
+def add_run(root: Path, seed: int) -> None:
+    """Add one more seed of the first cohort to the lake: its geometry and its runs row."""
+    _write_training_runs(root, [0], (seed,))
+
+
+def cohort(k: int) -> demo.Cohort:
+    """The k-th cohort: its width, learning rate, trend shape and planted level shifts."""
+    rng = np.random.default_rng([SEED, 1, k])
+    return demo.Cohort(
+        cohort=f"b{k:05d}", lr=float(rng.choice([3e-4, 1e-3, 3e-3])), width=int(rng.choice(WIDTHS)),
+        shape=str(rng.choice(SHAPES)), loss_floor=float(rng.uniform(2.0, 2.4)), plants=_plants(rng), jump=0,
+    )
+
+
+def _plants(rng: np.random.Generator) -> tuple[demo.Plant, ...]:
+    """2 to 5 level shifts, one per equal slot of the capture range, at least w + 1 captures apart."""
+    n = int(rng.integers(2, 6))
+    slot = (LAST_INDEX - FIRST_INDEX) // n
+    plants = []
+    for j in range(n):
+        module = str(rng.choice(demo.MODULES))
+        descriptors = rng.choice(PLANTED, size=int(rng.integers(1, 3)), replace=False)
+        n_layers = int(rng.integers(1, 5))
+        bottom = int(rng.integers(0, demo.N_LAYERS - n_layers + 1))
+        plants.append(demo.Plant(
+            metrics=tuple(f"{module}.{d}" for d in descriptors), layers=tuple(range(bottom, bottom + n_layers)),
+            index=FIRST_INDEX + j * slot + int(rng.integers(0, slot - demo.WINDOW)), sign=int(rng.choice([-1, 1])),
+        ))
+    return tuple(plants)
+
+
+def family(j: int) -> demo.Family:
+    """The j-th probe family: its effect (in noise sigmas) on resid_post at one layer."""
+    rng = np.random.default_rng([SEED, 2, j])
+    return demo.Family(
+        family_id=f"fam-{j:04d}", effect=float(rng.uniform(2.0, 60.0)), layer=int(rng.integers(demo.N_LAYERS)),
+        tags=("bench",), template="Probe prompt {a} of family " + f"{j:04d}.",
+    )
+
+
+def _started(k: int, seed: int) -> dt.datetime:
+    return demo.CREATED_AT + dt.timedelta(hours=k, minutes=seed)
+
+
+def _write_training_runs(root: Path, cohorts: Iterable[int], seeds: tuple[int, ...]) -> list[dict]:
+    """Simulate and write the runs of ``cohorts`` (indices) x ``seeds``; return their planted events."""
+    geometry, runs, planted = [], [], []
+    for k in cohorts:
+        c = cohort(k)
+        for seed in seeds:
+            run = demo.simulate_training_run(c, seed, SEED)
+            geometry.append(demo.geometry_table(run))
+            runs.append(demo.training_run_row(c, run, _started(k, seed), 0.02 * float(run.steps[-1])))
+            planted += run.events
+    _write(root, runs, geometry)
+    return planted
+
+
+def _write_probe_runs(root: Path, families: tuple[demo.Family, ...]) -> None:
+    for first in range(0, len(families), CHUNK_COHORTS):
+        geometry, runs = [], []
+        for j, f in enumerate(families[first:first + CHUNK_COHORTS], start=first):
+            for seed in demo.SEEDS:
+                run = demo.simulate_probe_run(f, seed, SEED)
+                geometry.append(demo.geometry_table(run))
+                runs.append(demo.probe_run_row(f, run, _started(j, seed), 3.0 * len(run.steps)))
+        _write(root, runs, geometry)
+
+
+def _write(root: Path, runs: list[pa.Table], geometry: list[pa.Table]) -> None:
+    writer.write("runs", pa.concat_tables(runs), lake=root, created_at=demo.CREATED_AT)
+    writer.write("geometry_state", pa.concat_tables(geometry), lake=root, created_at=demo.CREATED_AT)
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--rows", type=int, default=10_000_000)
-    parser.add_argument("--lake", type=Path, required=True)
+    parser.add_argument("--rows", type=int, default=10_000_000, help="geometry_state rows, about (default 10000000)")
+    parser.add_argument("--lake", type=Path, required=True, help="where to write it (must not exist)")
     args = parser.parse_args()
-    runs = write_lake(args.lake.resolve(), args.rows)
-    print(f"{runs} runs, {runs * ROWS_PER_RUN:,} geometry_state rows in {args.lake}")
+    if args.lake.exists():
+        raise SystemExit(f"{args.lake} exists: a scale lake is written into a new folder")
+    layout = write_lake(args.lake.resolve(), args.rows)
+    print(f"{layout.training_runs} training runs ({layout.cohorts} cohorts) and {layout.probe_runs} probe runs"
+          f" ({layout.families} families): {layout.rows:,} geometry_state rows in {args.lake}")
 
 
 if __name__ == "__main__":

@@ -309,7 +309,7 @@ def simulate_training_run(cohort: Cohort, seed: int, demo_seed: int) -> _Run:
     # The init state (capture 0, step 0) is more isotropic, denser and smaller.
     signal[0] += rng.uniform(15, 30, signal.shape[1:]) * np.array([1, 1, -1, 0, 0, -1])
     level, sigma = _levels(cohort.width)
-    cohort_id = config_hash(_training_config(cohort, seed))
+    cohort_id = config_hash(training_config(cohort, seed))
     events, jump_index = _plant(cohort, cohort_id, run_id, sizes, signal, steps, sigma, rng)
     slevel, ssigma = _sample_levels(level, sigma, rng)
     pooled = level + sigma * (signal + rng.normal(0, 1, signal.shape))
@@ -397,7 +397,7 @@ def _geometry_part(run: _Run, values: np.ndarray, n_tracked: int | None) -> pa.T
     return _table("geometry_state", cols, n)
 
 
-def _training_config(cohort: Cohort, seed: int) -> dict:
+def training_config(cohort: Cohort, seed: int) -> dict:
     return {
         "model": {"arch": "gpt2-tiny", "n_layers": N_LAYERS, "d_model": cohort.width, "n_heads": 4,
                   "vocab_size": 50257},
@@ -452,19 +452,24 @@ def training_tables(demo_seed: int) -> tuple[dict[str, list[pa.Table]], list[dic
     return out, planted
 
 
+def training_run_row(cohort: Cohort, run: _Run, start: dt.datetime, seconds: float) -> pa.Table:
+    """The runs row of a training run that started at ``start`` and ran ``seconds``."""
+    cfg = training_config(cohort, run.seed)
+    return _table("runs", {
+        "run_id": run.run_id, "seed": run.seed, "run_mode": "train_full", "model_id": _model_id(cohort.width),
+        "config_json": canonical_json(cfg), "config_hash": config_hash(cfg),
+        "code_version": "squiggle-train@0.3.1", "status": "completed", "started_at_utc": start,
+        "ended_at_utc": start + dt.timedelta(seconds=seconds),
+        "notes": f"demo cohort {cohort.cohort}: lr {cohort.lr:g}, width {cohort.width}",
+    }, 1)
+
+
 def _training_run_tables(cohort: Cohort, run: _Run, start: dt.datetime, demo_seed: int) -> dict[str, pa.Table]:
     rng = _rng(demo_seed, "scalars", run.run_id)
-    cfg = _training_config(cohort, run.seed)
     loss = _losses(cohort, run, rng)
     n = len(run.steps)
     return {
-        "runs": _table("runs", {
-            "run_id": run.run_id, "seed": run.seed, "run_mode": "train_full", "model_id": _model_id(cohort.width),
-            "config_json": canonical_json(cfg), "config_hash": config_hash(cfg),
-            "code_version": "squiggle-train@0.3.1", "status": "completed", "started_at_utc": start,
-            "ended_at_utc": start + dt.timedelta(seconds=float(np.round(loss["wall"][-1]))),
-            "notes": f"demo cohort {cohort.cohort}: lr {cohort.lr:g}, width {cohort.width}",
-        }, 1),
+        "runs": training_run_row(cohort, run, start, float(np.round(loss["wall"][-1]))),
         "checkpoints": _table("checkpoints", {
             "run_id": run.run_id, "step": run.steps, "train_loss": loss["train"], "val_loss": loss["val"],
             "tokens_seen": run.steps * BATCH * SEQ_LEN, "wall_time_s": np.round(loss["wall"], 3),
@@ -541,23 +546,29 @@ def probe_tables(demo_seed: int) -> tuple[dict[str, list[pa.Table]], dict[str, b
     return out, files
 
 
+def probe_run_row(family: Family, run: _Run, start: dt.datetime, seconds: float) -> pa.Table:
+    """The runs row of a probe run of ``family`` that started at ``start`` and ran ``seconds``."""
+    cfg = _probe_config(family, run.seed)
+    return _table("runs", {
+        "run_id": run.run_id, "seed": run.seed, "run_mode": "probe_micro_finetune",
+        "model_id": _model_id(run.dim), "base_checkpoint": _base_checkpoint(), "family_id": family.family_id,
+        "probe_name": PROBE_NAME, "probe_config_hash": config_hash(PROBE_CONFIG), "config_json": canonical_json(cfg),
+        "config_hash": config_hash(cfg), "code_version": "squiggle-probe@0.2.0", "status": "completed",
+        "started_at_utc": start, "ended_at_utc": start + dt.timedelta(seconds=seconds),
+        "notes": f"demo probe micro-finetune on family {family.family_id}",
+    }, 1)
+
+
 def _probe_run_tables(
     family: Family, run: _Run, start: dt.datetime, demo_seed: int
 ) -> tuple[dict[str, pa.Table], dict[str, bytes]]:
     rng = _rng(demo_seed, "probe-scalars", run.run_id)
-    cfg, probe_hash, n = _probe_config(family, run.seed), config_hash(PROBE_CONFIG), len(run.steps)
+    probe_hash, n = config_hash(PROBE_CONFIG), len(run.steps)
     loss = 1.2 + 1.0 * np.exp(-run.steps / 50) * (1 + 0.02 * family.effect) + rng.normal(0, 0.01, n)
     wall = np.round(run.steps * 0.05 + 3.0 * np.arange(1, n + 1), 3)
     index, shards = captures(run, probe_hash, rng)
     return {
-        "runs": _table("runs", {
-            "run_id": run.run_id, "seed": run.seed, "run_mode": "probe_micro_finetune",
-            "model_id": _model_id(run.dim), "base_checkpoint": _base_checkpoint(), "family_id": family.family_id,
-            "probe_name": PROBE_NAME, "probe_config_hash": probe_hash, "config_json": canonical_json(cfg),
-            "config_hash": config_hash(cfg), "code_version": "squiggle-probe@0.2.0", "status": "completed",
-            "started_at_utc": start, "ended_at_utc": start + dt.timedelta(seconds=float(wall[-1])),
-            "notes": f"demo probe micro-finetune on family {family.family_id}",
-        }, 1),
+        "runs": probe_run_row(family, run, start, float(wall[-1])),
         "checkpoints": _table("checkpoints", {
             "run_id": run.run_id, "step": run.steps, "train_loss": loss, "val_loss": loss + 0.05,
             "tokens_seen": run.steps * PROBE_CONFIG["batch_size"] * SEQ_LEN, "wall_time_s": wall,
@@ -605,25 +616,25 @@ def samples_table(demo_seed: int) -> pa.Table:
     }, N_SAMPLES)
 
 
-def families_table() -> pa.Table:
+def families_table(families: tuple[Family, ...] = FAMILIES) -> pa.Table:
     return _table("families", {
-        "family_id": [f.family_id for f in FAMILIES], "family_version": "v1", "source": "squiggle-demo-generator",
-        "tags": [list(f.tags) for f in FAMILIES],
-        "notes": [f"demo family: {f.template}" for f in FAMILIES],
-    }, len(FAMILIES))
+        "family_id": [f.family_id for f in families], "family_version": "v1", "source": "squiggle-demo-generator",
+        "tags": [list(f.tags) for f in families],
+        "notes": [f"demo family: {f.template}" for f in families],
+    }, len(families))
 
 
-def planted_families_table() -> pa.Table:
+def planted_families_table(families: tuple[Family, ...] = FAMILIES) -> pa.Table:
     """The families' planted effects and the DIS rank they should earn (1 = largest effect)."""
-    order = sorted(FAMILIES, key=lambda f: -f.effect)
+    order = sorted(families, key=lambda f: -f.effect)
     rank = {f.family_id: i + 1 for i, f in enumerate(order)}
     return pa.table({
-        "family_id": [f.family_id for f in FAMILIES],
-        "effect": pa.array([f.effect for f in FAMILIES], pa.float32()),
-        "expected_rank": pa.array([rank[f.family_id] for f in FAMILIES], pa.int32()),
-        "layer": pa.array([f.layer for f in FAMILIES], pa.int16()),
-        "module": ["resid_post"] * len(FAMILIES),
-        "descriptors": [list(SPECIALISE)] * len(FAMILIES),
+        "family_id": [f.family_id for f in families],
+        "effect": pa.array([f.effect for f in families], pa.float32()),
+        "expected_rank": pa.array([rank[f.family_id] for f in families], pa.int32()),
+        "layer": pa.array([f.layer for f in families], pa.int16()),
+        "module": ["resid_post"] * len(families),
+        "descriptors": [list(SPECIALISE)] * len(families),
     })
 
 

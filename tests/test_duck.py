@@ -1,0 +1,49 @@
+"""The resource settings of the warehouse's DuckDB work connections."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from warehouse.duck import work_connection
+
+
+def _setting(con, name: str) -> str:
+    return con.execute("SELECT current_setting(?)", [name]).fetchone()[0]
+
+
+def test_threads_and_memory_limit_come_from_the_environment(tmp_path: Path, monkeypatch) -> None:
+    monkeypatch.setenv("SQUIGGLE_THREADS", "1")
+    monkeypatch.setenv("SQUIGGLE_MEMORY_LIMIT", "64MB")
+    with work_connection(tmp_path / "spill") as con:
+        assert _setting(con, "threads") == 1
+        # 64 MB = 64e6 bytes = 61.0 MiB, as DuckDB prints it
+        assert _setting(con, "memory_limit") == "61.0 MiB"
+
+
+def test_temp_directory_gives_each_connection_its_own_spill_folder(tmp_path: Path, monkeypatch) -> None:
+    base = tmp_path / "fast" / "tmp"  # missing: it is created
+    monkeypatch.setenv("SQUIGGLE_TEMP_DIRECTORY", str(base))
+    monkeypatch.setenv("SQUIGGLE_MEMORY_LIMIT", "32MB")
+    monkeypatch.setenv("SQUIGGLE_THREADS", "1")
+    with work_connection(tmp_path / "spill") as a, work_connection(tmp_path / "spill") as b:
+        folders = {Path(_setting(c, "temp_directory")) for c in (a, b)}
+        assert len(folders) == 2 and all(f.parent == base for f in folders)
+        # 4 million doubles and their row ids (64 MB) sorted under a 32 MB limit must spill
+        a.execute("CREATE TABLE t AS SELECT range AS r, hash(range)::DOUBLE AS x FROM range(4000000)")
+        first = a.execute("SELECT r FROM t ORDER BY x LIMIT 1 OFFSET 2000000").fetchone()
+        spilled = Path(_setting(a, "temp_directory"))
+        assert first is not None and spilled.is_dir() and any(spilled.iterdir())
+    assert not (tmp_path / "spill").exists()
+    assert not spilled.exists(), "DuckDB removes the spill folder it created when the connection closes"
+
+
+@pytest.mark.parametrize("value", ["", None])
+def test_an_empty_temp_directory_setting_is_ignored(tmp_path: Path, monkeypatch, value) -> None:
+    if value is None:
+        monkeypatch.delenv("SQUIGGLE_TEMP_DIRECTORY", raising=False)
+    else:
+        monkeypatch.setenv("SQUIGGLE_TEMP_DIRECTORY", value)
+    with work_connection(tmp_path / "spill") as con:
+        assert _setting(con, "temp_directory") == str(tmp_path / "spill")
