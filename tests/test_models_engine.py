@@ -1062,3 +1062,41 @@ def test_started_is_called_before_each_model_with_work(lake: Path) -> None:
     assert seen == [f"{DYN} 0"]  # before its own line was reported
     models.run(lake=lake, report=lines.append, started=lambda plan: seen.append(plan.name))
     assert seen == [f"{DYN} 0"]  # nothing to do: not started
+
+
+# ======================================================================================
+# Batches of runs
+# ======================================================================================
+
+
+def test_runs_computed_in_batches_equal_one_batch(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """With a batch budget of one byte every run is a batch of its own: the output is the
+    same rows as one batch of every run, each run in its own partition."""
+    lakes = {}
+    for budget in ("1", str(1 << 40)):
+        lake = tmp_path / f"lake-{budget}"
+        write_runs(lake, {"r1": STEPS, "r2": STEPS, "r3": STEPS[:5]})
+        monkeypatch.setenv("SQUIGGLE_BATCH_BYTES", budget)
+        result = only(build(lake))
+        assert result.plan.build == {"r1": "first build", "r2": "first build", "r3": "first build"}
+        lakes[budget] = lake
+    folder = lakes["1"] / DYN / f"analysis_id={result.plan.analysis_id}"
+    assert sorted(p.name for p in folder.iterdir()) == ["run_id=r1", "run_id=r2", "run_id=r3"]
+    assert read_rows(lakes["1"], DYN) == read_rows(lakes[str(1 << 40)], DYN)
+
+
+def test_batch_budget_setting_is_checked(lake: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("SQUIGGLE_BATCH_BYTES", "64MB")
+    with pytest.raises(ModelError, match="SQUIGGLE_BATCH_BYTES='64MB'"):
+        build(lake)
+    assert not (lake / DYN).exists()
+
+
+def test_batch_budget_follows_the_memory_limit(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("SQUIGGLE_BATCH_BYTES", raising=False)
+    con = duckdb.connect()
+    try:
+        con.execute("SET memory_limit = '2GB'")  # DuckDB shows it as 1.8 GiB
+        assert runner.batch_bytes(con) == pytest.approx(2e9 / 32, rel=0.05)
+    finally:
+        con.close()
