@@ -172,7 +172,7 @@ def test_lake_and_catalog_paths_with_quotes_and_sql(tmp_path: Path, dyn_sql: Pat
 @pytest.mark.parametrize(
     "variable, value, message",
     [
-        ("SQUIGGLE_MEMORY_LIMIT", f"1GB'; ATTACH 'attached.duckdb' AS a; --", "is not a memory size"),
+        ("SQUIGGLE_MEMORY_LIMIT", "1GB'; ATTACH 'attached.duckdb' AS a; --", "is not a memory size"),
         ("SQUIGGLE_THREADS", "2; SET threads = 1", "is not a number of threads"),
     ],
 )

@@ -17,7 +17,8 @@ from __future__ import annotations
 import os
 import tempfile
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+import dataclasses
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator, NamedTuple, Sequence
 
@@ -66,7 +67,7 @@ class Problem:
     path: str
     kind: str
     message: str
-    files: tuple[str, ...] = field(default=(), compare=False)
+    files: tuple[str, ...] = dataclasses.field(default=(), compare=False)
 
     def __str__(self) -> str:
         return f"{self.path}: {self.kind}: {self.message}"

@@ -35,6 +35,7 @@ from ..duck import work_connection
 from ..scan import select_dataset
 from ..sql import quote_identifier as qi, quote_literal as ql
 from .compile import CompiledModel, analysis_id as make_analysis_id, fingerprint
+from .checked import recorded_clean, stamp
 from .project import ENGINE_COLUMNS, Project
 from .spec import ModelError
 from .state import build_lock, digest, load_analyses, remove_stale_records, save_analysis
@@ -147,14 +148,17 @@ def plan_model(
 
 
 class InputListing:
-    """Input folders listed once per build, so that all its models read the lake as one state.
-
-    A writer may publish while a build runs: what it adds is left for the next build.
+    """Input folders listed (and checked) once per build, so that all its models read the
+    lake as one state. A writer may publish while a build runs: what it adds is left for the
+    next build.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, known_clean: set[tuple[str, str]] | None = None) -> None:
         self._files: dict[Path, dict[str, list[Path]]] = {}
         self._newest: dict[Path, str | None] = {}
+        self._screened: dict[Path, list[Problem]] = {}
+        self._known_clean = known_clean or set()  # (folder, stamp) found clean by earlier builds
+        self.clean: dict[Path, str] = {}  # folder -> stamp, found clean by this build or before
 
     def files_by_run(self, base: Path, contract: contracts.Dataset) -> dict[str, list[Path]]:
         if base not in self._files:
@@ -165,6 +169,29 @@ class InputListing:
         if base not in self._newest:
             self._newest[base] = _newest_analysis(base, contract)
         return self._newest[base]
+
+    def screen(self, root: Path, dataset: contracts.Dataset, files: list[Path]) -> list[Problem]:
+        """The problems of these input files as :func:`check_files` finds them. Each folder is
+        checked once per build, and not at all if an earlier build found it clean as it is
+        (duplicate keys can only meet within a partition folder)."""
+        folders: dict[Path, list[Path]] = {}
+        for f in files:
+            folders.setdefault(f.parent, []).append(f)
+        for folder, fs in folders.items():
+            if folder not in self._screened and (self._rel(root, folder), stamp(dataset, fs)) in self._known_clean:
+                self._screened[folder], self.clean[folder] = [], stamp(dataset, fs)
+        todo = [f for folder, fs in folders.items() if folder not in self._screened for f in fs]
+        found = check_files(root, dataset, todo, nonfinite_is_null=True) if todo else []
+        for folder in {f.parent for f in todo}:
+            rels = [self._rel(root, f) for f in folders[folder]]
+            self._screened[folder] = [p for p in found if any(p.involves(r) for r in rels)]
+            if not self._screened[folder]:
+                self.clean[folder] = stamp(dataset, folders[folder])
+        return list(dict.fromkeys(p for folder in folders for p in self._screened[folder]))
+
+    @staticmethod
+    def _rel(root: Path, path: Path) -> str:
+        return path.relative_to(root).as_posix()
 
 
 def _input(
@@ -291,7 +318,7 @@ def run_models(
         records = load_analyses(root)
         chosen_inputs = chosen_inputs or {}
         names = project.select(selected)
-        listing = _list_inputs(project, names, root, chosen_inputs)
+        listing = _list_inputs(project, names, root, chosen_inputs, records)
         plans: dict[str, ModelPlan] = {}
         results = []
         for name in names:
@@ -312,7 +339,7 @@ def run_models(
             if started and (plan.build or plan.drop):
                 started(plan)
             try:
-                result = execute(plan, root, records.get(plan.analysis_id), skip_invalid=skip_invalid)
+                result = execute(plan, root, records, listing, skip_invalid=skip_invalid)
             except OSError as exc:  # no space left, no permission: every partition stays old or new
                 raise ModelError(
                     f"{spec.where()}: cannot write to the lake: {exc.strerror or exc} ({exc.filename}); each of its "
@@ -324,9 +351,11 @@ def run_models(
         return results
 
 
-def _list_inputs(project: Project, names: list[str], root: Path, chosen: dict[str, dict[str, str]]) -> InputListing:
+def _list_inputs(
+    project: Project, names: list[str], root: Path, chosen: dict[str, dict[str, str]], records: dict[str, dict]
+) -> InputListing:
     """List, before any model runs, every input the build reads that none of its models writes."""
-    listing = InputListing()
+    listing = InputListing(recorded_clean(records))
     written = {project.models[n].spec.target for n in names}
     for name in names:
         model = project.models[name]
@@ -336,12 +365,15 @@ def _list_inputs(project: Project, names: list[str], root: Path, chosen: dict[st
     return listing
 
 
-def execute(plan: ModelPlan, root: Path, record: dict | None, *, skip_invalid: bool = False) -> ModelResult:
+def execute(
+    plan: ModelPlan, root: Path, records: dict[str, dict], listing: InputListing, *, skip_invalid: bool = False
+) -> ModelResult:
     """Check the plan's input files, compute its units and publish them; then record the analysis."""
     if not plan.build and not plan.drop:
         return ModelResult(plan, 0, 0, 0.0)
+    record = records.get(plan.analysis_id)
     started = time.perf_counter()
-    skipped = _screen_inputs(plan, root, skip_invalid)
+    skipped = _screen_inputs(plan, root, skip_invalid, listing, _engine_outputs(plan, records, root))
     excluded = _excluded_files(plan, root, skipped)
     if not plan.build and not plan.drop:  # every unit to build was an unsafe input folder
         return ModelResult(plan, 0, 0, 0.0, skipped)
@@ -349,24 +381,36 @@ def execute(plan: ModelPlan, root: Path, record: dict | None, *, skip_invalid: b
         units = sorted(plan.build)
         staged = _compute(plan, units, staging, excluded) if units else {}
         _check_output(plan, staged)
-        _publish(plan, root, units, staged, staging)
+        published = _publish(plan, root, units, staged, staging)
         seconds = time.perf_counter() - started
         rows = sum(n for n, _ in staged.values())
-        _record(plan, root, record, staged, seconds, _skipped_by_unit(plan, root, skipped))
+        _record(plan, root, record, staged, published, seconds, _skipped_by_unit(plan, root, skipped),
+                _checked_by_unit(plan, root, listing))
         partitions = len({f.parent for n, files in staged.values() if n for f in files})
         return ModelResult(plan, rows, partitions, seconds, skipped)
 
 
-def _screen_inputs(plan: ModelPlan, root: Path, skip_invalid: bool) -> list[Problem]:
+def _engine_outputs(plan: ModelPlan, records: dict[str, dict], root: Path) -> set[Path]:
+    """The plan's input files that a build of this engine published (its records list them)."""
+    return {root / f for inp in plan.inputs.values() if inp.analysis in records
+            for unit in records[inp.analysis].get("units", {}).values() for f in unit.get("files", [])}
+
+
+def _screen_inputs(
+    plan: ModelPlan, root: Path, skip_invalid: bool, listing: InputListing, trusted: set[Path]
+) -> list[Problem]:
     """The problems of the input files the plan reads; fail naming them unless ``skip_invalid``.
 
-    NaN and infinity pass: the models read them as NULL (``finite_or_null``), as the design
-    says. Skipping drops the units whose input folder is not a safe run id: they have no
-    safe output folder either.
+    Files this engine published are not checked again (they were checked as they were
+    made). NaN and infinity pass: the models read them as NULL (``finite_or_null``), as the
+    design says. Skipping drops the units whose input folder is not a safe run id: they
+    have no safe output folder either.
     """
     units = sorted(plan.build)
-    problems = [p for inp in plan.inputs.values() if (files := inp.files_for(units))
-                for p in check_files(root, inp.dataset, files, nonfinite_is_null=True)]
+    problems = list(dict.fromkeys(
+        p for inp in plan.inputs.values()
+        for p in listing.screen(root, inp.dataset, [f for f in inp.files_for(units) if f not in trusted])
+    ))
     if problems and not skip_invalid:
         listed = "\n".join(f"  {p}" for p in problems)
         raise ModelError(
@@ -384,6 +428,15 @@ def _excluded_files(plan: ModelPlan, root: Path, problems: list[Problem]) -> set
         return set()
     every = {f for inp in plan.inputs.values() for f in inp.files_for([WHOLE])}
     return {f for f in every if any(p.involves(f.relative_to(root).as_posix()) for p in problems)}
+
+
+def _checked_by_unit(plan: ModelPlan, root: Path, listing: InputListing) -> dict[str, dict[str, str]]:
+    """Per unit built, its input folders found clean, with their stamps (for its record)."""
+    out = {}
+    for unit in plan.build:
+        folders = {f.parent for inp in plan.inputs.values() for f in inp.files_for([unit])}
+        out[unit] = {f.relative_to(root).as_posix(): listing.clean[f] for f in sorted(folders) if f in listing.clean}
+    return out
 
 
 def _skipped_by_unit(plan: ModelPlan, root: Path, problems: list[Problem]) -> dict[str, list[str]]:
@@ -544,43 +597,58 @@ def _rows_and_files(files: list[Path]) -> tuple[int, list[Path]]:
     return sum(n for n, _ in counts), [f for n, f in counts if n]
 
 
-def _publish(plan: ModelPlan, root: Path, units: list[str], staged: dict, staging: Path) -> None:
-    """Swap each unit's folder into place: build it in staging, then exchange it with the old one."""
+def _publish(plan: ModelPlan, root: Path, units: list[str], staged: dict, staging: Path) -> dict[str, list[Path]]:
+    """Swap each unit's folder into place: build it in staging, then exchange it with the old one.
+
+    Returns the files each unit published, where they are now.
+    """
     trash = staging / "trash"
     trash.mkdir()
+    published = {}
     for unit in units + plan.drop:
         target = _output_dir(root, plan, unit)
         fresh = staging / "publish" / uuid.uuid4().hex
         fresh.mkdir(parents=True)
         _, files = staged.get(unit, (0, []))
         if plan.model.spec.incremental == "full" and "run_id" in plan.model.spec.contract.partition_by:
-            _move_runs(staging / "out", fresh)
+            moved = _move_runs(staging / "out", fresh)
         else:
-            for f in files:
-                lk.publish(f, fresh)
-        if any(fresh.iterdir()):
+            moved = [lk.publish(f, fresh) for f in files]
+        published[unit] = [target / f.relative_to(fresh) for f in moved]
+        if moved:
             lk.replace_dir(fresh, target, trash / uuid.uuid4().hex)
         elif target.exists():
             os.rename(target, trash / uuid.uuid4().hex)
+    return published
 
 
-def _move_runs(out: Path, fresh: Path) -> None:
+def _move_runs(out: Path, fresh: Path) -> list[Path]:
     """A full model partitioned by run: every staged run folder goes under the new analysis folder."""
+    moved = []
     for folder in out.glob("run_id=*"):
         run = lk.check_identifier(unquote(folder.name.split("=", 1)[1]), "run_id")
-        for f in sorted(folder.glob("*.parquet")):
-            lk.publish(f, fresh / f"run_id={run}")
+        moved += [lk.publish(f, fresh / f"run_id={run}") for f in sorted(folder.glob("*.parquet"))]
+    return moved
 
 
 def _record(
-    plan: ModelPlan, root: Path, record: dict | None, staged: dict, seconds: float, skipped: dict[str, list[str]]
+    plan: ModelPlan,
+    root: Path,
+    record: dict | None,
+    staged: dict,
+    published: dict[str, list[Path]],
+    seconds: float,
+    skipped: dict[str, list[str]],
+    checked: dict[str, dict[str, str]],
 ) -> None:
     now = dt.datetime.now(dt.timezone.utc).isoformat()
     units = dict((record or {}).get("units", {}))
     for unit in plan.drop:
         units.pop(unit, None)
     for unit in plan.build:
-        units[unit] = {"digest": plan.digests[unit], "rows": staged.get(unit, (0, []))[0]}
+        files = sorted(f.relative_to(root).as_posix() for f in published.get(unit, []))
+        units[unit] = {"digest": plan.digests[unit], "rows": staged.get(unit, (0, []))[0], "files": files,
+                       "checked": checked.get(unit, {})}
         if unit in skipped:
             units[unit]["skipped"] = skipped[unit]
     model = plan.model
