@@ -47,3 +47,13 @@ def test_an_empty_temp_directory_setting_is_ignored(tmp_path: Path, monkeypatch,
         monkeypatch.setenv("SQUIGGLE_TEMP_DIRECTORY", value)
     with work_connection(tmp_path / "spill") as con:
         assert _setting(con, "temp_directory") == str(tmp_path / "spill")
+
+
+def test_checks_honour_the_memory_limit(monkeypatch: pytest.MonkeyPatch) -> None:
+    """warehouse check (and a build's input checks) stay within SQUIGGLE_MEMORY_LIMIT too."""
+    from warehouse.check import _connection
+
+    monkeypatch.setenv("SQUIGGLE_MEMORY_LIMIT", "300MB")
+    with _connection() as con:
+        limit = con.execute("SELECT current_setting('memory_limit')").fetchone()[0]
+    assert limit in {"286.1 MiB", "300.0 MB"}, limit

@@ -28,6 +28,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from .contracts import DATASETS, IDENTIFIER_COLUMNS, IDENTIFIER_PATTERN, Column, Dataset
+from .duck import apply_resource_settings
 from .errors import WarehouseError, shown_value
 from .lake import RESERVED_DIRS, STAGING_DIR, TEMP_PREFIX, dataset_dir, is_identifier, is_stale, lake_root
 
@@ -161,6 +162,7 @@ def _connection() -> Iterator[duckdb.DuckDBPyConnection]:
             # statistics propagation trusts them and folds isnan() to false: turn it off.
             con.execute("SET disabled_optimizers = 'statistics_propagation'")
             con.execute("SET enable_progress_bar = false")
+            apply_resource_settings(con)
             yield con
         finally:
             con.close()

@@ -25,14 +25,16 @@ def work_connection(spill: Path) -> duckdb.DuckDBPyConnection:
         con.execute(f"SET temp_directory = {quote_literal(str(spill_directory(spill)))}")
         con.execute("SET preserve_insertion_order = false")
         con.execute("SET enable_progress_bar = false")  # a library must not draw on its caller's stdout
-        _resource_settings(con)
+        apply_resource_settings(con)
     except BaseException:
         con.close()
         raise
     return con
 
 
-def _resource_settings(con: duckdb.DuckDBPyConnection) -> None:
+def apply_resource_settings(con: duckdb.DuckDBPyConnection) -> None:
+    """``SQUIGGLE_MEMORY_LIMIT`` and ``SQUIGGLE_THREADS`` on ``con``: every connection the
+    warehouse opens for its own work (writes, builds, checks) stays within them."""
     limit, threads = os.environ.get("SQUIGGLE_MEMORY_LIMIT"), os.environ.get("SQUIGGLE_THREADS")
     if limit:
         try:
