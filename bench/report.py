@@ -5,10 +5,11 @@ others); ``bench.md`` and ``bench.png`` are rendered from it."""
 from __future__ import annotations
 
 import json
-import re
 from pathlib import Path
 
 import machine
+
+from warehouse.duck import memory_bytes
 
 RESULTS = Path(__file__).resolve().parent / "results"
 # the plotted and tabled lines, in the order a round takes them
@@ -16,8 +17,6 @@ LINES = ("scan floor", "copy floor", "full build", "catalog", "no-op build", "no
          "dyn@1 + cpd@1 build", "pandas baseline", "one new run")
 GB = 10**9
 MIB = 2**20
-UNITS = {"B": 1, "KB": 10**3, "MB": 10**6, "GB": 10**9, "TB": 10**12,
-         "KIB": 2**10, "MIB": 2**20, "GIB": 2**30, "TIB": 2**40}
 
 
 def merge(entries: list[dict], path: Path = RESULTS / "bench.json") -> list[dict]:
@@ -40,10 +39,10 @@ def write(sizes: list[dict], folder: Path = RESULTS) -> None:
 
 def limit_bytes(limit: str) -> int:
     """DuckDB's reading of a memory limit such as ``2GB`` (10^9 bytes) or ``2GiB``."""
-    match = re.fullmatch(r"\s*([0-9.]+)\s*([A-Za-z]*)\s*", limit)
-    if not match or match.group(2).upper() not in UNITS | {"": 1}:
-        raise ValueError(f"not a memory limit: {limit!r} (e.g. 2GB, 1.5GiB)")
-    return int(float(match.group(1)) * UNITS.get(match.group(2).upper(), 1))
+    try:
+        return memory_bytes(limit)
+    except ValueError:
+        raise ValueError(f"not a memory limit: {limit!r} (e.g. 2GB, 1.5GiB)") from None
 
 
 def ratios(entry: dict) -> dict:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import uuid
 from pathlib import Path
 
@@ -62,3 +63,15 @@ def spill_directory(default: Path) -> Path:
         return default
     Path(base).mkdir(parents=True, exist_ok=True)
     return Path(base).resolve() / f"squiggle-spill-{uuid.uuid4().hex}"
+
+
+_MEMORY_UNITS = {"": 1, "B": 1, "KB": 10**3, "MB": 10**6, "GB": 10**9, "TB": 10**12,
+                 "KIB": 2**10, "MIB": 2**20, "GIB": 2**30, "TIB": 2**40}
+
+
+def memory_bytes(text: str) -> int:
+    """A memory size as DuckDB reads or shows it (``2GB`` is 10^9 bytes, ``1.8 GiB`` 2^30) in bytes."""
+    match = re.fullmatch(r"\s*([0-9.]+)\s*([A-Za-z]*)\s*", text)
+    if not match or match.group(2).upper() not in _MEMORY_UNITS:
+        raise ValueError(f"not a memory size: {text!r} (e.g. 2GB, 1.5GiB)")
+    return int(float(match.group(1)) * _MEMORY_UNITS[match.group(2).upper()])

@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import datetime as dt
 import os
-import re
 import time
 import uuid
 from dataclasses import dataclass, field
@@ -31,7 +30,7 @@ import pyarrow.parquet as pq
 
 from .. import contracts, lake as lk
 from ..check import Problem, check_files
-from ..duck import work_connection
+from ..duck import memory_bytes, work_connection
 from ..scan import select_dataset
 from ..sql import quote_identifier as qi, quote_literal as ql
 from .compile import CompiledModel, analysis_id as make_analysis_id, fingerprint
@@ -532,10 +531,6 @@ def _compute(
     return _staged_units(out, units, by_run)
 
 
-_SIZE_RE = re.compile(r"^([0-9.]+)\s*([KMGT]?i?B)$")
-_SIZE_UNITS = {"B": 1, "KB": 1e3, "MB": 1e6, "GB": 1e9, "TB": 1e12, "KiB": 2**10, "MiB": 2**20, "GiB": 2**30, "TiB": 2**40}
-
-
 def batch_bytes(con: duckdb.DuckDBPyConnection) -> int:
     """The input bytes (Parquet on disk) a batch of runs may read: ``$SQUIGGLE_BATCH_BYTES``,
     else 1/32 of the connection's memory limit. Decoded, sorted and widened by a window over
@@ -545,9 +540,7 @@ def batch_bytes(con: duckdb.DuckDBPyConnection) -> int:
         if not value.isdigit() or int(value) < 1:
             raise ModelError(f"SQUIGGLE_BATCH_BYTES={value!r} is not a number of bytes (1 or more)")
         return int(value)
-    limit = con.execute("SELECT current_setting('memory_limit')").fetchone()[0]
-    m = _SIZE_RE.match(limit.strip())
-    return int(float(m.group(1)) * _SIZE_UNITS[m.group(2)]) // 32 if m else 1 << 27
+    return memory_bytes(con.execute("SELECT current_setting('memory_limit')").fetchone()[0]) // 32
 
 
 def _batches(plan: ModelPlan, units: list[str], excluded: set[Path], budget: int) -> list[list[str]]:
