@@ -293,6 +293,36 @@ def test_random_signatures_match_numpy(tmp_path: Path, matches_only_sql: Path) -
     assert_rows(got, reference(sigs, tolerance=0.0625, top_k=4))
 
 
+def test_groups_computed_one_at_a_time_give_the_same_matches(
+    tmp_path: Path, matches_only_sql: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """With a batch budget below the signatures' size, each (kind, scope, vector_layout)
+    group is computed by its own query into its own file: the rows are the reference's."""
+    rng = np.random.default_rng(5)
+    layouts = ["K4;run", "K4;layer0", "K6;layer1"]
+    sigs = [
+        sig(f"s{i:02d}", rng.normal(size=6 if i % 3 == 2 else 4).round(2).tolist(),
+            [(0, X, int(rng.integers(0, 9)) / 8)], run_id=f"r{i // 3}", layout=layouts[i % 3],
+            scope="run" if i % 3 == 0 else "layer")
+        for i in range(24)
+    ]
+    lake = tmp_path / "lake"
+    writer.write("signatures", sigs, lake=lake)
+    monkeypatch.setenv("SQUIGGLE_BATCH_BYTES", "1")
+    analysis, got = build(lake, matches_only_sql)
+    assert_rows(got, reference(sigs))
+    files = list((lake / "matches" / f"analysis_id={analysis}").glob("*.parquet"))
+    # one file per group: 8 signatures, each with its 7 partners (fewer than top_k)
+    assert sorted(pq.read_metadata(f).num_rows for f in files) == [56, 56, 56]
+    # within the default budget: one query, one file, the same rows
+    monkeypatch.delenv("SQUIGGLE_BATCH_BYTES")
+    models.run(lake=lake, sql_dir=matches_only_sql, full_refresh=True, report=lambda _: None)
+    files = list((lake / "matches" / f"analysis_id={analysis}").glob("*.parquet"))
+    assert len(files) == 1
+    assert_rows({(r["signature_id_a"], r["signature_id_b"]): r for r in pq.read_table(files[0]).to_pylist()},
+                reference(sigs))
+
+
 def test_nan_from_another_tool_counts_as_null(tmp_path: Path, matches_only_sql: Path) -> None:
     """A producer other than our writer may store NaN in a vector or an event time."""
     sigs = [

@@ -277,6 +277,29 @@ def test_bad_header(tmp_path: Path, old: str, new: str, expected: str) -> None:
     assert_names(str(err.value), DYN, path)
 
 
+BATCH_BY = "-- batch_by: signatures(kind, scope, vector_layout)"
+
+
+@pytest.mark.parametrize(
+    "model, old, new, expected",
+    [
+        ("matches", BATCH_BY, "-- batch_by: signatures[kind]", "cannot read batch_by 'signatures[kind]'"),
+        ("matches", BATCH_BY, "-- batch_by: signature(kind)", "batch_by names unknown dataset 'signature'"),
+        ("matches", BATCH_BY, "-- batch_by: signatures(kind, colour)", "columns signatures does not have: colour"),
+        ("matches", BATCH_BY, "-- batch_by: runs(run_id)", "batch_by names runs, which the model does not read"),
+        (DYN, "-- incremental: run_id", "-- incremental: run_id\n-- batch_by: geometry_state(layer)",
+         "batch_by is for full lake models"),
+    ],
+)
+def test_bad_batch_by(tmp_path: Path, model: str, old: str, new: str, expected: str) -> None:
+    sql = only_models_sql(tmp_path / "sql", model)
+    path = edit_model(sql, model, old, new)
+    with pytest.raises(ModelError) as err:
+        load_project(sql)
+    assert expected in str(err.value)
+    assert_names(str(err.value), model, path)
+
+
 def test_unknown_param_name(lake: Path) -> None:
     before = snapshot(lake, content=True)
     with pytest.raises(ModelError) as err:
@@ -745,6 +768,42 @@ def test_full_model_partitioned_by_run_records_its_rows(lake: Path, tmp_path: Pa
     shutil.rmtree(lake / DYN / f"analysis_id={analysis}")
     assert only(build(lake, sql_dir=sql)).plan.build == {"*": "missing output"}
     assert len(read_rows(lake, DYN, analysis)) == 3 * ROWS_PER_RUN
+
+
+def test_full_model_keeps_the_files_of_runs_whose_output_did_not_change(lake: Path, tmp_path: Path) -> None:
+    """A full model partitioned by run recomputes its whole table, but a run whose rows come
+    out the same keeps its files (same names, same inodes), so a run_id model reading it
+    redoes only the runs that changed."""
+    sql = copy_sql(tmp_path)
+    edit_model(sql, DYN, "-- incremental: run_id", "-- incremental: full")
+    contract_model(sql, "downstream", "events_candidates", DYN,
+                   {"metric": "'drift'", "step": "step", "magnitude": "drift_velocity"},
+                   where="WHERE sample_id IS NULL")
+    first = build(lake, sql_dir=sql)
+    analysis = first[0].plan.analysis_id
+    files = output_runs(lake, DYN, analysis)
+    inodes = {run: [f.stat().st_ino for f in fs] for run, fs in files.items()}
+    rows = read_rows(lake, DYN, analysis)
+
+    write_runs(lake, {"r3": STEPS})
+    results = build(lake, sql_dir=sql)
+    assert [r.plan.build for r in results] == [{"*": "changed input"}, {"r3": "new run"}]
+    after = output_runs(lake, DYN, analysis)
+    assert {run: after[run] for run in files} == files
+    assert {run: [f.stat().st_ino for f in after[run]] for run in files} == inodes
+    assert sorted((r for r in read_rows(lake, DYN, analysis) if r[0] != "r3"), key=repr) == sorted(rows, key=repr)
+
+    # a changed run gets new files; the others keep theirs
+    writer.write("geometry_state", geometry_rows("r2", range(100, 150, 10), seed=1), lake=lake)
+    results = build(lake, sql_dir=sql)
+    assert [r.plan.build for r in results] == [{"*": "changed input"}, {"r2": "upstream changed"}]
+    again = output_runs(lake, DYN, analysis)
+    assert again["r1"] == files["r1"] and again["r3"] == after["r3"] and again["r2"] != files["r2"]
+    assert len(read_rows(lake, DYN, analysis)) == 3 * ROWS_PER_RUN + 20
+    # a dry run cannot know which runs will come out the same: it names every run it sees
+    write_runs(lake, {"r4": STEPS})
+    planned = build(lake, sql_dir=sql, dry_run=True)
+    assert planned[1].plan.build == {r: "upstream changed" for r in ("r1", "r2", "r3")}
 
 
 def test_run_ids_with_special_characters(tmp_path: Path) -> None:

@@ -3,6 +3,7 @@
 -- target: matches
 -- materialization: lake
 -- incremental: full
+-- batch_by: signatures(kind, scope, vector_layout)
 -- grain: signature_id_a, signature_id_b
 -- param tolerance: float = 0.05 | largest |delta t| (inclusive) at which two events of the same layer and metric match
 -- param top_k: int = 10 | partners kept per signature (at least 1), best score first

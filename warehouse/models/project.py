@@ -134,6 +134,8 @@ def _check_model(project: Project, model: CompiledModel) -> None:
             known = ", ".join(sorted(contracts.DATASETS))
             raise ModelError(f"{where}: reads unknown table {table!r}; known datasets: {known}") from None
     check_columns(model, schemas)
+    if model.spec.batch_by and model.spec.batch_by[0] not in model.dependencies:
+        raise ModelError(f"{where}: batch_by names {model.spec.batch_by[0]}, which the model does not read")
     contract = model.spec.contract
     if contract is not None:
         expected = [c for c in contract.column_names if c not in ENGINE_COLUMNS]

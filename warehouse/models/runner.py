@@ -33,7 +33,7 @@ from ..check import Problem, check_files
 from ..duck import memory_bytes, work_connection
 from ..scan import select_dataset
 from ..sql import quote_identifier as qi, quote_literal as ql
-from .compile import CompiledModel, analysis_id as make_analysis_id, fingerprint
+from .compile import CompiledModel, analysis_id as make_analysis_id, fingerprint, sql_literal
 from .checked import recorded_clean, stamp
 from .project import ENGINE_COLUMNS, Project
 from .spec import ModelError
@@ -72,6 +72,7 @@ class ModelPlan:
     digests: dict[str, str]
     build: dict[str, str] = field(default_factory=dict)  # unit -> reason
     drop: list[str] = field(default_factory=list)  # units whose inputs are gone
+    executed: bool = False  # its units were computed and published (not a dry run)
 
     @property
     def name(self) -> str:
@@ -266,10 +267,14 @@ def _unit_reason(
         return "full refresh"
     if done is None:
         return "new run" if unit != WHOLE else "first build"
-    if any(unit in p.build or (WHOLE in p.build) for p in upstream.values() if p.model.spec.target in plan.inputs):
+    rebuilt = [p for p in upstream.values() if p.model.spec.target in plan.inputs and (unit in p.build or WHOLE in p.build)]
+    # Before an upstream model has run (a dry run) its new files are unknown: assume they
+    # change this unit. After, the digest tells, and an upstream unit whose output came out
+    # the same kept its files, so nothing downstream of it is redone.
+    if any(not p.executed for p in rebuilt):
         return "upstream changed"
     if done["digest"] != d:
-        return "changed input"
+        return "upstream changed" if rebuilt else "changed input"
     if done["rows"] and not _has_files(_output_dir(root, plan, unit), plan.model.spec.contract, unit):
         return "missing output"
     return None
@@ -344,6 +349,7 @@ def run_models(
                     f"{spec.where()}: cannot write to the lake: {exc.strerror or exc} ({exc.filename}); each of its "
                     "output partitions is complete, old or new, and the next build redoes this model"
                 ) from exc
+            plan.executed = True
             records[plan.analysis_id] = load_analyses(root).get(plan.analysis_id, {})
             results.append(result)
             report(result.describe())
@@ -380,11 +386,13 @@ def execute(
         units = sorted(plan.build)
         staged = _compute(plan, units, staging, excluded) if units else {}
         _check_output(plan, staged)
-        published = _publish(plan, root, units, staged, staging)
+        contents = _run_contents(plan, staging / "out") if _runs_in_one_unit(plan) and units else {}
+        kept = _unchanged_runs(plan, root, record, contents)
+        published = _publish(plan, root, units, staged, staging, kept)
         seconds = time.perf_counter() - started
         rows = sum(n for n, _ in staged.values())
         _record(plan, root, record, staged, published, seconds, _skipped_by_unit(plan, root, skipped),
-                _checked_by_unit(plan, root, listing))
+                _checked_by_unit(plan, root, listing), contents)
         partitions = len({f.parent for n, files in staged.values() if n for f in files})
         return ModelResult(plan, rows, partitions, seconds, skipped)
 
@@ -501,11 +509,12 @@ def _compute(
     A ``run_id`` model computes each run from that run's inputs alone, so its runs are
     computed in batches whose input files stay within a share of DuckDB's memory limit
     (:func:`batch_bytes`): the memory a build needs is bounded by the batch, not the lake.
+    A full model with ``batch_by`` is computed one group of its input at a time when that
+    input is larger than a batch.
     """
     spec = plan.model.spec
     out = staging / "out"
     by_run = "run_id" in spec.contract.partition_by
-    target = ql(str(out)) if by_run else ql(str(out / "data.parquet"))
     options = "FORMAT parquet, COMPRESSION zstd" + (", PARTITION_BY (run_id)" if by_run else "")
     out.mkdir(parents=True, exist_ok=True)
     con = work_connection(staging / "spill")
@@ -514,21 +523,46 @@ def _compute(
         # derive from its fingerprint. It reads them with getvariable('analysis_id').
         con.execute(f"SET VARIABLE analysis_id = {ql(plan.analysis_id)}")
         query = output_sql(plan, dt.datetime.now(dt.timezone.utc))
-        per_run = by_run and spec.incremental == "run_id"
-        batches = _batches(plan, units, excluded, batch_bytes(con)) if per_run else [units]
-        for i, batch in enumerate(batches):
+        budget = batch_bytes(con)
+        if by_run and spec.incremental == "run_id":
+            steps = [(batch, None) for batch in _batches(plan, units, excluded, budget)]
+        else:
+            steps = [(units, group) for group in _groups(plan, con, excluded, budget)]
+        for i, (batch, group) in enumerate(steps):
             for name, inp in plan.inputs.items():
-                files = [f for f in inp.files_for(batch) if f not in excluded]
-                con.execute(f"CREATE OR REPLACE VIEW {qi(name)} AS {select_dataset(inp.dataset, files)}")
+                select = select_dataset(inp.dataset, [f for f in inp.files_for(batch) if f not in excluded])
+                if group and name == spec.batch_by[0]:
+                    select = f"SELECT * FROM ({select}) WHERE {group}"
+                con.execute(f"CREATE OR REPLACE VIEW {qi(name)} AS {select}")
             if i == 0:
                 _check_types(plan, con, query)
-            # later batches add their runs' folders beside the first's
-            con.execute(f"COPY (\n{query}\n) TO {target} ({options}{', APPEND' if i else ''})")
+            # a partitioned target takes later batches' run folders beside the first's
+            target = ql(str(out)) if by_run else ql(str(out / f"data-{i}.parquet"))
+            con.execute(f"COPY (\n{query}\n) TO {target} ({options}{', APPEND' if i and by_run else ''})")
     except duckdb.Error as exc:
         raise ModelError(f"{spec.where()}: the SQL failed: {exc}\n--- rendered SQL ---\n{plan.model.sql}") from None
     finally:
         con.close()
     return _staged_units(out, units, by_run)
+
+
+def _groups(plan: ModelPlan, con: duckdb.DuckDBPyConnection, excluded: set[Path], budget: int) -> list[str | None]:
+    """The filters of a ``batch_by`` model's groups, one per batch, if its grouped input's
+    files exceed ``budget`` bytes; else ``[None]``, one batch of everything."""
+    if not plan.model.spec.batch_by:
+        return [None]
+    dataset, columns = plan.model.spec.batch_by
+    files = [f for f in plan.inputs[dataset].files_for([WHOLE]) if f not in excluded]
+    if sum(f.stat().st_size for f in files) <= budget:
+        return [None]
+    keys = con.execute(
+        f"SELECT DISTINCT {', '.join(qi(c) for c in columns)} FROM ({select_dataset(plan.inputs[dataset].dataset, files)})"
+        " ORDER BY ALL"
+    ).fetchall()
+    return [
+        " AND ".join(f"{qi(c)} IS NOT DISTINCT FROM {'NULL' if v is None else sql_literal(v)}" for c, v in zip(columns, key))
+        for key in keys
+    ] or [None]
 
 
 def batch_bytes(con: duckdb.DuckDBPyConnection) -> int:
@@ -590,10 +624,46 @@ def _rows_and_files(files: list[Path]) -> tuple[int, list[Path]]:
     return sum(n for n, _ in counts), [f for n, f in counts if n]
 
 
-def _publish(plan: ModelPlan, root: Path, units: list[str], staged: dict, staging: Path) -> dict[str, list[Path]]:
+def _runs_in_one_unit(plan: ModelPlan) -> bool:
+    """A full model partitioned by run: one unit (the table) holding a folder per run."""
+    return plan.model.spec.incremental == "full" and "run_id" in plan.model.spec.contract.partition_by
+
+
+def _run_contents(plan: ModelPlan, out: Path) -> dict[str, str]:
+    """Per staged run folder, a key of its rows' content: their count and an order-free sum
+    of row hashes over every column but created_at_utc (which differs in every build)."""
+    contract = plan.model.spec.contract
+    columns = ", ".join(qi(c.name) for c in contract.file_columns if c.name != "created_at_utc")
+    glob = ql(str(out / "run_id=*" / "*.parquet"))
+    with duckdb.connect() as con:
+        rows = con.execute(
+            f"SELECT run_id, count(*), sum(hash({columns})::HUGEINT) FROM read_parquet({glob},"
+            " hive_partitioning = true, hive_types = {'run_id': VARCHAR}) GROUP BY run_id"
+        ).fetchall() if any(out.glob("run_id=*/*.parquet")) else []
+    return {run: f"{n}:{total}" for run, n, total in rows}
+
+
+def _unchanged_runs(plan: ModelPlan, root: Path, record: dict | None, contents: dict[str, str]) -> dict[str, list[Path]]:
+    """The runs whose new output equals what the last build published, with those files:
+    they are kept under their names, so the models reading them see nothing new."""
+    old = (record or {}).get("units", {}).get(WHOLE, {})
+    old_files: dict[str, list[Path]] = {}
+    for rel in old.get("files", []):
+        path = root / rel
+        old_files.setdefault(unquote(path.parent.name.split("=", 1)[1]), []).append(path)
+    return {
+        run: old_files[run] for run, key in contents.items()
+        if old.get("runs", {}).get(run) == key and run in old_files and all(f.is_file() for f in old_files[run])
+    }
+
+
+def _publish(
+    plan: ModelPlan, root: Path, units: list[str], staged: dict, staging: Path, kept: dict[str, list[Path]]
+) -> dict[str, list[Path]]:
     """Swap each unit's folder into place: build it in staging, then exchange it with the old one.
 
-    Returns the files each unit published, where they are now.
+    ``kept``: runs of a full model whose files stay as they are (hard links into the new
+    folder). Returns the files each unit published, where they are now.
     """
     trash = staging / "trash"
     trash.mkdir()
@@ -603,8 +673,8 @@ def _publish(plan: ModelPlan, root: Path, units: list[str], staged: dict, stagin
         fresh = staging / "publish" / uuid.uuid4().hex
         fresh.mkdir(parents=True)
         _, files = staged.get(unit, (0, []))
-        if plan.model.spec.incremental == "full" and "run_id" in plan.model.spec.contract.partition_by:
-            moved = _move_runs(staging / "out", fresh)
+        if _runs_in_one_unit(plan):
+            moved = _move_runs(staging / "out", fresh, kept)
         else:
             moved = [lk.publish(f, fresh) for f in files]
         published[unit] = [target / f.relative_to(fresh) for f in moved]
@@ -615,12 +685,20 @@ def _publish(plan: ModelPlan, root: Path, units: list[str], staged: dict, stagin
     return published
 
 
-def _move_runs(out: Path, fresh: Path) -> list[Path]:
-    """A full model partitioned by run: every staged run folder goes under the new analysis folder."""
+def _move_runs(out: Path, fresh: Path, kept: dict[str, list[Path]]) -> list[Path]:
+    """A full model partitioned by run: every staged run folder goes under the new analysis
+    folder, or for a ``kept`` run, links to its old files."""
     moved = []
     for folder in out.glob("run_id=*"):
         run = lk.check_identifier(unquote(folder.name.split("=", 1)[1]), "run_id")
-        moved += [lk.publish(f, fresh / f"run_id={run}") for f in sorted(folder.glob("*.parquet"))]
+        target = fresh / f"run_id={run}"
+        if run in kept:
+            target.mkdir()
+            for old in kept[run]:
+                os.link(old, target / old.name)
+                moved.append(target / old.name)
+        else:
+            moved += [lk.publish(f, target) for f in sorted(folder.glob("*.parquet"))]
     return moved
 
 
@@ -633,6 +711,7 @@ def _record(
     seconds: float,
     skipped: dict[str, list[str]],
     checked: dict[str, dict[str, str]],
+    contents: dict[str, str],
 ) -> None:
     now = dt.datetime.now(dt.timezone.utc).isoformat()
     units = dict((record or {}).get("units", {}))
@@ -644,6 +723,8 @@ def _record(
                        "checked": checked.get(unit, {})}
         if unit in skipped:
             units[unit]["skipped"] = skipped[unit]
+        if contents and unit == WHOLE:
+            units[unit]["runs"] = contents
     model = plan.model
     save_analysis(root, {
         "analysis_id": plan.analysis_id,

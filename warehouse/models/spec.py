@@ -15,6 +15,11 @@ A header is a block of ``-- key: value`` comment lines before the SQL::
 ``materialization`` is ``lake`` (Parquet in the target dataset's partitions) or ``view``
 (a view in the catalog); ``incremental`` is ``run_id`` (only runs whose inputs changed are
 recomputed) or ``full``.
+
+A full model may declare ``-- batch_by: DATASET(COLUMN, ...)``: its output for one value of
+those columns depends only on the input rows with that value (``matches`` pairs signatures
+only within a kind, scope and vector_layout). When that input is larger than a batch, the
+engine computes one value at a time, so memory follows the largest group, not the input.
 """
 
 from __future__ import annotations
@@ -32,6 +37,7 @@ VERSION_RE = re.compile(r"^[a-z][a-z0-9_]*@[0-9]+(\.[0-9]+)?$")
 PARAM_RE = re.compile(r"^(?P<name>[a-z_][a-z0-9_]*)\s*:\s*(?P<type>int|float|str|bool)\s*=\s*(?P<default>[^|]*?)\s*(\|\s*(?P<doc>.*))?$")
 PARAM_TYPES = {"int": int, "float": float, "str": str, "bool": bool}
 REQUIRED = ("name", "version", "target", "materialization", "incremental", "description")
+BATCH_BY_RE = re.compile(r"^(?P<dataset>[a-z_][a-z0-9_]*)\s*\((?P<columns>[a-z0-9_,\s]+)\)$")
 
 
 class ModelError(WarehouseError):
@@ -62,6 +68,7 @@ class ModelSpec:
     template: str
     grain: tuple[str, ...] = ()
     params: dict[str, Param] = field(default_factory=dict)
+    batch_by: tuple[str, tuple[str, ...]] | None = None  # (input dataset, its grouping columns)
 
     @property
     def contract(self) -> contracts.Dataset | None:
@@ -90,6 +97,7 @@ def parse_model_file(path: Path) -> ModelSpec:
         template=body,
         grain=tuple(g.strip() for g in fields.get("grain", "").split(",") if g.strip()),
         params=params,
+        batch_by=_parse_batch_by(fields.get("batch_by"), path),
     )
     _validate(spec)
     return spec
@@ -123,6 +131,16 @@ def _parse_header(lines: list[str], path: Path) -> tuple[dict[str, str], dict[st
             fields[key] = value.strip()
             last = key
     return fields, params
+
+
+def _parse_batch_by(text: str | None, path: Path) -> tuple[str, tuple[str, ...]] | None:
+    if text is None:
+        return None
+    m = BATCH_BY_RE.match(text)
+    columns = tuple(c.strip() for c in m["columns"].split(",")) if m else ()
+    if not m or not all(columns):
+        raise ModelError(f"{path}: cannot read batch_by {text!r}; write `-- batch_by: DATASET(COLUMN, ...)`")
+    return m["dataset"], columns
 
 
 def _parse_param(text: str, path: Path) -> Param:
@@ -177,3 +195,17 @@ def _validate(spec: ModelSpec) -> None:
             raise ModelError(f"{where}: incremental run_id needs a target partitioned by run_id")
     elif contract is not None:
         raise ModelError(f"{where}: a view model's target must not be a dataset name ({spec.target!r})")
+    if spec.batch_by:
+        _validate_batch_by(spec)
+
+
+def _validate_batch_by(spec: ModelSpec) -> None:
+    where = spec.where()
+    dataset, columns = spec.batch_by
+    if spec.incremental != "full" or spec.materialization != "lake":
+        raise ModelError(f"{where}: batch_by is for full lake models (a run_id model is batched by run)")
+    if dataset not in contracts.DATASETS:
+        raise ModelError(f"{where}: batch_by names unknown dataset {dataset!r}")
+    unknown = [c for c in columns if c not in contracts.DATASETS[dataset].column_names]
+    if unknown:
+        raise ModelError(f"{where}: batch_by names columns {dataset} does not have: {', '.join(unknown)}")
