@@ -323,6 +323,65 @@ def test_groups_computed_one_at_a_time_give_the_same_matches(
                 reference(sigs))
 
 
+def random_signatures(rng: np.random.Generator, runs: range) -> list[dict]:
+    """Per run a run-scope and a layer-scope signature, with events on a coarse t grid
+    (many exact ties of t, offsets and scores)."""
+    out = []
+    for r in runs:
+        for layout, scope in (("K4;run", "run"), ("K4;layer0", "layer")):
+            evs = [(0, [X, Y][rng.integers(0, 2)], int(rng.integers(0, 9)) / 8) for _ in range(rng.integers(0, 4))]
+            out.append(sig(f"{scope}-r{r:02d}", rng.integers(-2, 3, size=4).astype(float).tolist(), evs,
+                           run_id=f"r{r:02d}", layout=layout, scope=scope))
+    return out
+
+
+def test_new_runs_are_merged_into_the_last_matches(tmp_path: Path, matches_only_sql: Path) -> None:
+    """Signatures of new runs are merged into the last build's matches (only pairs with a
+    new side are computed); the table equals the reference and a full build, ties included."""
+    rng = np.random.default_rng(8)
+    lake = tmp_path / "lake"
+    old = random_signatures(rng, range(12))
+    writer.write("signatures", old, lake=lake)
+    analysis, got = build(lake, matches_only_sql, top_k=3)
+    assert_rows(got, reference(old, top_k=3))
+
+    new = random_signatures(rng, range(12, 16))
+    writer.write("signatures", new, lake=lake)
+    [result] = models.run(lake=lake, sql_dir=matches_only_sql, params={"matches": {"top_k": 3}}, report=lambda _: None)
+    assert result.plan.build == {"*": "4 new runs merged in"} and result.plan.analysis_id == analysis
+    merged = {(r["signature_id_a"], r["signature_id_b"]): r
+              for r in pq.read_table(lake / "matches" / f"analysis_id={analysis}", partitioning=None).to_pylist()}
+    assert_rows(merged, reference(old + new, top_k=3))
+    # some earlier signatures took a new partner into their top 3
+    assert any(a.startswith(("run-r0", "layer-r0")) and b.endswith(("r12", "r13", "r14", "r15")) for a, b in merged)
+
+    # a full build gives the same table, match ids included
+    [full] = models.run(lake=lake, sql_dir=matches_only_sql, params={"matches": {"top_k": 3}}, full_refresh=True,
+                        report=lambda _: None)
+    again = {(r["signature_id_a"], r["signature_id_b"]): r
+             for r in pq.read_table(lake / "matches" / f"analysis_id={analysis}", partitioning=None).to_pylist()}
+    drop = lambda rows: {k: {c: v for c, v in r.items() if c != "created_at_utc"} for k, r in rows.items()}  # noqa: E731
+    assert drop(again) == drop(merged)
+
+
+def test_a_changed_earlier_run_rebuilds_all_matches(tmp_path: Path, matches_only_sql: Path) -> None:
+    """New runs beside a changed earlier one: not a merge (the changed signatures' old pairs
+    are stale), a full build, which gives the reference."""
+    rng = np.random.default_rng(9)
+    lake = tmp_path / "lake"
+    sigs = random_signatures(rng, range(6))
+    writer.write("signatures", sigs, lake=lake)
+    build(lake, matches_only_sql)
+    shutil.rmtree(lake / "signatures" / f"analysis_id={SIG}" / "run_id=r02")
+    changed = [s | {"vector": [1.0, 0.0, 0.0, 0.0]} for s in sigs if s["run_id"] == "r02"]
+    added = random_signatures(rng, range(6, 7))
+    writer.write("signatures", changed + added, lake=lake)
+    [result] = models.run(lake=lake, sql_dir=matches_only_sql, report=lambda _: None)
+    assert result.plan.build == {"*": "changed input"}
+    _, rows = build(lake, matches_only_sql)  # up to date: reads the table back
+    assert_rows(rows, reference([s for s in sigs if s["run_id"] != "r02"] + changed + added))
+
+
 def test_nan_from_another_tool_counts_as_null(tmp_path: Path, matches_only_sql: Path) -> None:
     """A producer other than our writer may store NaN in a vector or an event time."""
     sigs = [

@@ -289,9 +289,16 @@ BATCH_BY = "-- batch_by: signatures(kind, scope, vector_layout)"
         ("matches", BATCH_BY, "-- batch_by: runs(run_id)", "batch_by names runs, which the model does not read"),
         (DYN, "-- incremental: run_id", "-- incremental: run_id\n-- batch_by: geometry_state(layer)",
          "batch_by is for full lake models"),
+        ("matches", "-- additions: signatures", "-- additions: families",
+         "additions must name a dataset partitioned by run, not 'families'"),
+        ("matches", "-- additions: signatures", "-- additions: runs", "additions names runs, which the model does not read"),
+        (DYN, "-- incremental: run_id", "-- incremental: run_id\n-- additions: geometry_state",
+         "additions is for full lake models"),
+        ("matches", "AS timewarp_tolerance\n", "AS timewarp_tolerance{% if adding %}, 1 AS merged{% endif %}\n",
+         "with `adding` true it must give the same columns"),
     ],
 )
-def test_bad_batch_by(tmp_path: Path, model: str, old: str, new: str, expected: str) -> None:
+def test_bad_batch_by_or_additions(tmp_path: Path, model: str, old: str, new: str, expected: str) -> None:
     sql = only_models_sql(tmp_path / "sql", model)
     path = edit_model(sql, model, old, new)
     with pytest.raises(ModelError) as err:

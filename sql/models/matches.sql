@@ -1,9 +1,10 @@
 -- name: matches
--- version: match@1
+-- version: match@1.1
 -- target: matches
 -- materialization: lake
 -- incremental: full
 -- batch_by: signatures(kind, scope, vector_layout)
+-- additions: signatures
 -- grain: signature_id_a, signature_id_b
 -- param tolerance: float = 0.05 | largest |delta t| (inclusive) at which two events of the same layer and metric match
 -- param top_k: int = 10 | partners kept per signature (at least 1), best score first
@@ -11,7 +12,8 @@
 --   and vector_layout (ordered pairs a != b): cosine of the vectors, precision and recall
 --   of the events (same layer and metric within the time tolerance), their F1, the mean
 --   offset of a's matched events, and score = 0.7 * (1 + cosine) / 2 + 0.3 * F1 (the
---   cosine term again when either side has no events), ranked per signature.
+--   cosine term again when either side has no events), ranked per signature. match@1.1:
+--   the match@1 formula; new runs' signatures are merged into the last build's matches.
 {% import 'macros/series.sql' as series %}
 
 -- Cost: n signatures of one layout make n^2 ordered pairs, each a dot product of two long
@@ -20,6 +22,9 @@
 -- compared only where two signatures have an event of the same layer and metric (a join of
 -- the unnested event lists), so pairs without any event in common cost nothing there. The
 -- top k of each signature are kept by a top-k aggregate: no sort of all the pairs.
+-- Merging new runs (`adding`): a pair's score depends on its two signatures alone, so an
+-- earlier signature's new top k is the top k of its last partners and its pairs with the
+-- new signatures; only pairs with a new side are computed.
 WITH vector_norms AS (
     -- the L2 norm of each vector in DOUBLE, NULL when the vector is empty or holds a NULL
     -- or NaN (such a vector has no cosine); the stored norm column is float32
@@ -47,7 +52,10 @@ signature_vectors AS (
         greatest(len(event_t), len(event_layers), len(event_metrics)) AS n_events,
         event_t,
         event_layers,
-        event_metrics
+        event_metrics{{ "," if adding }}
+        {%- if adding %}
+        run_id IN (SELECT run_id FROM added_runs) AS is_new
+        {%- endif %}
     FROM vector_norms
 ),
 
@@ -60,11 +68,17 @@ signature_events AS (
         event_index,
         layer,
         metric,
-        {{ series.finite_or_null('t') }} AS t
+        {{ series.finite_or_null('t') }} AS t{{ "," if adding }}
+        {%- if adding %}
+        is_new
+        {%- endif %}
     FROM (
         SELECT
             sig,
             grp,
+            {%- if adding %}
+            is_new,
+            {%- endif %}
             unnest(range(n_events)) AS event_index,
             unnest(event_layers) AS layer,
             unnest(event_metrics) AS metric,
@@ -91,6 +105,9 @@ nearest_events AS (
         AND a.metric = b.metric
         AND a.sig <> b.sig
         AND abs(b.t::DOUBLE - a.t::DOUBLE) <= CAST({{ tolerance }} AS FLOAT)::DOUBLE
+        {%- if adding %}
+        AND (a.is_new OR b.is_new)
+        {%- endif %}
     GROUP BY a.sig, b.sig, a.event_index
 ),
 
@@ -121,6 +138,9 @@ pair_cosines AS (
     JOIN signature_vectors AS hi
         ON lo.grp = hi.grp
         AND lo.sig < hi.sig
+        {%- if adding %}
+        AND (lo.is_new OR hi.is_new)
+        {%- endif %}
 ),
 
 pair_events AS (
@@ -182,6 +202,30 @@ pair_scores AS (
     FROM pair_f1
 ),
 
+scored_partners AS (
+    SELECT sig_a, sig_b, cosine, event_precision, event_recall, event_f1, mean_abs_offset_t, score
+    FROM pair_scores
+    {%- if adding %}
+    UNION ALL
+    -- an earlier signature's partners in the last build, as stored (float32: what a
+    -- full build would store and rank too)
+    SELECT
+        a.sig AS sig_a,
+        b.sig AS sig_b,
+        p.vector_cosine AS cosine,
+        p.event_precision,
+        p.event_recall,
+        p.event_f1,
+        p.mean_abs_offset_t,
+        p.score
+    FROM previous_output AS p
+    JOIN signature_vectors AS a
+        ON a.signature_id = p.signature_id_a
+    JOIN signature_vectors AS b
+        ON b.signature_id = p.signature_id_b
+    {%- endif %}
+),
+
 top_partners AS (
     -- each a's k best partners, best first: score descending with NULL last, then
     -- signature_id_b ascending (the smaller sig); rank_a is the position in that list
@@ -201,7 +245,7 @@ top_partners AS (
                 lambda partner, position: struct_insert(partner, rank_a := position)
             )
         ) AS partner
-    FROM pair_scores
+    FROM scored_partners
     GROUP BY sig_a
 )
 

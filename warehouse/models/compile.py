@@ -40,20 +40,27 @@ class CompiledModel:
     # materialization. Comments and layout do not change it; parameter values do not either.
     logic_fingerprint: str
     output_columns: tuple[str, ...]
+    # rendered with `adding` true: merges new runs into the previous output (``additions``)
+    additions_sql: str | None = None
 
     @cached_property
     def tree(self) -> exp.Query:
         """The parsed SQL (parsed on first use when the model came from the cache)."""
         return _parse(self.spec, self.sql)
 
+    @cached_property
+    def additions_tree(self) -> exp.Query | None:
+        return _parse(self.spec, self.additions_sql) if self.additions_sql else None
+
     def cache_entry(self) -> dict[str, Any]:
         return {"params": self.params, "sql": self.sql, "dependencies": list(self.dependencies),
-                "logic_fingerprint": self.logic_fingerprint, "output_columns": list(self.output_columns)}
+                "logic_fingerprint": self.logic_fingerprint, "output_columns": list(self.output_columns),
+                "additions_sql": self.additions_sql}
 
     @classmethod
     def from_cache_entry(cls, spec: ModelSpec, entry: Mapping[str, Any]) -> CompiledModel:
         return cls(spec, entry["params"], entry["sql"], tuple(entry["dependencies"]),
-                   entry["logic_fingerprint"], tuple(entry["output_columns"]))
+                   entry["logic_fingerprint"], tuple(entry["output_columns"]), entry["additions_sql"])
 
 
 def sql_literal(value: Any) -> str:
@@ -88,8 +95,12 @@ def compile_model(spec: ModelSpec, params: Mapping[str, Any], env: jinja2.Enviro
     tree = _parse(spec, sql)
     defaults = {name: p.default for name, p in spec.params.items()}
     default_tree = tree if values == defaults else _parse(spec, _render(spec, defaults, env))
-    logic = _hash([spec.target, spec.materialization, spec.incremental, canonical(default_tree)])
-    model = CompiledModel(spec, values, sql, _dependencies(tree), logic, tuple(tree.named_selects))
+    logic = [spec.target, spec.materialization, spec.incremental, canonical(default_tree)]
+    additions_sql = None
+    if spec.additions:
+        additions_sql = _render(spec, values, env, adding=True)
+        logic.append(canonical(_parse(spec, _render(spec, defaults, env, adding=True))))
+    model = CompiledModel(spec, values, sql, _dependencies(tree), _hash(logic), tuple(tree.named_selects), additions_sql)
     vars(model)["tree"] = tree  # already parsed: seed the cached property
     return model
 
@@ -99,12 +110,12 @@ def canonical(tree: exp.Expression) -> str:
     return tree.sql(dialect=DIALECT, comments=False, normalize=True)
 
 
-def _render(spec: ModelSpec, values: Mapping[str, Any], env: jinja2.Environment) -> str:
+def _render(spec: ModelSpec, values: Mapping[str, Any], env: jinja2.Environment, *, adding: bool = False) -> str:
     # `{{ name }}` is the SQL literal; `params.name` the typed value, for Jinja control flow
     # (loops, conditions). Text parameters stay out of `params`: pasting one raw would
     # bypass the literal.
     typed = {k: v for k, v in values.items() if not isinstance(v, str)}
-    context = {k: sql_literal(v) for k, v in values.items()} | {"params": typed}
+    context = {k: sql_literal(v) for k, v in values.items()} | {"params": typed, "adding": adding}
     try:
         return env.from_string(spec.template).render(**context)
     except jinja2.TemplateError as exc:
@@ -127,11 +138,14 @@ def _dependencies(tree: exp.Query) -> tuple[str, ...]:
     return tuple(sorted(tables - ctes))
 
 
-def check_columns(model: CompiledModel, schemas: Mapping[str, Mapping[str, str]]) -> None:
-    """Resolve every column of ``model`` against its inputs' schemas; fail naming the column."""
+def check_columns(
+    model: CompiledModel, schemas: Mapping[str, Mapping[str, str]], tree: exp.Query | None = None
+) -> None:
+    """Resolve every column of ``model`` (or of its ``tree``) against its inputs' schemas;
+    fail naming the column."""
     try:
         qualify(
-            model.tree.copy(),
+            (tree or model.tree).copy(),
             schema={name: dict(cols) for name, cols in schemas.items()},
             dialect=DIALECT,
             validate_qualify_columns=True,

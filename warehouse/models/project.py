@@ -28,6 +28,8 @@ def default_sql_dir() -> Path:
 LOCK_FILE = "models.lock"
 # Columns the engine adds to every lake model's output; the model's SQL must not produce them.
 ENGINE_COLUMNS = ("analysis_id", "schema_version", "created_at_utc")
+# what a model with ``additions`` reads when it merges new runs into its last output
+PREVIOUS_OUTPUT, ADDED_RUNS = "previous_output", "added_runs"
 
 
 @dataclass
@@ -136,6 +138,8 @@ def _check_model(project: Project, model: CompiledModel) -> None:
     check_columns(model, schemas)
     if model.spec.batch_by and model.spec.batch_by[0] not in model.dependencies:
         raise ModelError(f"{where}: batch_by names {model.spec.batch_by[0]}, which the model does not read")
+    if model.spec.additions:
+        _check_additions(model, schemas)
     contract = model.spec.contract
     if contract is not None:
         expected = [c for c in contract.column_names if c not in ENGINE_COLUMNS]
@@ -148,6 +152,18 @@ def _check_model(project: Project, model: CompiledModel) -> None:
                 + (f"; missing: {', '.join(missing)}" if missing else "")
                 + (f"; not in the contract: {', '.join(extra)}" if extra else "")
             )
+
+
+def _check_additions(model: CompiledModel, schemas: dict[str, dict[str, str]]) -> None:
+    """The variant that merges new runs reads what the full one reads, plus its previous
+    output and the added runs, and gives the same columns."""
+    where = model.spec.where()
+    if model.spec.additions not in model.dependencies:
+        raise ModelError(f"{where}: additions names {model.spec.additions}, which the model does not read")
+    extra = {PREVIOUS_OUTPUT: contract_schema(model.spec.contract), ADDED_RUNS: {"run_id": "VARCHAR"}}
+    check_columns(model, schemas | extra, model.additions_tree)
+    if tuple(model.additions_tree.named_selects) != model.output_columns:
+        raise ModelError(f"{where}: with `adding` true it must give the same columns as without")
 
 
 # -- the lock file ----------------------------------------------------------------------

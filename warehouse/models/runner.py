@@ -35,7 +35,7 @@ from ..scan import select_dataset
 from ..sql import quote_identifier as qi, quote_literal as ql
 from .compile import CompiledModel, analysis_id as make_analysis_id, fingerprint, sql_literal
 from .checked import recorded_clean, stamp
-from .project import ENGINE_COLUMNS, Project
+from .project import ADDED_RUNS, ENGINE_COLUMNS, PREVIOUS_OUTPUT, Project
 from .spec import ModelError
 from .state import build_lock, digest, load_analyses, remove_stale_records, save_analysis
 
@@ -73,6 +73,8 @@ class ModelPlan:
     build: dict[str, str] = field(default_factory=dict)  # unit -> reason
     drop: list[str] = field(default_factory=list)  # units whose inputs are gone
     executed: bool = False  # its units were computed and published (not a dry run)
+    added: list[str] = field(default_factory=list)  # new runs merged into the previous output
+    previous_files: list[Path] = field(default_factory=list)  # that output (``additions``)
 
     @property
     def name(self) -> str:
@@ -144,7 +146,27 @@ def plan_model(
         plan.build[unit] = _unit_reason(plan, unit, d, done.get(unit), root, upstream, full_refresh) or ""
     plan.build = {u: r for u, r in plan.build.items() if r}
     plan.drop = sorted(set(done) - set(plan.digests))
+    if model.spec.additions and plan.build.get(WHOLE) in ("changed input", "upstream changed"):
+        _plan_additions(plan, done[WHOLE], root)
     return plan
+
+
+def _plan_additions(plan: ModelPlan, done: dict, root: Path) -> None:
+    """Merge new runs into the last output when they are all that changed: every run seen
+    then is there with the same files, as is every input not partitioned by run."""
+    seen, shared = done.get("input_runs"), done.get("input_shared")
+    runs, now_shared = _run_digests(plan, root)
+    previous = [root / f for f in done.get("files", [])]
+    if seen is None or shared != now_shared or any(runs.get(r) != d for r, d in seen.items()):
+        return
+    if not all(f.is_file() for f in previous):
+        return
+    plan.added = sorted(set(runs) - set(seen))
+    if not plan.added:
+        return
+    plan.previous_files = previous
+    n = len(plan.added)
+    plan.build[WHOLE] = f"{n} new run{'s' if n != 1 else ''} merged in"
 
 
 class InputListing:
@@ -244,6 +266,14 @@ def _digests(model: CompiledModel, inputs: dict[str, Input], root: Path) -> dict
         return {WHOLE: digest(every, root)}
     runs = sorted({r for i in inputs.values() if i.by_run for r in i.files})
     return {r: digest(shared + [p for i in inputs.values() if i.by_run for p in i.files.get(r, [])], root) for r in runs}
+
+
+def _run_digests(plan: ModelPlan, root: Path) -> tuple[dict[str, str], str]:
+    """The digest of each run's input files, and of the inputs not partitioned by run."""
+    by_run = [i for i in plan.inputs.values() if i.by_run]
+    runs = sorted({r for i in by_run for r in i.files})
+    shared = [p for i in plan.inputs.values() if not i.by_run for p in i.files_for([WHOLE])]
+    return {r: digest([p for i in by_run for p in i.files.get(r, [])], root) for r in runs}, digest(shared, root)
 
 
 def _new_analysis_reason(model: CompiledModel, plan: ModelPlan, records: dict[str, dict]) -> str:
@@ -484,7 +514,8 @@ def _check_output(plan: ModelPlan, staged: dict[str, tuple[int, list[Path]]]) ->
 
 
 def output_sql(plan: ModelPlan, created_at: dt.datetime) -> str:
-    """The model's query wrapped to give the target's columns, types and engine columns."""
+    """The model's query (its merging variant when the plan adds runs) wrapped to give the
+    target's columns, types and engine columns."""
     contract = plan.model.spec.contract
     engine = {
         "analysis_id": ql(plan.analysis_id),
@@ -497,7 +528,11 @@ def output_sql(plan: ModelPlan, created_at: dt.datetime) -> str:
         f" AS {contracts.duckdb_type(c.type)}) AS {qi(c.name)}"
         for c in columns
     )
-    return f"SELECT\n    {select}\nFROM (\n{plan.model.sql}\n) AS model_output"
+    return f"SELECT\n    {select}\nFROM (\n{_model_sql(plan)}\n) AS model_output"
+
+
+def _model_sql(plan: ModelPlan) -> str:
+    return plan.model.additions_sql if plan.added else plan.model.sql
 
 
 def _compute(
@@ -526,6 +561,9 @@ def _compute(
         budget = batch_bytes(con)
         if by_run and spec.incremental == "run_id":
             steps = [(batch, None) for batch in _batches(plan, units, excluded, budget)]
+        elif plan.added:
+            _create_previous(plan, con)
+            steps = [(units, None)]
         else:
             steps = [(units, group) for group in _groups(plan, con, excluded, budget)]
         for i, (batch, group) in enumerate(steps):
@@ -540,10 +578,17 @@ def _compute(
             target = ql(str(out)) if by_run else ql(str(out / f"data-{i}.parquet"))
             con.execute(f"COPY (\n{query}\n) TO {target} ({options}{', APPEND' if i and by_run else ''})")
     except duckdb.Error as exc:
-        raise ModelError(f"{spec.where()}: the SQL failed: {exc}\n--- rendered SQL ---\n{plan.model.sql}") from None
+        raise ModelError(f"{spec.where()}: the SQL failed: {exc}\n--- rendered SQL ---\n{_model_sql(plan)}") from None
     finally:
         con.close()
     return _staged_units(out, units, by_run)
+
+
+def _create_previous(plan: ModelPlan, con: duckdb.DuckDBPyConnection) -> None:
+    """The views a merging build reads besides its inputs: its last output and the new runs."""
+    con.execute(f"CREATE VIEW {PREVIOUS_OUTPUT} AS {select_dataset(plan.model.spec.contract, plan.previous_files)}")
+    runs = ", ".join(ql(r) for r in plan.added)
+    con.execute(f"CREATE VIEW {ADDED_RUNS} AS SELECT CAST(unnest([{runs}]) AS VARCHAR) AS run_id")
 
 
 def _groups(plan: ModelPlan, con: duckdb.DuckDBPyConnection, excluded: set[Path], budget: int) -> list[str | None]:
@@ -595,7 +640,7 @@ def _batches(plan: ModelPlan, units: list[str], excluded: set[Path], budget: int
 
 def _check_types(plan: ModelPlan, con: duckdb.DuckDBPyConnection, query: str) -> None:
     """Compare the model's own output types with the contract before anything is written."""
-    described = con.execute(f"DESCRIBE {plan.model.sql}").fetchall()
+    described = con.execute(f"DESCRIBE {_model_sql(plan)}").fetchall()
     contract = plan.model.spec.contract
     for name, type_, *_ in described:
         expected = contracts.duckdb_type(contract.column(name).type)
@@ -725,6 +770,8 @@ def _record(
             units[unit]["skipped"] = skipped[unit]
         if contents and unit == WHOLE:
             units[unit]["runs"] = contents
+        if plan.model.spec.additions:
+            units[unit]["input_runs"], units[unit]["input_shared"] = _run_digests(plan, root)
     model = plan.model
     save_analysis(root, {
         "analysis_id": plan.analysis_id,

@@ -20,6 +20,12 @@ A full model may declare ``-- batch_by: DATASET(COLUMN, ...)``: its output for o
 those columns depends only on the input rows with that value (``matches`` pairs signatures
 only within a kind, scope and vector_layout). When that input is larger than a batch, the
 engine computes one value at a time, so memory follows the largest group, not the input.
+
+A full model may declare ``-- additions: DATASET`` (a dataset partitioned by run): when
+the only change to its inputs since its last build is new runs of that dataset, the
+engine renders it with the Jinja variable ``adding`` true, and the SQL merges the new runs
+into its previous output, which it reads as ``previous_output`` (the new runs' ids are
+``added_runs(run_id)``). The merged table must equal a full build's.
 """
 
 from __future__ import annotations
@@ -69,6 +75,7 @@ class ModelSpec:
     grain: tuple[str, ...] = ()
     params: dict[str, Param] = field(default_factory=dict)
     batch_by: tuple[str, tuple[str, ...]] | None = None  # (input dataset, its grouping columns)
+    additions: str | None = None  # input dataset whose new runs the model can merge in
 
     @property
     def contract(self) -> contracts.Dataset | None:
@@ -98,6 +105,7 @@ def parse_model_file(path: Path) -> ModelSpec:
         grain=tuple(g.strip() for g in fields.get("grain", "").split(",") if g.strip()),
         params=params,
         batch_by=_parse_batch_by(fields.get("batch_by"), path),
+        additions=fields.get("additions"),
     )
     _validate(spec)
     return spec
@@ -197,6 +205,8 @@ def _validate(spec: ModelSpec) -> None:
         raise ModelError(f"{where}: a view model's target must not be a dataset name ({spec.target!r})")
     if spec.batch_by:
         _validate_batch_by(spec)
+    if spec.additions:
+        _validate_additions(spec)
 
 
 def _validate_batch_by(spec: ModelSpec) -> None:
@@ -209,3 +219,12 @@ def _validate_batch_by(spec: ModelSpec) -> None:
     unknown = [c for c in columns if c not in contracts.DATASETS[dataset].column_names]
     if unknown:
         raise ModelError(f"{where}: batch_by names columns {dataset} does not have: {', '.join(unknown)}")
+
+
+def _validate_additions(spec: ModelSpec) -> None:
+    where = spec.where()
+    if spec.incremental != "full" or spec.materialization != "lake":
+        raise ModelError(f"{where}: additions is for full lake models (a run_id model is built per run)")
+    dataset = contracts.DATASETS.get(spec.additions)
+    if dataset is None or "run_id" not in dataset.partition_by:
+        raise ModelError(f"{where}: additions must name a dataset partitioned by run, not {spec.additions!r}")
