@@ -278,6 +278,7 @@ def test_bad_header(tmp_path: Path, old: str, new: str, expected: str) -> None:
 
 
 BATCH_BY = "-- batch_by: signatures(kind, scope, vector_layout)"
+PROBE, RUN_SCOPE = "probe_summaries", "-- runs: family_id IS NOT NULL AND probe_name IS NOT NULL"
 
 
 @pytest.mark.parametrize(
@@ -296,9 +297,14 @@ BATCH_BY = "-- batch_by: signatures(kind, scope, vector_layout)"
          "additions is for full lake models"),
         ("matches", "AS timewarp_tolerance\n", "AS timewarp_tolerance{% if adding %}, 1 AS merged{% endif %}\n",
          "with `adding` true it must give the same columns"),
+        (PROBE, RUN_SCOPE, "-- runs: family_id IS NOT NULL AND", "cannot read the runs condition"),
+        (PROBE, RUN_SCOPE, "-- runs: colour = 'red'", "colour"),
+        (PROBE, RUN_SCOPE, "-- runs: run_id IN (SELECT run_id FROM runs)", "must be one expression on runs' columns"),
+        (PROBE, RUN_SCOPE, "-- runs: true GROUP BY run_id", "must be one expression on runs' columns"),
+        (DYN, "-- incremental: run_id", "-- incremental: run_id\n-- runs: seed = 0", "a runs condition needs a model that reads runs"),
     ],
 )
-def test_bad_batch_by_or_additions(tmp_path: Path, model: str, old: str, new: str, expected: str) -> None:
+def test_bad_batch_by_additions_or_runs(tmp_path: Path, model: str, old: str, new: str, expected: str) -> None:
     sql = only_models_sql(tmp_path / "sql", model)
     path = edit_model(sql, model, old, new)
     with pytest.raises(ModelError) as err:

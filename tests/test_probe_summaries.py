@@ -21,6 +21,7 @@ import pytest
 
 from model_fixtures import only_models_sql
 from warehouse import build_catalog, connect, contracts, demo, models, writer
+from warehouse.models.state import load_analyses
 
 REPO = Path(__file__).resolve().parent.parent
 MODULE = "resid_post"
@@ -503,6 +504,17 @@ def test_random_lake_matches_numpy(tmp_path: Path) -> None:
     models.run(lake=lake, sql_dir=sql, report=lambda _: None)
     first = analysis_of(lake)
     assert_matches(built(lake, first), reference(runs, state, dynamics, []))
+    files = {r: sorted(f.name for f in (lake / "probe_summaries" / f"analysis_id={first}" / f"run_id={r}").iterdir())
+             for r in ("f0-s0", "f3-s0")}
+
+    # a training run (no family): not read at all, so nothing to do
+    training = [dict(g, run_id="train", seed=0) for g in state if g["run_id"] == "f1-s0"]
+    write_inputs(lake, [run_row("train", None, 0, None, None)], training,
+                 [dict(g, run_id="train", seed=0) for g in dynamics if g["run_id"] == "f1-s0"], [])
+    [result] = models.run(lake=lake, sql_dir=sql, report=lambda _: None)
+    assert result.plan.build == {} and "train" not in result.plan.inputs["geometry_state"].files
+    record = load_analyses(lake)[first]
+    assert record["run_scope"]["runs"] == sorted(r["run_id"] for r in runs)
 
     # a new seed of fam1: the whole population is recomputed (same analysis, new rows)
     extra_runs = [run_row("f1-s9", "fam1", 9, "p", "h")]
@@ -515,6 +527,10 @@ def test_random_lake_matches_numpy(tmp_path: Path) -> None:
     after = built(lake, first)
     want = reference(runs + extra_runs, state + extra_state, dynamics + extra_dyn, [])
     assert_matches(after, want)
+    # fam3's population (no hash) came out the same: its files stayed; fam0's did not
+    folder = lake / "probe_summaries" / f"analysis_id={first}"
+    assert sorted(f.name for f in (folder / "run_id=f3-s0").iterdir()) == files["f3-s0"]
+    assert sorted(f.name for f in (folder / "run_id=f0-s0").iterdir()) != files["f0-s0"]
 
 
 # -- the demo lake ----------------------------------------------------------------------------

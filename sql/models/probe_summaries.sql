@@ -1,8 +1,9 @@
 -- name: probe_summaries
--- version: probe_summary@2.0
+-- version: probe_summary@2.1
 -- target: probe_summaries
 -- materialization: lake
 -- incremental: full
+-- runs: family_id IS NOT NULL AND probe_name IS NOT NULL
 -- grain: run_id, family_id, seed, probe_name, probe_config_hash
 -- param module: str = 'resid_post' | module whose pooled series are summarised
 -- param sample_set: str = '' | sample set analysed; empty: per run the alphabetically first with pooled rows
@@ -11,6 +12,7 @@
 --   dynamics per layer (probe_summary@2.0), then the dis@1 ranking across the runs of each
 --   probe population: the robust-standardised signature (sig@1), its magnitude, its
 --   coherence across the family's seeds, its novelty against the other families, and DIS.
+--   probe_summary@2.1: the 2.0 formulas, reading only the probe runs' files.
 {% import 'macros/series.sql' as series %}
 {% set a_descriptors = ['eff_rank', 'sv_entropy', 'sparsity'] %}
 {#- The dis@1 features of one layer, in the order the signature lists them. #}

@@ -96,6 +96,8 @@ def compile_model(spec: ModelSpec, params: Mapping[str, Any], env: jinja2.Enviro
     defaults = {name: p.default for name, p in spec.params.items()}
     default_tree = tree if values == defaults else _parse(spec, _render(spec, defaults, env))
     logic = [spec.target, spec.materialization, spec.incremental, canonical(default_tree)]
+    if spec.runs:
+        logic.append(spec.runs)
     additions_sql = None
     if spec.additions:
         additions_sql = _render(spec, values, env, adding=True)

@@ -14,9 +14,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Mapping
 
+import sqlglot
+from sqlglot import exp
+from sqlglot.errors import ParseError
+
 from .. import contracts
 from . import cache
-from .compile import CompiledModel, check_columns, compile_model, contract_schema, jinja_environment
+from .compile import DIALECT, CompiledModel, check_columns, compile_model, contract_schema, jinja_environment
 from .spec import ModelError, ModelSpec, parse_model_file
 
 SQL_DIR = Path(__file__).resolve().parent.parent.parent / "sql"  # the repository's models
@@ -140,6 +144,8 @@ def _check_model(project: Project, model: CompiledModel) -> None:
         raise ModelError(f"{where}: batch_by names {model.spec.batch_by[0]}, which the model does not read")
     if model.spec.additions:
         _check_additions(model, schemas)
+    if model.spec.runs:
+        _check_run_scope(model)
     contract = model.spec.contract
     if contract is not None:
         expected = [c for c in contract.column_names if c not in ENGINE_COLUMNS]
@@ -164,6 +170,21 @@ def _check_additions(model: CompiledModel, schemas: dict[str, dict[str, str]]) -
     check_columns(model, schemas | extra, model.additions_tree)
     if tuple(model.additions_tree.named_selects) != model.output_columns:
         raise ModelError(f"{where}: with `adding` true it must give the same columns as without")
+
+
+def _check_run_scope(model: CompiledModel) -> None:
+    """The ``runs`` condition is one expression on the columns of the runs the model reads."""
+    where = model.spec.where()
+    if "runs" not in model.dependencies:
+        raise ModelError(f"{where}: a runs condition needs a model that reads runs")
+    try:
+        tree = sqlglot.parse_one(f"SELECT run_id FROM runs WHERE {model.spec.runs}", read=DIALECT)
+    except ParseError as exc:
+        raise ModelError(f"{where}: cannot read the runs condition {model.spec.runs!r}: {exc}") from None
+    condition = tree.args.get("where") if isinstance(tree, exp.Select) else None
+    if condition is None or {k for k, v in tree.args.items() if v} - {"expressions", "from_", "where"} or condition.find(exp.Query):
+        raise ModelError(f"{where}: the runs condition {model.spec.runs!r} must be one expression on runs' columns")
+    check_columns(model, {"runs": contract_schema(contracts.RUNS)}, tree)
 
 
 # -- the lock file ----------------------------------------------------------------------

@@ -75,6 +75,7 @@ class ModelPlan:
     executed: bool = False  # its units were computed and published (not a dry run)
     added: list[str] = field(default_factory=list)  # new runs merged into the previous output
     previous_files: list[Path] = field(default_factory=list)  # that output (``additions``)
+    run_scope: dict[str, Any] | None = None  # the runs a ``runs`` condition chose, and from what
 
     @property
     def name(self) -> str:
@@ -135,8 +136,10 @@ def plan_model(
     listing = listing or InputListing()
     inputs = {d: _input(root, d, model, upstream, chosen_inputs or {}, listing) for d in model.dependencies}
     fp = fingerprint(model, {d: i.analysis for d, i in inputs.items()})
-    plan = ModelPlan(model, make_analysis_id(model, fp), fp, inputs, _digests(model, inputs, root))
-    record = records.get(plan.analysis_id)
+    analysis = make_analysis_id(model, fp)
+    record = records.get(analysis)
+    scope = _scope_runs(model, inputs, root, record) if model.spec.runs else None
+    plan = ModelPlan(model, analysis, fp, inputs, _digests(model, inputs, root), run_scope=scope)
     if record is None:
         reason = _new_analysis_reason(model, plan, records)
         plan.build = {unit: reason for unit in plan.digests}
@@ -149,6 +152,33 @@ def plan_model(
     if model.spec.additions and plan.build.get(WHOLE) in ("changed input", "upstream changed"):
         _plan_additions(plan, done[WHOLE], root)
     return plan
+
+
+def _scope_runs(model: CompiledModel, inputs: dict[str, Input], root: Path, record: dict | None) -> dict[str, Any]:
+    """Keep only the runs the model's ``runs`` condition chooses in its by-run inputs.
+
+    The choice is remembered in the analysis record with a digest of the runs files, and
+    made again only when they change. Runs that cannot be read are all kept: the input
+    checks then name the broken file.
+    """
+    runs_digest = digest(inputs["runs"].files_for([WHOLE]), root)
+    scope = (record or {}).get("run_scope")
+    if not scope or scope["runs_digest"] != runs_digest:
+        files = inputs["runs"].files_for([WHOLE])
+        try:
+            with duckdb.connect() as con:
+                chosen = [r for (r,) in con.execute(
+                    f"SELECT run_id FROM ({select_dataset(contracts.RUNS, files)}) WHERE {model.spec.runs}"
+                ).fetchall()]
+        except duckdb.Error:
+            return {"runs_digest": runs_digest, "runs": None}
+        scope = {"runs_digest": runs_digest, "runs": sorted(set(chosen))}
+    if scope["runs"] is not None:
+        chosen = set(scope["runs"])
+        for inp in inputs.values():
+            if inp.by_run:
+                inp.files = {r: fs for r, fs in inp.files.items() if r in chosen}
+    return scope
 
 
 def _plan_additions(plan: ModelPlan, done: dict, root: Path) -> None:
@@ -788,4 +818,5 @@ def _record(
         "rows": sum(u["rows"] for u in units.values()),
         "last_build_seconds": round(seconds, 3),
         "last_build_units": len(plan.build),
+        **({"run_scope": plan.run_scope} if plan.run_scope else {}),
     })

@@ -26,6 +26,10 @@ the only change to its inputs since its last build is new runs of that dataset, 
 engine renders it with the Jinja variable ``adding`` true, and the SQL merges the new runs
 into its previous output, which it reads as ``previous_output`` (the new runs' ids are
 ``added_runs(run_id)``). The merged table must equal a full build's.
+
+A model may declare ``-- runs: CONDITION`` (on the columns of ``runs``): it reads only
+the runs that satisfy it, and the engine gives it only those runs' files, so other runs
+neither cost it time nor make it out of date. The condition is part of its logic.
 """
 
 from __future__ import annotations
@@ -76,6 +80,7 @@ class ModelSpec:
     params: dict[str, Param] = field(default_factory=dict)
     batch_by: tuple[str, tuple[str, ...]] | None = None  # (input dataset, its grouping columns)
     additions: str | None = None  # input dataset whose new runs the model can merge in
+    runs: str | None = None  # condition on `runs`: the only runs whose files the model reads
 
     @property
     def contract(self) -> contracts.Dataset | None:
@@ -106,6 +111,7 @@ def parse_model_file(path: Path) -> ModelSpec:
         params=params,
         batch_by=_parse_batch_by(fields.get("batch_by"), path),
         additions=fields.get("additions"),
+        runs=fields.get("runs"),
     )
     _validate(spec)
     return spec
