@@ -413,7 +413,7 @@ def test_event_ids_are_stable_and_name_the_analysis(tmp_path: Path) -> None:
     a = cohort_hash("A")
     # the first source event opens the cluster: ties in t, run and step go by event_id
     assert event["event_id"] == hashlib.sha256(f"{analysis}|{a}|0|{RP}|first".encode()).hexdigest()[:32]
-    assert analysis.startswith("consensus1-")
+    assert analysis.startswith("consensus1_1-")
     # a rebuild with nothing new does no work and keeps the ids
     [result] = models.run(lake=lake, sql_dir=sql, report=lambda _: None)
     assert not result.plan.build and [r["event_id"] for r in built(lake)] == [event["event_id"]]
@@ -461,6 +461,36 @@ def test_random_cohorts_match_the_reference(tmp_path: Path, seed: int) -> None:
     [second] = set(analyses(lake)) - {first}
     rows = [r for r in built(lake) if r["analysis_id"] == second]
     assert_matches(rows, reference(runs, geometry, candidates, second, tolerance=0.02))
+
+
+def test_new_runs_recompute_only_their_cohorts(tmp_path: Path) -> None:
+    """New runs (a seed of cohort P, the first run of cohort S) are merged in: P and S are
+    recomputed, Q's and R's events are the last build's; the table is the reference's and a
+    full build's."""
+    runs, geometry, candidates = random_case(np.random.default_rng(3))
+    lake, sql = build(tmp_path, runs, geometry, candidates)
+    [analysis] = analyses(lake)
+    before = {natural_key(r): r for r in built(lake)}
+    grid = list(range(0, 501, 10))
+    new_runs = [run_row("P9", "P", 9), run_row("S0", "S", 0)]
+    new_geometry = geometry_rows("P9", grid) + geometry_rows("S0", grid)
+    new_candidates = [candidate("P9", f"P9-{n}", n % 2, RP, grid[int(t * 50)], 2.0) for n, t in enumerate([0.2, 0.5, 0.8])]
+    new_candidates.append(candidate("S0", "S0-0", 0, RP, 250, 1.0))
+    writer.write("runs", new_runs, lake=lake)
+    writer.write("geometry_state", new_geometry, lake=lake)
+    writer.write("events_candidates", new_candidates, lake=lake)
+    [result] = models.run(lake=lake, sql_dir=sql, report=lambda _: None)
+    assert result.plan.build == {"*": "2 new runs merged in"} and analyses(lake) == [analysis]
+    merged = built(lake)
+    assert_matches(merged, reference(runs + new_runs, geometry + new_geometry, candidates + new_candidates, analysis))
+    p, s = cohort_hash("P"), cohort_hash("S")
+    assert any(r["cohort_id"] == s for r in merged)  # one run, one candidate: its own event
+    kept = {k: r for k, r in before.items() if k[0] not in (p, s)}
+    assert kept and all({**r, "created_at_utc": None} == {**kept[natural_key(r)], "created_at_utc": None}
+                        for r in merged if natural_key(r) in kept)
+    models.run(lake=lake, sql_dir=sql, full_refresh=True, report=lambda _: None)
+    full = {natural_key(r): {**r, "created_at_utc": None} for r in built(lake)}
+    assert full == {natural_key(r): {**r, "created_at_utc": None} for r in merged}
 
 
 # -- the demo lake: planted events recur across each cohort's seeds ------------------------

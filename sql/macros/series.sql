@@ -16,20 +16,27 @@ sqrt(
 {%- endmacro %}
 
 {#- The sample set each run is analysed on: `chosen` (a string literal) when not empty,
-    else the alphabetically first sample set with pooled rows (sample_id NULL). -#}
-{% macro analysed_sample_sets(chosen) -%}
+    else the alphabetically first sample set with pooled rows (sample_id NULL). Only the
+    runs listed by the relation `runs`, if given. -#}
+{% macro analysed_sample_sets(chosen, runs=none) -%}
 SELECT run_id, min(sample_set) AS sample_set
 FROM geometry_state
-WHERE sample_id IS NULL AND ({{ chosen }} = '' OR sample_set = {{ chosen }})
+WHERE sample_id IS NULL AND ({{ chosen }} = '' OR sample_set = {{ chosen }}){{ only_runs(runs) }}
 GROUP BY run_id
 {%- endmacro %}
 
-{#- First and last pooled step of every (run, sample set, layer, module) series. -#}
-{% macro series_spans() -%}
+{#- First and last pooled step of every (run, sample set, layer, module) series (of the
+    runs listed by the relation `runs`, if given). -#}
+{% macro series_spans(runs=none) -%}
 SELECT run_id, sample_set, layer, module, min(step) AS first_step, max(step) AS last_step
 FROM geometry_state
-WHERE sample_id IS NULL
+WHERE sample_id IS NULL{{ only_runs(runs) }}
 GROUP BY run_id, sample_set, layer, module
+{%- endmacro %}
+
+{#- A filter on run_id, read before any other work: nothing, or the runs of relation `runs`. -#}
+{% macro only_runs(runs) -%}
+{% if runs %} AND run_id IN (SELECT run_id FROM {{ runs }}){% endif %}
 {%- endmacro %}
 
 {#- Normalised time of `step` in a series spanning first .. last: 0 for a single capture. -#}

@@ -1,20 +1,40 @@
 -- name: events
--- version: consensus@1
+-- version: consensus@1.1
 -- target: events
 -- materialization: lake
 -- incremental: full
+-- additions: events_candidates
 -- grain: cohort_id, layer, metric, event_id
 -- param tolerance: float = 0.05 | largest gap in normalised time t between neighbouring candidates of one cluster
 -- param sample_set: str = '' | sample set whose series give t; empty: per run, the alphabetically first with pooled rows
 -- description: Consensus events: the change-point candidates of a cohort (runs sharing
 --   config_hash) clustered per layer and metric by their normalised time t; a cluster that
 --   at least half of the cohort's runs support is an event, with its support, strength,
---   step and t statistics and the candidates and runs behind it.
+--   step and t statistics and the candidates and runs behind it. consensus@1.1: the
+--   consensus@1 formula; new runs recompute only their cohorts' events.
 {% import 'macros/series.sql' as series %}
 
 -- Per (cohort, layer, metric) the candidates in t order: a running count of the gaps above
--- the tolerance numbers the clusters, then one aggregate per cluster.
-WITH cohorts AS (
+-- the tolerance numbers the clusters, then one aggregate per cluster. A cohort's events
+-- depend on its own runs alone: merging new runs (`adding`) recomputes their cohorts and
+-- keeps the other cohorts' events of the last build.
+{% set cohort_runs = 'changed_cohort_runs' if adding else none %}
+WITH
+{%- if adding %}
+changed_cohorts AS (
+    SELECT DISTINCT config_hash AS cohort_id
+    FROM runs
+    WHERE run_id IN (SELECT run_id FROM added_runs)
+),
+
+changed_cohort_runs AS (
+    SELECT run_id
+    FROM runs
+    WHERE config_hash IN (SELECT cohort_id FROM changed_cohorts)
+),
+{%- endif %}
+
+cohorts AS (
     -- the cohort's size counts every run with its config_hash, with or without candidates
     SELECT config_hash AS cohort_id, count(DISTINCT run_id) AS n_runs_total
     FROM runs
@@ -22,13 +42,13 @@ WITH cohorts AS (
 ),
 
 analysed_sets AS (
-    {{ series.analysed_sample_sets(sample_set) }}
+    {{ series.analysed_sample_sets(sample_set, cohort_runs) }}
 ),
 
 analysed_series AS (
     -- the pooled series of every run on its analysed sample set: the one cpd@1 searched
     SELECT spans.run_id, spans.layer, spans.module, spans.first_step, spans.last_step
-    FROM ({{ series.series_spans() }}) AS spans
+    FROM ({{ series.series_spans(cohort_runs) }}) AS spans
     JOIN analysed_sets
         ON spans.run_id = analysed_sets.run_id
         AND spans.sample_set = analysed_sets.sample_set
@@ -61,6 +81,9 @@ candidates AS (
         ON c.run_id = s.run_id
         AND c.layer = s.layer
         AND s.metric_module = CASE WHEN c.metric = '__composite__' THEN c.metric ELSE split_part(c.metric, '.', 1) END
+    {%- if adding %}
+    WHERE c.run_id IN (SELECT run_id FROM changed_cohort_runs)
+    {%- endif %}
 ),
 
 cluster_starts AS (
@@ -130,3 +153,11 @@ JOIN cohorts AS k
     ON c.cohort_id = k.cohort_id
 -- supported by at least half of the cohort's runs
 WHERE 2 * c.n_runs_supporting >= k.n_runs_total
+{%- if adding %}
+UNION ALL
+SELECT
+    event_id, cohort_id, layer, metric, event_type, step_median, step_min, step_max, t_median,
+    n_runs_supporting, n_runs_total, support, strength, source_event_ids, source_run_ids
+FROM previous_output
+WHERE cohort_id NOT IN (SELECT cohort_id FROM changed_cohorts)
+{%- endif %}
