@@ -3,6 +3,7 @@ never for the files the engine itself published (its records list them)."""
 
 from __future__ import annotations
 
+import shutil
 from pathlib import Path
 
 import pytest
@@ -46,23 +47,53 @@ def build(lake: Path, sql: Path) -> list:
     return models.run(lake=lake, sql_dir=sql, report=lambda _: None)
 
 
+def forget_the_writer(lake: Path) -> None:
+    """As if another tool had written the lake: nothing vouched for by the writer."""
+    shutil.rmtree(lake / "_meta" / "checked")
+
+
 def test_each_folder_is_checked_once_then_only_when_it_changes(tmp_path: Path, sql: Path, checked) -> None:
     lake = tmp_path / "lake"
     write_runs(lake, {"r1": STEPS, "r2": STEPS})
+    forget_the_writer(lake)
     build(lake, sql)
     # both models' inputs: geometry_state checked once for the two; the engine's own output not at all
     assert checked == [[R.format("r1"), R.format("r2")]]
     checked.clear()
-    write_runs(lake, {"r3": STEPS})
+    copy_in(lake, "r3", "r1")  # another tool's new folder
     build(lake, sql)
     assert checked == [[R.format("r3")]]
     checked.clear()
-    write_runs(lake, {"r1": range(100, 120, 10)})  # a new file in r1's folder
+    write_runs(lake, {"r1": range(100, 120, 10)})  # our writer, into a folder it did not vouch for
     build(lake, sql)
     assert checked == [[R.format("r1")]]
     checked.clear()
     models.run(lake=lake, sql_dir=sql, report=lambda _: None, full_refresh=True)
     assert checked == []  # every folder is as it was found clean
+
+
+def copy_in(lake: Path, run: str, like: str) -> None:
+    """``like``'s file copied into ``run``'s folder (its run_id is the folder's), as a tool
+    other than ours would write it."""
+    (part, *_) = sorted((lake / R.format(like)).glob("*.parquet"))
+    folder = lake / R.format(run)
+    folder.mkdir(exist_ok=True)
+    shutil.copy(part, folder / "part-other-tool.parquet")
+
+
+def test_what_the_writer_wrote_is_not_checked_again(tmp_path: Path, sql: Path, checked) -> None:
+    """The writer validated every row it published: the folders it vouches for are not
+    checked; a file another tool adds to one makes it a folder to check."""
+    lake = tmp_path / "lake"
+    write_runs(lake, {"r1": STEPS, "r2": STEPS})
+    build(lake, sql)
+    write_runs(lake, {"r3": STEPS, "r1": range(100, 120, 10)})
+    build(lake, sql)
+    assert checked == []
+    copy_in(lake, "r2", "r2")  # the same rows again, by another tool
+    with pytest.raises(ModelError, match="(?s)duplicate_key.*part-other-tool.parquet"):
+        build(lake, sql)
+    assert checked == [[R.format("r2")]]
 
 
 def test_the_records_list_the_files_the_engine_published(tmp_path: Path, sql: Path) -> None:

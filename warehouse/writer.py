@@ -33,7 +33,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from . import contracts, lake as lk
+from . import checked, contracts, lake as lk
 from .contracts import Dataset
 from .duck import work_connection
 from .errors import ValidationError, WarehouseError
@@ -299,6 +299,7 @@ def _publish(
     except BaseException:
         writer.abort()
         raise
+    checked.vouch(root, contract, writer.before)
     return rows, files
 
 
@@ -316,6 +317,7 @@ class _PartitionWriter:
         self.temp: Path | None = None
         self.out: pq.ParquetWriter | None = None
         self.published = published
+        self.before: dict[Path, str | None] = {}  # each folder's stamp before this write
 
     def write(self, batch: pa.RecordBatch) -> None:
         table = pa.Table.from_batches([batch])
@@ -328,6 +330,7 @@ class _PartitionWriter:
     def _start(self, key: tuple) -> None:
         self.key = key
         self.folder = lk.partition_dir(self.root, self.contract, dict(zip(self.contract.partition_by, key)))
+        self.before[self.folder] = checked.folder_stamp(self.contract, self.folder)
         self.temp = lk.temp_path(self.staging)
         self.out = pq.ParquetWriter(self.temp, self.schema, compression="zstd", use_dictionary=self.dictionary)
 

@@ -29,12 +29,12 @@ import duckdb
 import pyarrow.parquet as pq
 
 from .. import contracts, lake as lk
+from ..checked import recorded_clean, stamp, writer_clean
 from ..check import Problem, check_files
 from ..duck import memory_bytes, work_connection
 from ..scan import select_dataset
 from ..sql import quote_identifier as qi, quote_literal as ql
 from .compile import CompiledModel, analysis_id as make_analysis_id, fingerprint, sql_literal
-from .checked import recorded_clean, stamp
 from .project import ADDED_RUNS, ENGINE_COLUMNS, PREVIOUS_OUTPUT, Project
 from .spec import ModelError
 from .state import build_lock, digest, load_analyses, remove_stale_records, save_analysis
@@ -420,7 +420,7 @@ def _list_inputs(
     project: Project, names: list[str], root: Path, chosen: dict[str, dict[str, str]], records: dict[str, dict]
 ) -> InputListing:
     """List, before any model runs, every input the build reads that none of its models writes."""
-    listing = InputListing(recorded_clean(records))
+    listing = InputListing(recorded_clean(records) | writer_clean(root))
     written = {project.models[n].spec.target for n in names}
     for name in names:
         model = project.models[name]
