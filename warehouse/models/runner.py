@@ -598,7 +598,8 @@ def _compute(
             steps = [(units, group) for group in _groups(plan, con, excluded, budget)]
         for i, (batch, group) in enumerate(steps):
             for name, inp in plan.inputs.items():
-                select = select_dataset(inp.dataset, [f for f in inp.files_for(batch) if f not in excluded])
+                # exact: every file left has the contract's columns (screened, vouched for or ours)
+                select = select_dataset(inp.dataset, [f for f in inp.files_for(batch) if f not in excluded], exact=True)
                 if group and name == spec.batch_by[0]:
                     select = f"SELECT * FROM ({select}) WHERE {group}"
                 con.execute(f"CREATE OR REPLACE VIEW {qi(name)} AS {select}")
@@ -616,7 +617,8 @@ def _compute(
 
 def _create_previous(plan: ModelPlan, con: duckdb.DuckDBPyConnection) -> None:
     """The views a merging build reads besides its inputs: its last output and the new runs."""
-    con.execute(f"CREATE VIEW {PREVIOUS_OUTPUT} AS {select_dataset(plan.model.spec.contract, plan.previous_files)}")
+    previous = select_dataset(plan.model.spec.contract, plan.previous_files, exact=True)
+    con.execute(f"CREATE VIEW {PREVIOUS_OUTPUT} AS {previous}")
     runs = ", ".join(ql(r) for r in plan.added)
     con.execute(f"CREATE VIEW {ADDED_RUNS} AS SELECT CAST(unnest([{runs}]) AS VARCHAR) AS run_id")
 
@@ -631,7 +633,8 @@ def _groups(plan: ModelPlan, con: duckdb.DuckDBPyConnection, excluded: set[Path]
     if sum(f.stat().st_size for f in files) <= budget:
         return [None]
     keys = con.execute(
-        f"SELECT DISTINCT {', '.join(qi(c) for c in columns)} FROM ({select_dataset(plan.inputs[dataset].dataset, files)})"
+        f"SELECT DISTINCT {', '.join(qi(c) for c in columns)}"
+        f" FROM ({select_dataset(plan.inputs[dataset].dataset, files, exact=True)})"
         " ORDER BY ALL"
     ).fetchall()
     return [
