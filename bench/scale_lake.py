@@ -36,7 +36,7 @@ from warehouse import demo, writer
 from warehouse.scorecard import TRUTH_DIR
 
 SEED = 0  # the simulation's seed: the same size gives the same lake, byte for byte
-VERSION = 1  # of this generator: part of a cached lake's name, raised when its output changes
+VERSION = 2  # of this generator: part of a cached lake's name, raised when its output changes
 ROWS_PER_TRAINING_RUN = demo.N_CAPTURES * demo.N_LAYERS * len(demo.MODULES) * (1 + demo.N_TRACKED)
 ROWS_PER_PROBE_RUN = len(demo.PROBE_STEPS) * demo.N_LAYERS * len(demo.MODULES)
 COHORTS_PER_FAMILY = 4
