@@ -513,8 +513,10 @@ def test_random_lake_matches_numpy(tmp_path: Path) -> None:
                  [dict(g, run_id="train", seed=0) for g in dynamics if g["run_id"] == "f1-s0"], [])
     [result] = models.run(lake=lake, sql_dir=sql, report=lambda _: None)
     assert result.plan.build == {} and "train" not in result.plan.inputs["geometry_state"].files
-    record = load_analyses(lake)[first]
-    assert record["run_scope"]["runs"] == sorted(r["run_id"] for r in runs)
+    # the condition's verdicts: the first build's recorded, the new run's asked now
+    recorded = load_analyses(lake)[first]["run_scope"]
+    assert sorted(r for r, (_, chosen) in recorded.items() if chosen) == sorted(r["run_id"] for r in runs)
+    assert result.plan.run_scope["train"][1] is False and "train" not in recorded
 
     # a new seed of fam1: the whole population is recomputed (same analysis, new rows)
     extra_runs = [run_row("f1-s9", "fam1", 9, "p", "h")]

@@ -16,12 +16,11 @@ sqrt(
 {%- endmacro %}
 
 {#- The sample set each run is analysed on: `chosen` (a string literal) when not empty,
-    else the alphabetically first sample set with pooled rows (sample_id NULL). Only the
-    runs listed by the relation `runs`, if given. -#}
-{% macro analysed_sample_sets(chosen, runs=none) -%}
+    else the alphabetically first sample set with pooled rows (sample_id NULL). -#}
+{% macro analysed_sample_sets(chosen) -%}
 SELECT run_id, min(sample_set) AS sample_set
 FROM geometry_state
-WHERE sample_id IS NULL AND ({{ chosen }} = '' OR sample_set = {{ chosen }}){{ only_runs(runs) }}
+WHERE sample_id IS NULL AND ({{ chosen }} = '' OR sample_set = {{ chosen }})
 GROUP BY run_id
 {%- endmacro %}
 

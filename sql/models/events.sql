@@ -19,36 +19,51 @@
 -- depend on its own runs alone: merging new runs (`adding`) recomputes their cohorts and
 -- keeps the other cohorts' events of the last build.
 {% set cohort_runs = 'changed_cohort_runs' if adding else none %}
-WITH
-{%- if adding %}
-changed_cohorts AS (
-    SELECT DISTINCT config_hash AS cohort_id
+WITH run_cohorts AS MATERIALIZED (
+    -- runs is read once: each run's cohort (its config_hash)
+    SELECT run_id, config_hash AS cohort_id
     FROM runs
+),
+{%- if adding %}
+
+changed_cohorts AS (
+    SELECT DISTINCT cohort_id
+    FROM run_cohorts
     WHERE run_id IN (SELECT run_id FROM added_runs)
 ),
 
 changed_cohort_runs AS (
     SELECT run_id
-    FROM runs
-    WHERE config_hash IN (SELECT cohort_id FROM changed_cohorts)
+    FROM run_cohorts
+    WHERE cohort_id IN (SELECT cohort_id FROM changed_cohorts)
 ),
 {%- endif %}
 
 cohorts AS (
     -- the cohort's size counts every run with its config_hash, with or without candidates
-    SELECT config_hash AS cohort_id, count(DISTINCT run_id) AS n_runs_total
-    FROM runs
-    GROUP BY config_hash
+    SELECT cohort_id, count(DISTINCT run_id) AS n_runs_total
+    FROM run_cohorts
+    GROUP BY cohort_id
+),
+
+pooled_spans AS MATERIALIZED (
+    -- geometry_state is read once: the first and last step of every pooled series
+    {{ series.series_spans(cohort_runs) }}
 ),
 
 analysed_sets AS (
-    {{ series.analysed_sample_sets(sample_set, cohort_runs) }}
+    -- the sample set each run is analysed on, chosen as cpd@1 chooses it: the parameter's,
+    -- else the alphabetically first with pooled rows
+    SELECT run_id, min(sample_set) AS sample_set
+    FROM pooled_spans
+    WHERE {{ sample_set }} = '' OR sample_set = {{ sample_set }}
+    GROUP BY run_id
 ),
 
 analysed_series AS (
     -- the pooled series of every run on its analysed sample set: the one cpd@1 searched
     SELECT spans.run_id, spans.layer, spans.module, spans.first_step, spans.last_step
-    FROM ({{ series.series_spans(cohort_runs) }}) AS spans
+    FROM pooled_spans AS spans
     JOIN analysed_sets
         ON spans.run_id = analysed_sets.run_id
         AND spans.sample_set = analysed_sets.sample_set
@@ -71,11 +86,11 @@ candidates AS (
     -- has no cohort, and one without a pooled series has no t: neither can be placed, so
     -- both are left out (and count for nothing).
     SELECT
-        c.event_id, c.run_id, r.config_hash AS cohort_id, c.layer, c.metric, c.step,
+        c.event_id, c.run_id, r.cohort_id, c.layer, c.metric, c.step,
         {{ series.finite_or_null('c.score') }} AS score,
         {{ series.normalised_t('c.step', 's.first_step', 's.last_step') }} AS t
     FROM events_candidates AS c
-    JOIN runs AS r
+    JOIN run_cohorts AS r
         ON c.run_id = r.run_id
     JOIN metric_spans AS s
         ON c.run_id = s.run_id

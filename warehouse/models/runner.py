@@ -75,7 +75,7 @@ class ModelPlan:
     executed: bool = False  # its units were computed and published (not a dry run)
     added: list[str] = field(default_factory=list)  # new runs merged into the previous output
     previous_files: list[Path] = field(default_factory=list)  # that output (``additions``)
-    run_scope: dict[str, Any] | None = None  # the runs a ``runs`` condition chose, and from what
+    run_scope: dict[str, list] | None = None  # per run: [digest of its runs files, chosen by ``runs``]
 
     @property
     def name(self) -> str:
@@ -154,31 +154,34 @@ def plan_model(
     return plan
 
 
-def _scope_runs(model: CompiledModel, inputs: dict[str, Input], root: Path, record: dict | None) -> dict[str, Any]:
+def _scope_runs(
+    model: CompiledModel, inputs: dict[str, Input], root: Path, record: dict | None
+) -> dict[str, list] | None:
     """Keep only the runs the model's ``runs`` condition chooses in its by-run inputs.
 
-    The choice is remembered in the analysis record with a digest of the runs files, and
-    made again only when they change. Runs that cannot be read are all kept: the input
-    checks then name the broken file.
+    Returns each run's verdict with a digest of its runs files, for the analysis record: a
+    later build asks the condition again only of the runs whose files are new or changed.
+    If the runs files cannot be read, every run is kept (the input checks then name the
+    broken file) and None is returned.
     """
-    runs_digest = digest(inputs["runs"].files_for([WHOLE]), root)
-    scope = (record or {}).get("run_scope")
-    if not scope or scope["runs_digest"] != runs_digest:
-        files = inputs["runs"].files_for([WHOLE])
+    files = inputs["runs"].files
+    digests = {run: digest(fs, root) for run, fs in files.items()}
+    verdicts = {r: v for r, v in ((record or {}).get("run_scope") or {}).items() if v[0] == digests.get(r)}
+    todo = [f for run in digests if run not in verdicts for f in files[run]]
+    if todo:
         try:
             with duckdb.connect() as con:
-                chosen = [r for (r,) in con.execute(
-                    f"SELECT run_id FROM ({select_dataset(contracts.RUNS, files)}) WHERE {model.spec.runs}"
-                ).fetchall()]
+                chosen = {r for (r,) in con.execute(
+                    f"SELECT run_id FROM ({select_dataset(contracts.RUNS, todo)}) WHERE {model.spec.runs}"
+                ).fetchall()}
         except duckdb.Error:
-            return {"runs_digest": runs_digest, "runs": None}
-        scope = {"runs_digest": runs_digest, "runs": sorted(set(chosen))}
-    if scope["runs"] is not None:
-        chosen = set(scope["runs"])
-        for inp in inputs.values():
-            if inp.by_run:
-                inp.files = {r: fs for r, fs in inp.files.items() if r in chosen}
-    return scope
+            return None
+        verdicts |= {run: [digests[run], run in chosen] for run in digests if run not in verdicts}
+    keep = {run for run, (_, chosen) in verdicts.items() if chosen}
+    for inp in inputs.values():
+        if inp.by_run:
+            inp.files = {r: fs for r, fs in inp.files.items() if r in keep}
+    return verdicts
 
 
 def _plan_additions(plan: ModelPlan, done: dict, root: Path) -> None:
