@@ -30,6 +30,7 @@ from test_writer import (  # noqa: F401
     assert_refusal,
     big_checkpoints,
     ck,
+    data_snapshot,
     lake,
     published,
     read_dataset,
@@ -176,7 +177,7 @@ def test_streamed_ingest_equals_one_batch_ingest(tmp_path: Path, fmt: str) -> No
     (small,) = writer.ingest_files("checkpoints", [path], lake=tmp_path / "a", batch_rows=1000)
     (whole,) = writer.ingest_files("checkpoints", [path], lake=tmp_path / "b")
     assert small.rows_written == whole.rows_written == 20_000
-    assert snapshot(tmp_path / "a") == snapshot(tmp_path / "b")
+    assert data_snapshot(tmp_path / "a") == data_snapshot(tmp_path / "b")
     assert {f.parent.name: pq.read_metadata(f).num_rows for f in published(tmp_path / "a")} == {
         f"run_id=r{k}": 4000 for k in range(5)}
     got = read_dataset(tmp_path / "a", "checkpoints")

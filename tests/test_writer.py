@@ -103,6 +103,11 @@ def snapshot(root: Path) -> dict[str, str]:
     return out
 
 
+def data_snapshot(root: Path) -> dict[str, str]:
+    """:func:`snapshot` without the writer's stamps (they hold the files' modification times)."""
+    return {rel: h for rel, h in snapshot(root).items() if not rel.startswith("_meta/checked")}
+
+
 def assert_nothing_written(root: Path, before: dict[str, str]) -> None:
     after = snapshot(root)
     assert after == before
@@ -510,9 +515,7 @@ def test_streamed_write_equals_one_batch_write(tmp_path: Path) -> None:
     whole = writer.write("checkpoints", table, lake=tmp_path / "a")
     streamed = writer.write("checkpoints", table.to_batches(max_chunksize=1000), lake=tmp_path / "b")
     assert whole.rows_written == streamed.rows_written == 20_000
-    # the same files; the writer's stamps of them differ only by their modification times
-    data = lambda root: {k: v for k, v in snapshot(root).items() if not k.startswith("_meta/checked/")}  # noqa: E731
-    assert data(tmp_path / "a") == data(tmp_path / "b")
+    assert data_snapshot(tmp_path / "a") == data_snapshot(tmp_path / "b")
     per_run = {f"run_id=r{k}": 4000 for k in range(5)}
     assert {f.parent.name: pq.read_metadata(f).num_rows for f in published(tmp_path / "a")} == per_run
 
