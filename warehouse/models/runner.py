@@ -76,6 +76,8 @@ class ModelPlan:
     added: list[str] = field(default_factory=list)  # new runs merged into the previous output
     previous_files: list[Path] = field(default_factory=list)  # that output (``additions``)
     run_scope: dict[str, list] | None = None  # per run: [digest of its runs files, chosen by ``runs``]
+    # ``additions``: the digest of each run's input files, and of the other inputs' files
+    input_digests: tuple[dict[str, str], str] | None = None
 
     @property
     def name(self) -> str:
@@ -140,6 +142,8 @@ def plan_model(
     record = records.get(analysis)
     scope = _scope_runs(model, inputs, root, record) if model.spec.runs else None
     plan = ModelPlan(model, analysis, fp, inputs, _digests(model, inputs, root), run_scope=scope)
+    if model.spec.additions:
+        plan.input_digests = _run_digests(plan, root)
     if record is None:
         reason = _new_analysis_reason(model, plan, records)
         plan.build = {unit: reason for unit in plan.digests}
@@ -188,7 +192,7 @@ def _plan_additions(plan: ModelPlan, done: dict, root: Path) -> None:
     """Merge new runs into the last output when they are all that changed: every run seen
     then is there with the same files, as is every input not partitioned by run."""
     seen, shared = done.get("input_runs"), done.get("input_shared")
-    runs, now_shared = _run_digests(plan, root)
+    runs, now_shared = plan.input_digests
     previous = [root / f for f in done.get("files", [])]
     if seen is None or shared != now_shared or any(runs.get(r) != d for r, d in seen.items()):
         return
@@ -233,8 +237,11 @@ class InputListing:
         for f in files:
             folders.setdefault(f.parent, []).append(f)
         for folder, fs in folders.items():
-            if folder not in self._screened and (self._rel(root, folder), stamp(dataset, fs)) in self._known_clean:
-                self._screened[folder], self.clean[folder] = [], stamp(dataset, fs)
+            if folder in self._screened:
+                continue
+            current = stamp(dataset, fs)
+            if (self._rel(root, folder), current) in self._known_clean:
+                self._screened[folder], self.clean[folder] = [], current
         todo = [f for folder, fs in folders.items() if folder not in self._screened for f in fs]
         found = check_files(root, dataset, todo, nonfinite_is_null=True) if todo else []
         for folder in {f.parent for f in todo}:
@@ -692,11 +699,16 @@ def _staged_units(out: Path, units: list[str], by_run: bool) -> dict[str, tuple[
         staged[WHOLE] = _rows_and_files(sorted(out.glob("*.parquet")))
         return staged
     for folder in out.glob("run_id=*"):
-        run = unquote(folder.name.split("=", 1)[1])
+        run = _run_of(folder)
         staged[run] = _rows_and_files(sorted(folder.glob("*.parquet")))
     if WHOLE in units:  # a full model partitioned by run: its runs make up its one unit
         staged = {WHOLE: (sum(n for n, _ in staged.values()), [f for _, fs in staged.values() for f in fs])}
     return staged
+
+
+def _run_of(folder: Path) -> str:
+    """The run of a ``run_id=...`` folder (DuckDB's partitioned writes escape the value)."""
+    return unquote(folder.name.split("=", 1)[1])
 
 
 def _rows_and_files(files: list[Path]) -> tuple[int, list[Path]]:
@@ -731,7 +743,7 @@ def _unchanged_runs(plan: ModelPlan, root: Path, record: dict | None, contents: 
     old_files: dict[str, list[Path]] = {}
     for rel in old.get("files", []):
         path = root / rel
-        old_files.setdefault(unquote(path.parent.name.split("=", 1)[1]), []).append(path)
+        old_files.setdefault(_run_of(path.parent), []).append(path)
     return {
         run: old_files[run] for run, key in contents.items()
         if old.get("runs", {}).get(run) == key and run in old_files and all(f.is_file() for f in old_files[run])
@@ -771,7 +783,7 @@ def _move_runs(out: Path, fresh: Path, kept: dict[str, list[Path]]) -> list[Path
     folder, or for a ``kept`` run, links to its old files."""
     moved = []
     for folder in out.glob("run_id=*"):
-        run = lk.check_identifier(unquote(folder.name.split("=", 1)[1]), "run_id")
+        run = lk.check_identifier(_run_of(folder), "run_id")
         target = fresh / f"run_id={run}"
         if run in kept:
             target.mkdir()
@@ -806,8 +818,8 @@ def _record(
             units[unit]["skipped"] = skipped[unit]
         if contents and unit == WHOLE:
             units[unit]["runs"] = contents
-        if plan.model.spec.additions:
-            units[unit]["input_runs"], units[unit]["input_shared"] = _run_digests(plan, root)
+        if plan.input_digests:
+            units[unit]["input_runs"], units[unit]["input_shared"] = plan.input_digests
     model = plan.model
     save_analysis(root, {
         "analysis_id": plan.analysis_id,
