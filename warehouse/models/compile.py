@@ -98,12 +98,16 @@ def compile_model(spec: ModelSpec, params: Mapping[str, Any], env: jinja2.Enviro
     logic = [spec.target, spec.materialization, spec.incremental, canonical(default_tree)]
     if spec.runs:
         logic.append(spec.runs)
-    additions_sql = None
+    additions_sql = additions_tree = None
     if spec.additions:
         additions_sql = _render(spec, values, env, adding=True)
-        logic.append(canonical(_parse(spec, _render(spec, defaults, env, adding=True))))
+        additions_tree = _parse(spec, additions_sql)
+        default_additions = (
+            additions_tree if values == defaults else _parse(spec, _render(spec, defaults, env, adding=True))
+        )
+        logic.append(canonical(default_additions))
     model = CompiledModel(spec, values, sql, _dependencies(tree), _hash(logic), tuple(tree.named_selects), additions_sql)
-    vars(model)["tree"] = tree  # already parsed: seed the cached property
+    vars(model).update(tree=tree, additions_tree=additions_tree)  # already parsed: seed the cached properties
     return model
 
 
