@@ -60,7 +60,7 @@ def vouch(root: Path, dataset: Dataset, before: dict[Path, str | None]) -> None:
     for folder, old in before.items():
         rel = folder.relative_to(root).as_posix()
         if old is None or vouched.get(rel) == old:
-            vouched[rel] = stamp(dataset, lk.published_files(folder))
+            vouched[rel] = folder_stamp(dataset, folder)
         else:
             vouched.pop(rel, None)
     path.parent.mkdir(parents=True, exist_ok=True)
