@@ -234,14 +234,12 @@ GROUP BY run_id ORDER BY run_id
 EVENTS_SQL = """
 SELECT run_id, layer, metric, step, score
 FROM events_candidates
-WHERE analysis_id = (SELECT analysis_id FROM warehouse_latest_analyses WHERE target = 'events_candidates')
 ORDER BY run_id, score DESC
 """
 
 CONSENSUS_SQL = """
 SELECT layer, metric, step_median, step_min, step_max, n_runs_supporting, n_runs_total, strength
 FROM events
-WHERE analysis_id = (SELECT analysis_id FROM warehouse_latest_analyses WHERE target = 'events')
 ORDER BY strength DESC
 LIMIT ?
 """

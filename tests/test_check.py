@@ -116,7 +116,8 @@ def test_file_written_by_duckdb_is_clean(lake: Path) -> None:
     folder = lake / "geometry_state" / "analysis_id=a1" / "run_id=r1"
     folder.mkdir(parents=True)
     duckdb.sql(f"COPY (SELECT * FROM rows) TO '{folder / 'other.parquet'}' (FORMAT parquet)")
-    assert check_lake(lake) == []
+    # its run has no runs row: the only finding, and not about the file
+    assert [(p.path, p.kind) for p in check_lake(lake)] == [(folder.relative_to(lake).as_posix(), "missing_run")]
 
 
 def test_problem_str_and_dict() -> None:
@@ -405,7 +406,7 @@ def test_check_changes_nothing(lake: Path, monkeypatch: pytest.MonkeyPatch) -> N
     before = _snapshot(lake.parent)  # the parent too: nothing appears beside the lake
     problems = check_lake(lake)
     assert {p.kind for p in problems} == {"duplicate_key", "invalid_value", "unreadable", "stray_file",
-                                          "unsafe_partition", "stale_staging", "unknown_dataset"}
+                                          "unsafe_partition", "stale_staging", "unknown_dataset", "missing_run"}
     assert set(KINDS) >= {p.kind for p in problems}
     assert _snapshot(lake.parent) == before
 

@@ -538,13 +538,14 @@ def test_consensus_events_view(tmp_path: Path) -> None:
     ]
     lake, sql = build(tmp_path, runs, geometry, candidates)
     [first] = analyses(lake)
-    run_models(lake, sql, {"tolerance": 0.1})  # a second analysis, built last: the one shown
+    run_models(lake, sql, {"tolerance": 0.1})  # a parameter experiment, built last: not shown
     [second] = set(analyses(lake)) - {first}
     db = build_catalog(lake, tmp_path / "warehouse.duckdb", sql_dir=sql)
     con = connect(db)
     try:
-        latest = con.execute("SELECT analysis_id FROM warehouse_latest_analyses WHERE target = 'events'").fetchone()[0]
+        current = con.execute("SELECT analysis_id FROM warehouse_current_analyses WHERE target = 'events'").fetchone()[0]
         rows = dicts(con.execute("SELECT * FROM consensus_events"))
+        every = {r for (r,) in con.execute("SELECT DISTINCT analysis_id FROM events_all").fetchall()}
         comments = dict(con.execute(
             "SELECT column_name, comment FROM duckdb_columns() WHERE table_name = 'consensus_events'"
         ).fetchall())
@@ -554,7 +555,8 @@ def test_consensus_events_view(tmp_path: Path) -> None:
     finally:
         con.close()
     assert view_comment and all(comments.values()) and set(comments) == set(rows[0])
-    assert latest == second and {r["analysis_id"] for r in rows} == {second}
+    # the view shows the analysis of the default parameters; events_all holds both
+    assert current == first and {r["analysis_id"] for r in rows} == {first} and every == {first, second}
     a, b = cohort_hash("A"), cohort_hash("B")
     order = sorted([a, b])
     expected = {a: [("a-early", 0.2), ("a-late", 0.8)], b: [("b-early", 0.1), ("b-mid", 0.5)]}
@@ -569,7 +571,8 @@ def test_consensus_events_view(tmp_path: Path) -> None:
 
 
 def test_consensus_events_view_without_build_history(tmp_path: Path) -> None:
-    """Events a producer wrote (no engine build recorded): the view shows every analysis."""
+    """Events a producer wrote (no engine build recorded) are not the current analysis of the
+    events model: the BI view shows none of them, events_all shows every one."""
     lake = tmp_path / "lake"
     writer.write("runs", [run_row("a0", "A", 0), run_row("a1", "A", 1)], lake=lake)
     event = {
@@ -582,9 +585,11 @@ def test_consensus_events_view_without_build_history(tmp_path: Path) -> None:
     db = build_catalog(lake, tmp_path / "warehouse.duckdb", sql_dir=sql_without_other_models(tmp_path))
     con = connect(db)
     try:
-        rows = dicts(con.execute("SELECT analysis_id, cohort_config_json, layer FROM consensus_events"))
+        shown = con.execute("SELECT count(*) FROM consensus_events").fetchone()[0]
+        built = con.execute("SELECT built FROM warehouse_current_analyses WHERE target = 'events'").fetchone()[0]
+        every = dicts(con.execute("SELECT analysis_id, layer FROM events_all"))
     finally:
         con.close()
-    config = canonical_json({"cohort": "A", "lr": 1e-3})
-    assert sorted(r["analysis_id"] for r in rows) == ["producer-a", "producer-b"]
-    assert all(r["cohort_config_json"] == config and r["layer"] == 2 for r in rows)
+    assert shown == 0 and built is False
+    assert sorted(r["analysis_id"] for r in every) == ["producer-a", "producer-b"]
+    assert all(r["layer"] == 2 for r in every)

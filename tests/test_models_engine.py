@@ -591,7 +591,8 @@ def test_first_build_builds_every_run_and_records_the_analysis(lake: Path) -> No
     record = json.loads((analyses_dir(lake) / f"{analysis}.json").read_text())
     assert record["analysis_id"] == analysis and record["model"] == DYN and record["version"] == "dyn@1"
     assert record["params"] == {"volatility_window": 5}
-    assert record["inputs"] == {"geometry_state": CAPTURE}
+    assert record["inputs"] == {"geometry_state": "newest per run"}
+    assert record["input_sources"] == {"geometry_state": {CAPTURE: 2}}
     assert record["rows"] == 2 * ROWS_PER_RUN
     assert {u: v["rows"] for u, v in record["units"].items()} == {"r1": ROWS_PER_RUN, "r2": ROWS_PER_RUN}
     assert all(re.fullmatch(r"[0-9a-f]{16}", v["digest"]) for v in record["units"].values())

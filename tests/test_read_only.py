@@ -156,7 +156,7 @@ def test_lake_and_catalog_paths_with_quotes_and_sql(tmp_path: Path, dyn_sql: Pat
     monkeypatch.setenv("SQUIGGLE_SQL", str(dyn_sql))
     folder = tmp_path / f"it's a \"lake\" {INJECTION}"
     lake, db = folder / "lake", folder / f"o'brien {INJECTION}.duckdb"
-    write("runs", [a_run("r1")], lake=lake)
+    write("runs", [a_run("r1"), a_run("r2")], lake=lake)
     write_runs(lake, {"r1": STEPS, "r2": STEPS})
     assert run_cli(capsys, "models", "run", "--lake", str(lake))[0] == 0
     assert run_cli(capsys, "catalog", "--lake", str(lake), "--db", str(db))[0] == 0
@@ -164,7 +164,7 @@ def test_lake_and_catalog_paths_with_quotes_and_sql(tmp_path: Path, dyn_sql: Pat
     assert (status, out.strip()) == (0, "lake is clean")
     assert check_lake(lake) == []
     with connect(db) as con:
-        assert con.execute("SELECT run_id FROM runs").fetchall() == [("r1",)]
+        assert con.execute("SELECT run_id FROM runs ORDER BY run_id").fetchall() == [("r1",), ("r2",)]
         assert con.execute(f"SELECT count(*) FROM {DYN}").fetchone() == (len(read_rows(lake, DYN)),)
         assert con.execute("SELECT count(*) FROM geometry_state").fetchone() == (80,)
 

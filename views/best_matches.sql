@@ -1,5 +1,5 @@
 -- name: best_matches
--- description: Each signature's best partners (matches, match@1) of the analysis built last, with both runs' metadata side by side and whether the two runs share a cohort; one row per (signature a, partner b), ordered by a and rank. Before any build is recorded, every analysis in the lake is shown.
+-- description: Each signature's best partners (matches, match@1) of the current matches analysis (`warehouse_current_analyses`), with both runs' metadata side by side and whether the two runs share a cohort; one row per (signature a, partner b), ordered by a and rank.
 -- column signature_id_a: The signature whose partners are ranked.
 -- column kind: trajectory or probe: what the two signatures summarise.
 -- column scope: run or layer: a whole run's signature, or one layer's.
@@ -29,11 +29,6 @@
 -- column match_id: Stable hash identifying the match.
 -- column analysis_id: The matches analysis that produced the row.
 CREATE VIEW best_matches AS
-WITH shown AS (
-    -- the analysis built last; NULL when no build is recorded (then every analysis shows)
-    SELECT max(analysis_id) AS analysis_id FROM warehouse_latest_analyses WHERE target = 'matches'
-)
-
 SELECT
     m.signature_id_a,
     sa.kind,
@@ -64,10 +59,8 @@ SELECT
     m.match_id,
     m.analysis_id
 FROM matches AS m
-CROSS JOIN shown AS s
 -- signature ids hash their analysis id, so the id alone finds the signature
 LEFT JOIN signatures AS sa ON sa.signature_id = m.signature_id_a
 LEFT JOIN runs AS ra ON ra.run_id = m.run_id_a
 LEFT JOIN runs AS rb ON rb.run_id = m.run_id_b
-WHERE s.analysis_id IS NULL OR m.analysis_id = s.analysis_id
 ORDER BY m.analysis_id, m.signature_id_a, m.rank_a

@@ -1,5 +1,5 @@
 -- name: consensus_events
--- description: Consensus events (events, consensus@1) of the analysis built last, one row per event with its cohort's shared configuration, ordered by cohort and normalised time. Before any build is recorded, every analysis in the lake is shown.
+-- description: Consensus events (events, consensus@1) of the current events analysis (`warehouse_current_analyses`), one row per event with its cohort's shared configuration, ordered by cohort and normalised time.
 -- column cohort_id: The cohort: runs.config_hash shared by its runs.
 -- column cohort_config_json: The configuration the cohort's runs share: config_json of its first run (by run_id) without the top-level seed.
 -- column n_runs_total: Runs in the cohort (every run with that config_hash).
@@ -17,11 +17,7 @@
 -- column event_id: Stable hash identifying the event.
 -- column analysis_id: The analysis of events that produced the row.
 CREATE VIEW consensus_events AS
-WITH shown AS (
-    -- the analysis built last; NULL when no build is recorded (then every analysis shows)
-    SELECT max(analysis_id) AS analysis_id FROM warehouse_latest_analyses WHERE target = 'events'
-),
-cohort_configs AS (
+WITH cohort_configs AS (
     -- runs of a cohort differ only by their seed: drop it (a JSON merge patch with null
     -- removes the key) to show what they share; text that is not a JSON object is shown as is
     SELECT
@@ -51,7 +47,5 @@ SELECT
     e.event_id,
     e.analysis_id
 FROM events AS e
-CROSS JOIN shown
 LEFT JOIN cohort_configs AS c ON e.cohort_id = c.cohort_id
-WHERE shown.analysis_id IS NULL OR e.analysis_id = shown.analysis_id
 ORDER BY e.cohort_id, e.t_median, e.layer, e.metric, e.event_id

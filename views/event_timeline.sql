@@ -1,9 +1,9 @@
 -- name: event_timeline
--- description: Change-point candidates of the latest events_candidates analysis on a common
+-- description: Change-point candidates of the current events_candidates analysis on a common
 --   time axis: each peak's step normalised over its own pooled series (0 = first capture,
 --   1 = last), beside the run's cohort, seed and mode.
 -- column run_id: Run of the candidate.
--- column cohort_id: The run's cohort (runs.config_hash).
+-- column cohort_id: The run's cohort (runs.config_hash); NULL for a run without a runs row.
 -- column seed: Run seed.
 -- column run_mode: probe_micro_finetune, train_full or eval_only.
 -- column family_id: Probe family of a probe run; NULL for a training run.
@@ -18,17 +18,12 @@
 -- column metric_z: Robust z of the change (single-metric candidates).
 -- column analysis_id: The events_candidates analysis.
 CREATE VIEW event_timeline AS
-WITH latest AS (
-    SELECT analysis_id FROM warehouse_latest_analyses WHERE target = 'events_candidates'
-),
-
-candidates AS (
+WITH candidates AS (
     SELECT
         *,
         -- a composite candidate spans the layer's modules, which share their steps
         CASE WHEN metric = '__composite__' THEN NULL ELSE split_part(metric, '.', 1) END AS module
     FROM events_candidates
-    WHERE analysis_id IN (SELECT analysis_id FROM latest)
 ),
 
 series_spans AS (
@@ -65,7 +60,7 @@ SELECT
     c.metric_z,
     c.analysis_id
 FROM candidates AS c
-JOIN runs AS r ON r.run_id = c.run_id
+LEFT JOIN runs AS r ON r.run_id = c.run_id
 LEFT JOIN series_spans AS s ON s.run_id = c.run_id AND s.layer = c.layer AND s.module = c.module
 LEFT JOIN layer_spans AS l ON l.run_id = c.run_id AND l.layer = c.layer
 ORDER BY r.config_hash, c.run_id, t, c.layer, c.metric

@@ -60,25 +60,79 @@ def column_comment(dataset: Dataset, column: Column) -> str:
     return " ".join(parts)
 
 
-def view_comment(dataset: Dataset, n_files: int) -> str:
-    """The comment of a dataset view: number, name, kind, description and keys."""
+def view_comment(dataset: Dataset, n_files: int, shown: str | None = None) -> str:
+    """The comment of a dataset view: number, name, kind, description, keys and, for an
+    analysed dataset, which of its analyses the view shows."""
     text = (
         f"{dataset.number} {dataset.name} ({dataset.kind}): {dataset.doc} "
         f"Schema {dataset.schema_version}; primary key ({', '.join(dataset.primary_key)})."
     )
+    if shown:
+        text += f" {shown}"
     if n_files == 0:
         text += " No files yet when the catalog was built: rebuild it to see new data."
     return text
 
 
-def dataset_view_sql(root: Path, dataset: Dataset, has_files: bool) -> str:
+ALL_SUFFIX = "_all"  # <dataset>_all: every analysis of an analysed dataset, side by side
+
+
+@dataclass(frozen=True)
+class Shown:
+    """Which analyses a dataset's main view shows: one analysis, or every analysis but some
+    (run, analysis) pairs; ``note`` says so in the view's comment."""
+
+    analysis: str | None = None
+    hidden: tuple[tuple[str, str], ...] = ()
+    note: str | None = None
+
+
+def dataset_view_sql(root: Path, dataset: Dataset, has_files: bool, shown: Shown = Shown(), name: str | None = None) -> str:
     """The CREATE VIEW statement of one dataset, typed from its contract.
 
     Without files the Parquet glob would fail to bind, so the view is then an empty,
     correctly typed SELECT.
     """
+    view = sql_ident(name or dataset.name)
+    if shown.analysis is not None:
+        folder = lake_mod.dataset_dir(root, dataset) / f"analysis_id={shown.analysis}"
+        pattern = "/".join([f"{k}=*" for k in dataset.partition_by if k != "analysis_id"] + ["*.parquet"])
+        has_files = has_files and any(folder.glob(pattern))
+        # a glob below the analysis folder: the hive column analysis_id still comes from its path
+        return f"CREATE VIEW {view} AS {select_dataset(dataset, str(folder / pattern) if has_files else [])}"
     sources = lake_mod.parquet_glob(root, dataset) if has_files else []
-    return f"CREATE VIEW {sql_ident(dataset.name)} AS {select_dataset(dataset, sources)}"
+    select = select_dataset(dataset, sources)
+    if shown.hidden and has_files:
+        pairs = ", ".join(sql_string(f"{analysis}/{run}") for run, analysis in shown.hidden)
+        select = f"SELECT * FROM ({select}) WHERE analysis_id || '/' || run_id NOT IN ({pairs})"
+    return f"CREATE VIEW {view} AS {select}"
+
+
+def shown_analyses(root: Path, project: Project) -> dict[str, Shown]:
+    """Per analysed dataset, what its main view shows: a model's target its current analysis
+    (the one the model's file and default parameters define); a captured dataset each run's
+    newest analysis, as the models read it."""
+    from .models.current import expected_analyses, newest_per_run  # the engine, imported late
+
+    current = expected_analyses(project)
+    out = {}
+    for name, dataset in DATASETS.items():
+        if "analysis_id" not in dataset.partition_by:
+            continue
+        if name in current:
+            out[name] = Shown(current[name], note=(
+                f"Shows the current analysis {current[name]} (model {project.by_target()[name]} at its default "
+                f"parameters); {name}{ALL_SUFFIX} shows every analysis."))
+        elif name not in project.by_target() and "run_id" in dataset.partition_by:
+            _, chosen = newest_per_run(lake_mod.dataset_dir(root, dataset))
+            folders = lake_mod.partition_folders(lake_mod.dataset_dir(root, dataset), "analysis_id")
+            hidden = tuple(sorted(
+                (run, analysis) for analysis, folder in folders.items()
+                for run in lake_mod.partition_folders(folder, "run_id") if chosen.get(run, analysis) != analysis
+            ))
+            out[name] = Shown(hidden=hidden, note=(
+                f"Shows each run's newest analysis, as the models read it; {name}{ALL_SUFFIX} shows every analysis."))
+    return out
 
 
 def _comment_on(con: duckdb.DuckDBPyConnection, kind: str, name: str, text: str) -> None:
@@ -90,22 +144,29 @@ def _comment_on_column(con: duckdb.DuckDBPyConnection, view: str, column: str, t
     con.execute(f"COMMENT ON COLUMN {sql_ident(view)}.{sql_ident(column)} IS {sql_string(text)}")
 
 
-def _create_dataset_views(con: duckdb.DuckDBPyConnection, sources: dict[str, Path]) -> dict[str, int]:
-    """A view per dataset over the root its files are read from (the lake, or a snapshot)."""
+def _create_dataset_views(
+    con: duckdb.DuckDBPyConnection, sources: dict[str, Path], shown: dict[str, Shown]
+) -> dict[str, int]:
+    """A view per dataset over the root its files are read from (the lake, or a snapshot),
+    and for an analysed dataset a ``<dataset>_all`` view of every analysis."""
     n_files: dict[str, int] = {}
     for dataset in DATASETS.values():
         root = sources[dataset.name]
         n = len(lake_mod.data_files(root, dataset))
         n_files[dataset.name] = n
-        try:
-            con.execute(dataset_view_sql(root, dataset, n > 0))
-        except duckdb.Error as exc:
-            folder = lake_mod.dataset_dir(root, dataset)
-            raise WarehouseError(f"dataset {dataset.name}: cannot create its view over {folder}: {exc}") from exc
-        # Comments after the view's final CREATE: re-creating a view drops them.
-        _comment_on(con, "VIEW", dataset.name, view_comment(dataset, n))
-        for column in dataset.all_columns:
-            _comment_on_column(con, dataset.name, column.name, column_comment(dataset, column))
+        views = [(dataset.name, shown.get(dataset.name, Shown()))]
+        if "analysis_id" in dataset.partition_by:
+            views.append((dataset.name + ALL_SUFFIX, Shown(note="Every analysis side by side: filter on analysis_id.")))
+        for name, what in views:
+            try:
+                con.execute(dataset_view_sql(root, dataset, n > 0, what, name))
+            except duckdb.Error as exc:
+                folder = lake_mod.dataset_dir(root, dataset)
+                raise WarehouseError(f"dataset {dataset.name}: cannot create its view {name} over {folder}: {exc}") from exc
+            # Comments after the view's final CREATE: re-creating a view drops them.
+            _comment_on(con, "VIEW", name, view_comment(dataset, n, what.note))
+            for column in dataset.all_columns:
+                _comment_on_column(con, name, column.name, column_comment(dataset, column))
     return n_files
 
 
@@ -138,7 +199,6 @@ def _create_datasets_table(con: duckdb.DuckDBPyConnection, n_files: dict[str, in
 
 
 ANALYSES_TABLE = "warehouse_analyses"
-LATEST_ANALYSES_VIEW = "warehouse_latest_analyses"
 _ANALYSES_COLUMNS = {
     "analysis_id": ("VARCHAR", "The analysis: written into every row the model produced."),
     "model": ("VARCHAR", "Model name (its file under sql/models/)."),
@@ -147,7 +207,10 @@ _ANALYSES_COLUMNS = {
     "fingerprint": ("VARCHAR", "Hash of version, logic, parameters and input analyses."),
     "logic_fingerprint": ("VARCHAR", "Hash of the model's canonical SQL at default parameters."),
     "params_json": ("VARCHAR", "Parameter values, as JSON."),
-    "inputs_json": ("VARCHAR", "The analysis read from each input dataset (null for facts), as JSON."),
+    "inputs_json": ("VARCHAR", "The analysis read from each input dataset (null for facts; 'newest per run' for "
+                    "captures read from each run's newest analysis), as JSON."),
+    "input_sources_json": ("VARCHAR", "For inputs read 'newest per run': the analyses read, with their number of "
+                           "runs, as JSON; null when none."),
     "created_at": ("TIMESTAMPTZ", "First build of this analysis."),
     "updated_at": ("TIMESTAMPTZ", "Latest build that changed this analysis."),
     "n_units": ("INTEGER", "Runs (or 1 for a whole-table model) the analysis covers."),
@@ -168,6 +231,7 @@ def _create_analyses_table(con: duckdb.DuckDBPyConnection, root: Path) -> None:
     rows = [
         [r["analysis_id"], r["model"], r["version"], r["target"], r["fingerprint"], r["logic_fingerprint"],
          json.dumps(r["params"], sort_keys=True), json.dumps(r["inputs"], sort_keys=True),
+         json.dumps(r["input_sources"], sort_keys=True) if r.get("input_sources") else None,
          r["created_at"], r["updated_at"], len(r["units"]), r["rows"], r["last_build_units"], r["last_build_seconds"],
          _skipped_inputs(r)]
         for r in load_analyses(root).values()
@@ -177,16 +241,41 @@ def _create_analyses_table(con: duckdb.DuckDBPyConnection, root: Path) -> None:
     _comment_on(con, "TABLE", ANALYSES_TABLE, "Build history: every analysis of every model, with its version, fingerprints, parameters, inputs, rows and timing.")
     for name, (_, doc) in _ANALYSES_COLUMNS.items():
         _comment_on_column(con, ANALYSES_TABLE, name, doc)
-    # The analysis a BI view shows by default: per dataset, the one built last.
-    con.execute(
-        f"""CREATE VIEW {LATEST_ANALYSES_VIEW} AS
-        SELECT target, arg_max(analysis_id, updated_at) AS analysis_id, max(updated_at) AS updated_at
-        FROM {ANALYSES_TABLE} GROUP BY target"""
-    )
-    _comment_on(con, "VIEW", LATEST_ANALYSES_VIEW, "Per model target, the analysis built last: what the BI views show.")
-    for name, doc in {"target": "Dataset a model writes.", "analysis_id": "Its analysis built last.",
-                      "updated_at": "When that analysis was last built."}.items():
-        _comment_on_column(con, LATEST_ANALYSES_VIEW, name, doc)
+
+
+CURRENT_TABLE = "warehouse_current_analyses"
+_CURRENT_COLUMNS = {
+    "model": ("VARCHAR", "Model name (its file under sql/models/)."),
+    "version": ("VARCHAR", "Model version, e.g. dyn@1."),
+    "target": ("VARCHAR", "Dataset the model writes; its view shows this analysis, <target>_all every analysis."),
+    "analysis_id": ("VARCHAR", "The current analysis: the one the model's file and default parameters define."),
+    "params_json": ("VARCHAR", "Its default parameter values, as JSON."),
+    "built": ("BOOLEAN", "Whether a build has recorded this analysis (false: its view is empty until `make models`)."),
+    "updated_at": ("TIMESTAMPTZ", "Latest build that changed it; null when not built."),
+}
+
+
+def _create_current_table(con: duckdb.DuckDBPyConnection, root: Path, project: Project, shown: dict[str, Shown]) -> None:
+    """Per lake model, its current analysis: what the dataset views and the BI views show."""
+    from .models.state import load_analyses
+
+    records = load_analyses(root)
+    columns = ", ".join(f"{name} {type_}" for name, (type_, _) in _CURRENT_COLUMNS.items())
+    con.execute(f"CREATE TABLE {CURRENT_TABLE} ({columns})")
+    rows = []
+    for name in project.order:
+        spec = project.models[name].spec
+        analysis = shown.get(spec.target, Shown()).analysis
+        if analysis is None:
+            continue
+        record = records.get(analysis, {})
+        rows.append([name, spec.version, spec.target, analysis, json.dumps(project.models[name].params, sort_keys=True),
+                     bool(record), record.get("updated_at")])
+    if rows:
+        con.executemany(f"INSERT INTO {CURRENT_TABLE} VALUES ({', '.join('?' * len(_CURRENT_COLUMNS))})", rows)
+    _comment_on(con, "TABLE", CURRENT_TABLE, "Per model, its current analysis: what the dataset views and the BI views show.")
+    for name, (_, doc) in _CURRENT_COLUMNS.items():
+        _comment_on_column(con, CURRENT_TABLE, name, doc)
 
 
 def _skipped_inputs(record: dict) -> str | None:
@@ -341,9 +430,11 @@ def _write_catalog(
             con.execute(f"ATTACH {sql_string(str(tmp))} AS {CATALOG_ALIAS} (STORAGE_VERSION {sql_string(STORAGE_VERSION)})")
             # Unqualified names in views/*.sql must resolve inside the catalog being built.
             con.execute(f"USE {CATALOG_ALIAS}")
-            n_files = _create_dataset_views(con, sources)
+            shown = shown_analyses(root, project)
+            n_files = _create_dataset_views(con, sources, shown)
             _create_datasets_table(con, n_files)
             _create_analyses_table(con, root)
+            _create_current_table(con, root, project, shown)
             _create_model_views(con, project)
             _create_bi_views(con, views)
             _create_build_table(con, root, fingerprint)

@@ -28,6 +28,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from .contracts import DATASETS, IDENTIFIER_COLUMNS, IDENTIFIER_PATTERN, Column, Dataset
+from .coverage import runs_without_runs_row
 from .duck import apply_resource_settings
 from .errors import WarehouseError, shown_value
 from .lake import RESERVED_DIRS, STAGING_DIR, TEMP_PREFIX, dataset_dir, is_identifier, is_stale, lake_root
@@ -47,6 +48,7 @@ KINDS: dict[str, str] = {
     "stray_file": "a file or folder that is not a data file where data files belong",
     "unknown_dataset": "a folder at the lake root that is neither a dataset nor reserved",
     "stale_staging": "a leftover of a killed writer or build in the staging area (the next one removes it)",
+    "missing_run": "geometry of a run with no runs row: the models cannot place it in a cohort, so consensus leaves it out",
 }
 
 # Files the warehouse itself keeps at the lake root: none today. Anything else loose there
@@ -132,6 +134,7 @@ def check_lake(lake: str | os.PathLike | None = None) -> list[Problem]:
                             f"({', '.join(DATASETS)}) nor a reserved folder ({', '.join(RESERVED_DIRS)})")
             else:
                 adder(None)(entry, "stray_file", f"loose file at the lake root: {_what_file(entry.name)}")
+    problems += [Problem(item.dataset, item.path, "missing_run", item.reason) for item in runs_without_runs_row(root)]
     return sorted(problems, key=lambda p: (p.path, p.kind))  # stable: keeps scan order within
 
 

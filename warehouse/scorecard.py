@@ -21,11 +21,7 @@ from .sql import quote_literal as ql
 TRUTH_DIR = Path(lk.META_DIR) / "demo"
 
 _EVENT_RECOVERY = """
-WITH latest AS (
-    SELECT analysis_id FROM warehouse_latest_analyses WHERE target = 'events_candidates'
-),
-
-capture_index AS (
+WITH capture_index AS (
     -- a run's captures share one step grid across layers and modules
     SELECT run_id, step, dense_rank() OVER (PARTITION BY run_id ORDER BY step) - 1 AS i
     FROM (SELECT DISTINCT run_id, step FROM geometry_state WHERE sample_id IS NULL)
@@ -41,7 +37,6 @@ detected AS (
     FROM events_candidates AS e
     JOIN capture_index AS x USING (run_id, step)
     WHERE e.event_type = 'change_point'
-        AND e.analysis_id IN (SELECT analysis_id FROM latest)
         AND e.run_id IN (SELECT run_id FROM planted)
 ),
 
@@ -72,7 +67,6 @@ _FAMILY_RANKING = """
 SELECT f.family_rank, f.family_id, f.mean_dis, p.expected_rank
 FROM family_ranking AS f
 LEFT JOIN read_parquet({truth}) AS p USING (family_id)
-WHERE f.analysis_id IN (SELECT analysis_id FROM warehouse_latest_analyses WHERE target = 'probe_summaries')
 ORDER BY f.probe_name, f.family_rank
 """
 
@@ -80,7 +74,6 @@ _BEST_MATCHES = """
 SELECT run_id_a, run_id_b, score, same_cohort
 FROM best_matches
 WHERE rank_a = 1 AND kind = 'trajectory' AND scope = 'run' AND run_mode_a = 'train_full'
-    AND analysis_id IN (SELECT analysis_id FROM warehouse_latest_analyses WHERE target = 'matches')
 ORDER BY run_id_a
 """
 

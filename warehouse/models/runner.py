@@ -22,7 +22,7 @@ import time
 import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Mapping
 from urllib.parse import unquote
 
 import duckdb
@@ -31,10 +31,12 @@ import pyarrow.parquet as pq
 from .. import contracts, lake as lk
 from ..checked import recorded_clean, stamp, writer_clean
 from ..check import Problem, check_files
+from ..coverage import LeftOut, left_out, outside_analysis
 from ..duck import memory_bytes, work_connection
 from ..scan import select_dataset
 from ..sql import quote_identifier as qi, quote_literal as ql
 from .compile import CompiledModel, analysis_id as make_analysis_id, fingerprint, sql_literal
+from .current import NEWEST_PER_RUN, expected_analyses, newest_per_run
 from .project import ADDED_RUNS, ENGINE_COLUMNS, PREVIOUS_OUTPUT, Project
 from .spec import ModelError
 from .state import build_lock, digest, load_analyses, remove_stale_records, save_analysis
@@ -45,11 +47,19 @@ BUILD_STAGING_PREFIX = "build-"  # a build's own folders in the staging area
 
 @dataclass
 class Input:
-    """One dataset a model reads: which analysis, and its files per run (or all at WHOLE)."""
+    """One dataset a model reads: which analysis, and its files per run (or all at WHOLE).
+
+    A captured dataset (analysis-partitioned, written by no model) is read per run from
+    that run's newest analysis unless one is pinned: ``analysis`` is then
+    :data:`NEWEST_PER_RUN` and ``sources`` names the analysis each run was read from.
+    """
 
     dataset: contracts.Dataset
     analysis: str | None
     files: dict[str, list[Path]]
+    sources: dict[str, str] = field(default_factory=dict)
+    unbuilt: bool = False  # the analysis its model defines is not in the lake (not in this build either)
+    pinned: bool = False  # the analysis was chosen with ``--input``
 
     @property
     def by_run(self) -> bool:
@@ -83,8 +93,19 @@ class ModelPlan:
     def name(self) -> str:
         return self.model.spec.name
 
+    @property
+    def no_input(self) -> bool:
+        """Whether the data it analyses (captures, other models' outputs) holds no file yet:
+        an empty lake, or one holding only runs. Facts alone give it nothing to compute."""
+        return not any(files for d in self._analysed_inputs() for files in self.inputs[d].files.values())
+
     def describe(self) -> str:
         head = f"{self.name} {self.model.spec.version} -> {self.analysis_id}"
+        unbuilt = [f"{d} analysis {i.analysis}" for d, i in self.inputs.items() if i.unbuilt]
+        if unbuilt:
+            return f"{head}: waits for {', '.join(unbuilt)} (not built)"
+        if not self.build and not self.drop and self.no_input:
+            return f"{head}: nothing to do (no {' or '.join(self._analysed_inputs())} files yet)"
         if not self.build and not self.drop:
             return f"{head}: up to date ({len(self.digests)} {self._unit_word(len(self.digests))})"
         reasons: dict[str, list[str]] = {}
@@ -94,6 +115,9 @@ class ModelPlan:
         if self.drop:
             parts.append(f"{len(self.drop)} removed")
         return f"{head}: " + ", ".join(parts)
+
+    def _analysed_inputs(self) -> list[str]:
+        return [d for d, i in self.inputs.items() if "analysis_id" in i.dataset.partition_by] or list(self.inputs)
 
     def _unit_word(self, n: int = 2) -> str:
         if self.model.spec.incremental == "full":
@@ -129,14 +153,17 @@ def plan_model(
     chosen_inputs: dict[str, str] | None = None,
     full_refresh: bool = False,
     listing: InputListing | None = None,
+    expected: Mapping[str, str] | None = None,
 ) -> ModelPlan:
     """Plan one model; ``upstream`` holds the plans of the models it reads, already made.
 
-    ``listing`` holds the input files as the build found them when it began (default: now).
+    ``listing`` holds the input files as the build found them when it began (default: now);
+    ``expected`` the analysis each model target has by the project (default: computed).
     """
     model = project.models[name]
     listing = listing or InputListing()
-    inputs = {d: _input(root, d, model, upstream, chosen_inputs or {}, listing) for d in model.dependencies}
+    expected = expected_analyses(project) if expected is None else expected
+    inputs = {d: _input(root, d, model, upstream, chosen_inputs or {}, listing, expected) for d in model.dependencies}
     fp = fingerprint(model, {d: i.analysis for d, i in inputs.items()})
     analysis = make_analysis_id(model, fp)
     record = records.get(analysis)
@@ -144,6 +171,8 @@ def plan_model(
     plan = ModelPlan(model, analysis, fp, inputs, _digests(model, inputs, root), run_scope=scope)
     if model.spec.additions:
         plan.input_digests = _run_digests(plan, root)
+    if record is None and plan.no_input:
+        return plan  # nothing to compute, and no earlier output to remove
     if record is None:
         reason = _new_analysis_reason(model, plan, records)
         plan.build = {unit: reason for unit in plan.digests}
@@ -215,6 +244,7 @@ class InputListing:
     def __init__(self, known_clean: set[tuple[str, str]] | None = None) -> None:
         self._files: dict[Path, dict[str, list[Path]]] = {}
         self._newest: dict[Path, str | None] = {}
+        self._per_run: dict[Path, tuple[dict[str, list[Path]], dict[str, str]]] = {}
         self._screened: dict[Path, list[Problem]] = {}
         self._known_clean = known_clean or set()  # (folder, stamp) found clean by earlier builds
         self.clean: dict[Path, str] = {}  # folder -> stamp, found clean by this build or before
@@ -228,6 +258,11 @@ class InputListing:
         if base not in self._newest:
             self._newest[base] = _newest_analysis(base, contract)
         return self._newest[base]
+
+    def newest_per_run(self, base: Path) -> tuple[dict[str, list[Path]], dict[str, str]]:
+        if base not in self._per_run:
+            self._per_run[base] = newest_per_run(base)
+        return self._per_run[base]
 
     def screen(self, root: Path, dataset: contracts.Dataset, files: list[Path]) -> list[Problem]:
         """The problems of these input files as :func:`check_files` finds them. Each folder is
@@ -263,19 +298,31 @@ def _input(
     upstream: dict[str, ModelPlan],
     chosen: dict[str, str],
     listing: InputListing,
+    expected: Mapping[str, str],
 ) -> Input:
+    """What ``model`` reads of ``dataset``: a pinned analysis (``--input``), else the
+    analysis its producer makes in this build or, outside the build, the one the project
+    defines (``expected``); a captured dataset each run's newest analysis."""
     contract = contracts.DATASETS[dataset]
     base = lk.dataset_dir(root, contract)
     if "analysis_id" not in contract.partition_by:
         return Input(contract, None, listing.files_by_run(base, contract))
     producer = next((p for p in upstream.values() if p.model.spec.target == dataset), None)
+    analysis = chosen.get(dataset) or (producer.analysis_id if producer else expected.get(dataset))
     if chosen.get(dataset):
-        lk.check_identifier(chosen[dataset], "analysis_id")
-    analysis = producer.analysis_id if producer else chosen.get(dataset) or listing.newest_analysis(base, contract)
-    if chosen.get(dataset) and not (base / f"analysis_id={analysis}").is_dir():
-        raise ModelError(f"{model.spec.where()}: {dataset} has no analysis {analysis!r}")
-    files = listing.files_by_run(base / f"analysis_id={analysis}", contract) if analysis else {}
-    return Input(contract, analysis, files)
+        lk.check_identifier(analysis, "analysis_id")
+        if not (base / f"analysis_id={analysis}").is_dir():
+            raise ModelError(f"{model.spec.where()}: {dataset} has no analysis {analysis!r}")
+        return Input(contract, analysis, listing.files_by_run(base / f"analysis_id={analysis}", contract), pinned=True)
+    elif analysis and not producer and not (base / f"analysis_id={analysis}").is_dir():
+        return Input(contract, analysis, {}, unbuilt=True)
+    if analysis:
+        return Input(contract, analysis, listing.files_by_run(base / f"analysis_id={analysis}", contract))
+    if "run_id" in contract.partition_by:
+        files, sources = listing.newest_per_run(base)
+        return Input(contract, NEWEST_PER_RUN, files, sources)
+    analysis = listing.newest_analysis(base, contract)
+    return Input(contract, analysis, listing.files_by_run(base / f"analysis_id={analysis}", contract) if analysis else {})
 
 
 def _newest_analysis(base: Path, contract: contracts.Dataset) -> str | None:
@@ -392,7 +439,10 @@ def run_models(
         records = load_analyses(root)
         chosen_inputs = chosen_inputs or {}
         names = project.select(selected)
-        listing = _list_inputs(project, names, root, chosen_inputs, records)
+        expected = expected_analyses(project)
+        listing = _list_inputs(project, names, root, chosen_inputs, records, expected)
+        for item in left_out(root, _read_only_inputs(project, names)):
+            report(f"left out: {item}")
         plans: dict[str, ModelPlan] = {}
         results = []
         for name in names:
@@ -403,13 +453,16 @@ def run_models(
             upstream = {p: plans[p] for p in project.parents(name) if p in plans}
             plan = plan_model(
                 project, name, root, upstream, records,
-                chosen_inputs=chosen_inputs.get(name), full_refresh=full_refresh, listing=listing,
+                chosen_inputs=chosen_inputs.get(name), full_refresh=full_refresh, listing=listing, expected=expected,
             )
             plans[name] = plan
+            for item in _pinned_left_out(plan, root):
+                report(f"left out: {item}")
             if dry_run:
                 results.append(ModelResult(plan, 0, 0, 0.0))
                 report(plan.describe())
                 continue
+            _refuse_unbuilt_inputs(plan)
             if started and (plan.build or plan.drop):
                 started(plan)
             try:
@@ -420,14 +473,48 @@ def run_models(
                     "output partitions is complete, old or new, and the next build redoes this model"
                 ) from exc
             plan.executed = True
-            records[plan.analysis_id] = load_analyses(root).get(plan.analysis_id, {})
+            record = load_analyses(root).get(plan.analysis_id)
+            if record is not None:  # nothing is recorded when there was nothing to build
+                records[plan.analysis_id] = record
             results.append(result)
             report(result.describe())
         return results
 
 
+def _read_only_inputs(project: Project, names: list[str]) -> list[str]:
+    """The datasets the build's models read and none of them writes, in a stable order."""
+    written = {project.models[n].spec.target for n in names}
+    read = {d for n in names for d in project.models[n].dependencies if d in contracts.DATASETS}
+    return sorted(read - written)
+
+
+def _pinned_left_out(plan: ModelPlan, root: Path) -> list[LeftOut]:
+    """The runs a pinned captured input (``--input``) leaves out of the plan."""
+    return [
+        item for inp in plan.inputs.values()
+        if inp.pinned and inp.by_run
+        for item in outside_analysis(root, inp.dataset, inp.analysis, plan.name)
+    ]
+
+
+def _refuse_unbuilt_inputs(plan: ModelPlan) -> None:
+    """A model outside the build must have built its current analysis before another reads it."""
+    for dataset, inp in plan.inputs.items():
+        if inp.unbuilt:
+            raise ModelError(
+                f"{plan.model.spec.where()}: reads {dataset} analysis {inp.analysis}, the one its model defines "
+                "now, which is not built: build that model too (leave out --select), or pin another analysis "
+                f"with --input {plan.name}.{dataset}=ANALYSIS"
+            )
+
+
 def _list_inputs(
-    project: Project, names: list[str], root: Path, chosen: dict[str, dict[str, str]], records: dict[str, dict]
+    project: Project,
+    names: list[str],
+    root: Path,
+    chosen: dict[str, dict[str, str]],
+    records: dict[str, dict],
+    expected: Mapping[str, str],
 ) -> InputListing:
     """List, before any model runs, every input the build reads that none of its models writes."""
     listing = InputListing(recorded_clean(records) | writer_clean(root))
@@ -436,7 +523,7 @@ def _list_inputs(
         model = project.models[name]
         for dataset in model.dependencies:
             if dataset not in written and dataset in contracts.DATASETS:
-                _input(root, dataset, model, {}, chosen.get(name, {}), listing)
+                _input(root, dataset, model, {}, chosen.get(name, {}), listing, expected)
     return listing
 
 
@@ -795,6 +882,13 @@ def _move_runs(out: Path, fresh: Path, kept: dict[str, list[Path]]) -> list[Path
     return moved
 
 
+def _count(values: Any) -> dict[str, int]:
+    counts: dict[str, int] = {}
+    for v in values:
+        counts[v] = counts.get(v, 0) + 1
+    return dict(sorted(counts.items()))
+
+
 def _record(
     plan: ModelPlan,
     root: Path,
@@ -830,6 +924,8 @@ def _record(
         "logic_fingerprint": model.logic_fingerprint,
         "params": model.params,
         "inputs": {d: i.analysis for d, i in plan.inputs.items()},
+        # what "newest per run" chose: the analyses read, with their runs' count
+        "input_sources": {d: _count(i.sources.values()) for d, i in plan.inputs.items() if i.sources},
         "created_at": (record or {}).get("created_at", now),
         "updated_at": now,
         "units": units,

@@ -1,0 +1,114 @@
+"""What the models cannot read of a lake, and why: every build says it, and so does ``warehouse check``.
+
+Two things keep captured data out of the models without any file being invalid:
+
+- a folder in a dataset's partition levels that is not ``key=value`` with the dataset's
+  keys in order (``geometry_state/run_id=r1/analysis_id=a/`` instead of
+  ``geometry_state/analysis_id=a/run_id=r1/``): no reader's glob reaches its files;
+- geometry of a run that has no ``runs`` row: its cohort is unknown, so the cross-run
+  models (consensus events) and the views joining ``runs`` cannot place it.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterable
+
+from . import contracts, lake as lk
+
+
+@dataclass(frozen=True)
+class LeftOut:
+    """Data the models do not read: where (lake-relative), which runs if known, and why."""
+
+    dataset: str
+    path: str
+    reason: str
+    runs: tuple[str, ...] = ()
+
+    def __str__(self) -> str:
+        return f"{self.path}: {self.reason}"
+
+
+def left_out(root: Path, datasets: Iterable[str]) -> list[LeftOut]:
+    """What of ``datasets`` (and of geometry_state's runs) the models leave out of the lake at ``root``."""
+    found = [item for name in datasets for item in misplaced(root, contracts.DATASETS[name])]
+    if "geometry_state" in datasets:
+        found += runs_without_runs_row(root)
+    return found
+
+
+def misplaced(root: Path, dataset: contracts.Dataset) -> list[LeftOut]:
+    """The folders and files at a dataset's partition levels that are not its ``key=value`` folders."""
+    found: list[LeftOut] = []
+    level = [lk.dataset_dir(root, dataset)]
+    for depth, key in enumerate(dataset.partition_by):
+        expected = "/".join(f"{k}=*" for k in dataset.partition_by)
+        below: list[Path] = []
+        for folder in level:
+            for entry in _entries(folder):
+                if entry.name.startswith("."):
+                    continue  # a writer's temporary file, never read
+                if entry.is_dir() and entry.name.startswith(f"{key}="):
+                    below.append(Path(entry.path))
+                    continue
+                rel = Path(entry.path).relative_to(root).as_posix()
+                found.append(LeftOut(dataset.name, rel, (
+                    f"not in the layout of {dataset.name} ({dataset.name}/{expected}/*.parquet): "
+                    f"no model or view reads it; move its files under {key}=<value>/"
+                ), _runs_named(rel)))
+        level = below
+    return found
+
+
+def runs_without_runs_row(root: Path) -> list[LeftOut]:
+    """Runs with geometry_state files but no ``runs`` partition: the models cannot place them in a cohort."""
+    geometry = contracts.DATASETS["geometry_state"]
+    base = lk.dataset_dir(root, geometry)
+    captured: dict[str, list[str]] = {}
+    for analysis, folder in sorted(lk.partition_folders(base, "analysis_id").items()):
+        for run, run_folder in lk.partition_folders(folder, "run_id").items():
+            if lk.published_files(run_folder):
+                captured.setdefault(run, []).append(analysis)
+    registered = {r for r, f in lk.partition_folders(lk.dataset_dir(root, contracts.RUNS), "run_id").items()
+                  if lk.published_files(f)}
+    return [
+        LeftOut("geometry_state", f"geometry_state/analysis_id={captured[run][-1]}/run_id={run}", (
+            f"run {run} has geometry but no runs row: its cohort is unknown, so events (consensus across seeds) "
+            "and the views joining runs leave it out; write its runs row (`warehouse schema runs`)"
+        ), (run,))
+        for run in sorted(set(captured) - registered)
+    ]
+
+
+def outside_analysis(root: Path, dataset: contracts.Dataset, analysis: str, model: str) -> list[LeftOut]:
+    """The runs of a dataset that ``model`` does not read because it is pinned to ``analysis``
+    and they were captured only under others."""
+    base = lk.dataset_dir(root, dataset)
+    folders = lk.partition_folders(base, "analysis_id")
+    pinned = {r for r, f in lk.partition_folders(folders.get(analysis, base / "-"), "run_id").items() if lk.published_files(f)}
+    others: dict[str, str] = {}
+    for other, folder in sorted(folders.items()):
+        for run, run_folder in lk.partition_folders(folder, "run_id").items():
+            if run not in pinned and lk.published_files(run_folder):
+                others.setdefault(run, other)
+    return [
+        LeftOut(dataset.name, f"{dataset.name}/analysis_id={others[run]}/run_id={run}", (
+            f"model {model} reads only {dataset.name} analysis {analysis} (--input), which does not hold run {run}"
+        ), (run,))
+        for run in sorted(others)
+    ]
+
+
+def _entries(folder: Path) -> list[os.DirEntry]:
+    try:
+        with os.scandir(folder) as entries:
+            return sorted(entries, key=lambda e: e.name)
+    except (FileNotFoundError, NotADirectoryError):
+        return []
+
+
+def _runs_named(rel: str) -> tuple[str, ...]:
+    return tuple(part[len("run_id="):] for part in rel.split("/") if part.startswith("run_id="))
