@@ -3,8 +3,8 @@
     python tests/catalog_reader.py CATALOG STOP_FILE (hold|reconnect)
 
 ``hold`` opens the catalog once with ``warehouse.connect()`` and keeps it; ``reconnect``
-opens it anew for every round. Each round reads, in one query per model dataset, the rows
-of every (analysis, run) partition and the builds they come from, and checks them against
+opens it anew for every round. Each round reads, in one query per model dataset (its
+``<dataset>_all`` view: every analysis), the rows of every (analysis, run) partition and the builds they come from, and checks them against
 the catalog's build history: every analysis holds exactly the rows its record says, and
 every partition holds the rows of one build. It prints a JSON summary: rounds, errors (with
 their messages), inconsistencies, the analyses it saw and how many catalogs (build
@@ -32,7 +32,7 @@ def one_round(con) -> tuple[list[str], dict[str, int], tuple]:
     for target in MODEL_TARGETS:
         run = "run_id" if "run_id" in {r[0] for r in con.execute(f"DESCRIBE {target}").fetchall()} else "NULL"
         partitions = con.execute(
-            f"SELECT analysis_id, {run}, count(*), count(DISTINCT created_at_utc) FROM {target} GROUP BY ALL"
+            f"SELECT analysis_id, {run}, count(*), count(DISTINCT created_at_utc) FROM {target}_all GROUP BY ALL"
         ).fetchall()
         for analysis, run_id, n, builds in partitions:
             seen[analysis] = seen.get(analysis, 0) + n

@@ -59,9 +59,18 @@ def geometry_rows(
 
 
 def write_runs(lake: Path, runs: Mapping[str, Iterable[int]], **kw: Any) -> None:
-    """One geometry_state write per run (analysis capture-v1)."""
+    """One geometry_state write per run (analysis capture-v1), and a runs row for each run
+    that has none yet (a run without one is a problem ``warehouse check`` reports)."""
     for i, (run, steps) in enumerate(runs.items()):
         writer.write("geometry_state", geometry_rows(run, steps, seed=i, **kw), lake=lake)
+        if not (lake / "runs" / f"run_id={run}").is_dir():
+            writer.write("runs", [run_row(run, seed=i)], lake=lake)
+
+
+def run_row(run: str, *, seed: int = 0, cohort: str = "cohort-a") -> dict[str, Any]:
+    """A completed training run's ``runs`` row."""
+    return {"run_id": run, "seed": seed, "run_mode": "train_full", "model_id": "m", "config_json": "{}",
+            "config_hash": cohort, "status": "completed", "started_at_utc": "2026-01-01T00:00:00Z"}
 
 
 # -- sql folders ----------------------------------------------------------------------------

@@ -357,7 +357,14 @@ def test_a_killed_session_leaves_a_clean_lake_with_every_flushed_capture(tmp_pat
 
     check = subprocess.run([sys.executable, "-m", "warehouse.cli", "check", "--lake", str(lake)],
                            capture_output=True, text=True, timeout=120)
-    assert check.returncode == 0 and check.stdout.strip() == "lake is clean", check.stdout + check.stderr
+    # no broken file: the one finding is the run the kill left without its runs row
+    assert check.returncode == 1, check.stdout + check.stderr
+    assert check.stdout.splitlines() == [
+        "geometry_state/analysis_id=capture-v1/run_id=killed: missing_run: run killed has geometry but no runs "
+        "row: its cohort is unknown, so events (consensus across seeds) and the views joining runs leave it out; "
+        "write its runs row (`warehouse schema runs`)",
+        "1 problem(s) found",
+    ]
 
     # Every capture of steps 0-8 (flushed before the kill), none of 9-11 (buffered), with
     # the values the reference computes from the same random draws.

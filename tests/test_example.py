@@ -73,5 +73,5 @@ def test_every_capture_reached_the_lake_and_the_models(example) -> None:
     assert rows(db, "SELECT count(*) FROM probe_captures_index") == [(2 * CAPTURES,)]
     assert rows(db, "SELECT count(*), count(DISTINCT split) FROM samples") == [(PROBES, 1)]
     assert rows(db, "SELECT count(*) FROM metrics_scalar") == [(2 * CAPTURES * 4,)]  # loss, accuracy x train, val
-    targets = {r[0] for r in rows(db, "SELECT DISTINCT target FROM warehouse_latest_analyses")}
+    targets = {r[0] for r in rows(db, "SELECT DISTINCT target FROM warehouse_current_analyses WHERE built")}
     assert {"geometry_dynamics", "events_candidates", "events", "signatures", "matches"} <= targets

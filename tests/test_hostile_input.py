@@ -99,9 +99,12 @@ def dyn_sql(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture(scope="module")
 def template(tmp_path_factory: pytest.TempPathFactory, dyn_sql: Path) -> Path:
-    """The good runs r1 and r2, ingested, with geometry_dynamics built."""
+    """The good runs r1 and r2, ingested with their runs rows, with geometry_dynamics built."""
     root = tmp_path_factory.mktemp("hostile") / "lake"
     ingest_files("geometry_state", [corpus_file("good")], lake=root)
+    run = pq.read_table(corpus_file("runs_injection"))
+    for run_id in ("r1", "r2"):
+        write("runs", run.set_column(0, "run_id", [[run_id]]), lake=root)
     models.run(lake=root, sql_dir=dyn_sql, report=lambda _: None)
     return root
 

@@ -70,7 +70,7 @@ def runs_without_runs_row(root: Path) -> list[LeftOut]:
     captured: dict[str, list[str]] = {}
     for analysis, folder in sorted(lk.partition_folders(base, "analysis_id").items()):
         for run, run_folder in lk.partition_folders(folder, "run_id").items():
-            if lk.published_files(run_folder):
+            if lk.is_identifier(run) and lk.published_files(run_folder):  # an unsafe one is a problem of its own
                 captured.setdefault(run, []).append(analysis)
     registered = {r for r, f in lk.partition_folders(lk.dataset_dir(root, contracts.RUNS), "run_id").items()
                   if lk.published_files(f)}
