@@ -77,7 +77,7 @@ def _docs(args: argparse.Namespace) -> int:
     from .docs import update_readme
 
     changed = update_readme(args.readme)
-    print(f"{args.readme}: data dictionary {'updated' if changed else 'already up to date'}")
+    print(f"{args.readme}: data dictionary and model parameters {'updated' if changed else 'already up to date'}")
     return 0
 
 
