@@ -73,7 +73,7 @@ SELECT f.family_rank, f.family_id, f.mean_dis, p.expected_rank
 FROM family_ranking AS f
 LEFT JOIN read_parquet({truth}) AS p USING (family_id)
 WHERE f.analysis_id IN (SELECT analysis_id FROM warehouse_latest_analyses WHERE target = 'probe_summaries')
-ORDER BY f.probe_name, f.family_rank
+ORDER BY f.probe_name, f.family_rank, f.analysis_id
 """
 
 _BEST_MATCHES = """
@@ -81,7 +81,7 @@ SELECT run_id_a, run_id_b, score, same_cohort
 FROM best_matches
 WHERE rank_a = 1 AND kind = 'trajectory' AND scope = 'run' AND run_mode_a = 'train_full'
     AND analysis_id IN (SELECT analysis_id FROM warehouse_latest_analyses WHERE target = 'matches')
-ORDER BY run_id_a
+ORDER BY run_id_a, analysis_id, signature_id_a
 """
 
 
