@@ -215,10 +215,10 @@ def _parse_param(text: str, path: Path) -> Param:
     name, type_ = m["name"], m["type"]
     where = f"{path}: parameter {name}"
     default, allowed_text = _split_default(m["rest"])
-    if type_ == "str" and len(default) >= 2 and default[0] == default[-1] and default[0] in "'\"":
+    if type_ == "str":
         # a quoted default is the text between the quotes: `= ''` is the empty string. Only
         # in the header: a value given on the command line or in Python is taken as it is.
-        default = default[1:-1]
+        default = _unquote(default)
     default = _convert(default, type_, where)
     allowed = _parse_allowed(allowed_text, type_, where) if allowed_text else None
     if allowed is not None and default not in allowed:
@@ -239,7 +239,7 @@ def _split_default(text: str) -> tuple[str, str]:
 def _parse_allowed(text: str, type_: str, where: str) -> Allowed:
     """``in [LOW, HIGH]`` (round brackets for open ends), ``>= LOW`` and the like for a
     number; ``in {A, B, ...}`` for a text."""
-    hint = f"write `in [LOW, HIGH]`, `>= LOW`, `> LOW`, `<= HIGH` or `< HIGH` for a number, `in {{A, B}}` for a str"
+    hint = "write `in [LOW, HIGH]`, `>= LOW`, `> LOW`, `<= HIGH` or `< HIGH` for a number, `in {A, B}` for a str"
     if type_ == "bool":
         raise ModelError(f"{where}: a bool parameter takes no range (it is true or false), not {text!r}")
     choices, interval, bound = CHOICES_RE.match(text), INTERVAL_RE.match(text), BOUND_RE.match(text)
@@ -262,6 +262,7 @@ def _parse_allowed(text: str, type_: str, where: str) -> Allowed:
 
 
 def _unquote(text: str) -> str:
+    """The text inside matching single or double quotes, else the text."""
     return text[1:-1] if len(text) >= 2 and text[0] == text[-1] and text[0] in "'\"" else text
 
 
