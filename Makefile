@@ -40,7 +40,7 @@ $(VENV)/.bench-installed: $(VENV)/.installed
 
 ## demo: write the demo lake, build every model and the catalog, score them against the planted truth
 demo: install
-	$(WH) demo --lake $(LAKE)
+	SQUIGGLE_DB=$(DB) $(WH) demo --lake $(LAKE)
 	$(MAKE) --no-print-directory models
 	$(WH) scorecard --lake $(LAKE) --db $(DB)
 

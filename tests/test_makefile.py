@@ -62,23 +62,32 @@ def test_clean_keeps_a_lake_named_only_by_the_environment(tmp_path: Path) -> Non
     assert not (tmp_path / "data").exists()
 
 
-def test_make_demo_uses_squiggle_lake_and_its_hints_work_outside_the_venv(tmp_path: Path) -> None:
+@pytest.mark.parametrize("named_by", ["environment", "command line"])
+def test_make_demo_uses_the_lake_given_and_its_hints_work_outside_the_venv(tmp_path: Path, named_by: str) -> None:
     lake, db = tmp_path / "data-lake", tmp_path / "data.duckdb"
     before = {p: p.exists() for p in (REPO / "lake", REPO / "warehouse.duckdb")}
-    env = {"SQUIGGLE_LAKE": str(lake), "SQUIGGLE_DB": str(db), "PATH": PLAIN_PATH}
-    r = make("demo", env=env)
+    if named_by == "environment":
+        env, args = {"SQUIGGLE_LAKE": str(lake), "SQUIGGLE_DB": str(db), "PATH": PLAIN_PATH}, []
+    else:
+        env, args = {"PATH": PLAIN_PATH}, [f"LAKE={lake}", f"DB={db}"]
+    r = make("demo", *args, env=env)
     assert r.returncode == 0, r.stderr
     assert f"models run --lake {lake} --db {db}" in r.stdout
     assert (lake / "geometry_dynamics").is_dir() and db.is_file()
     assert {p: p.exists() for p in before} == before  # ./lake and ./warehouse.duckdb untouched
 
     hints = r.stdout.split("  next (", 1)[1].splitlines()[1:4]
-    assert hints[0] == "    make models"  # the lake is $SQUIGGLE_LAKE's, which make now reads
-    assert all(h.startswith("    .venv/bin/python -c ") for h in hints[1:])
-    for hint in hints:
+    # make reads $SQUIGGLE_LAKE now; a lake or catalog given to make alone is spelled out
+    assert hints[0] == ("    make models" + f" DB={db}" if named_by == "environment" else f"    make models LAKE={lake} DB={db}")
+    python = os.path.relpath(VENV / "bin" / "python", REPO)  # .venv/bin/python under `make test`
+    assert all(h.startswith(f"    {python if not python.startswith('..') else VENV / 'bin' / 'python'} -c ") for h in hints[1:])
+    assert f"warehouse.connect({str(db)!r})" in hints[1]
+    for hint in hints[1:]:
         # the shell of a user who never activated the environment, in the repository
         done = subprocess.run(["sh", "-c", hint], cwd=REPO, env={**os.environ, **env}, capture_output=True,
                               text=True, timeout=120)
         assert done.returncode == 0, (hint, done.stderr)
-    assert "up to date" in subprocess.run(["sh", "-c", hints[0] + f" -o {INSTALLED} VENV={VENV}"], cwd=REPO,
-                                          env={**os.environ, **env}, capture_output=True, text=True).stdout
+        assert done.stdout.strip()
+    again = subprocess.run(["sh", "-c", hints[0] + f" -o {INSTALLED} VENV={VENV}"], cwd=REPO,
+                           env={**os.environ, **env}, capture_output=True, text=True, timeout=300)
+    assert again.returncode == 0 and f"--lake {lake} --db {db}" in again.stdout and "up to date" in again.stdout

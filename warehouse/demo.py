@@ -700,6 +700,8 @@ class DemoSummary:
         width = max(map(len, self.rows))
         events, families = self.meta_dir / "planted_events.parquet", self.meta_dir / "planted_families.parquet"
         cohorts = ", ".join(f"{c.cohort}: lr {c.lr:g}, width {c.width}" for c in COHORTS)
+        # the catalog that `make models` writes: named when it is not ./warehouse.duckdb
+        db = str(lk.db_path()) if lk.db_path() != lk.db_path(lk.DEFAULT_DB) else ""
         query = (
             "select run_id, layer, module, step, drift_velocity from geometry_dynamics"
             " where sample_id is null order by drift_velocity desc limit 10"
@@ -718,8 +720,8 @@ class DemoSummary:
             f"    {events}  ({self.planted_events} level shifts: run, layer, metric, step)",
             f"    {families}  (effect and expected DIS rank per family)",
             f"  next (make demo does the first step for you{_activate_note()}):",
-            "    make models" + ("" if self.lake == lake_root(None) else f" LAKE={self.lake}"),
-            f"    {_python()} -c \"import warehouse; print(warehouse.connect().sql('{query}'))\"",
+            "    make models" + ("" if self.lake == lake_root(None) else f" LAKE={self.lake}") + (f" DB={db}" if db else ""),
+            f"    {_python()} -c \"import warehouse; print(warehouse.connect({repr(db) if db else ''}).sql('{query}'))\"",
             f"    {_python()} -c \"import duckdb; print(duckdb.read_parquet('{events}'))\"",
         ])
 
