@@ -2,8 +2,11 @@
 PYTHON ?= python3
 VENV   ?= .venv
 BIN    := $(VENV)/bin
-LAKE   ?= lake
-DB     ?= warehouse.duckdb
+# The lake and the catalog: LAKE= / DB= (on the command line or in the environment), else
+# $SQUIGGLE_LAKE / $SQUIGGLE_DB as the `warehouse` command reads them, else ./lake and
+# ./warehouse.duckdb.
+LAKE   ?= $(or $(SQUIGGLE_LAKE),lake)
+DB     ?= $(or $(SQUIGGLE_DB),warehouse.duckdb)
 WH     := $(BIN)/warehouse
 
 # Benchmarks: sizes in geometry_state rows, rounds of each measurement, DuckDB's memory limit.
@@ -37,7 +40,7 @@ $(VENV)/.bench-installed: $(VENV)/.installed
 
 ## demo: write the demo lake, build every model and the catalog, score them against the planted truth
 demo: install
-	$(WH) demo --lake $(LAKE)
+	SQUIGGLE_DB=$(DB) $(WH) demo --lake $(LAKE)
 	$(MAKE) --no-print-directory models
 	$(WH) scorecard --lake $(LAKE) --db $(DB)
 
@@ -79,5 +82,12 @@ bench: $(VENV)/.bench-installed
 bench-100m: $(VENV)/.bench-installed
 	$(BIN)/python bench/run.py --sizes 100000000 --repeat 1 --memory-limit $(BENCH_MEMORY) --work $(BENCH_WORK)
 
+## clean: remove the lake and the catalog; one named only by $SQUIGGLE_LAKE / $SQUIGGLE_DB is kept
+# (a data lake named in a shell profile must not go with the demo's)
+FROM_ENV := $(if $(and $(filter file,$(origin LAKE)),$(SQUIGGLE_LAKE)),$(LAKE)) $(if $(and $(filter file,$(origin DB)),$(SQUIGGLE_DB)),$(DB))
 clean:
+ifneq ($(strip $(FROM_ENV)),)
+	@echo "make clean: not removing $(strip $(FROM_ENV)), named by SQUIGGLE_LAKE / SQUIGGLE_DB; name it: make clean LAKE=$(LAKE) DB=$(DB)" >&2
+	@exit 2
+endif
 	rm -rf $(LAKE) $(DB) $(DB).tmp-*

@@ -1,7 +1,9 @@
 """Deterministic scale lakes for the benchmarks: the demo's simulation at any size.
 
-A scale lake holds cohorts of training runs (three seeds sharing a config) and probe runs
-(three seeds of each probe family, one family per four cohorts). Each run's geometry comes
+A scale lake holds cohorts of training runs and probe runs (three seeds of each probe
+family, one family per four cohorts). A cohort is one configuration of a sweep (its own
+``config_hash``) trained with 3, 4 or 5 seeds (3, 4, 5, 4 in turn), so that events finds
+each cohort's consensus as it would in a real sweep. Each run's geometry comes
 from ``warehouse.demo``'s simulation: 6 layers x 4 residual-stream modules, 64 captures on
 an irregular step grid (denser early), a pooled row and 8 per-sample series per capture,
 trends, noise, and the cohort's planted level shifts (13,824 geometry_state rows per
@@ -33,13 +35,15 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from warehouse import demo, writer
+from warehouse.hashing import canonical_json, config_hash
 from warehouse.scorecard import TRUTH_DIR
 
 SEED = 0  # the simulation's seed: the same size gives the same lake, byte for byte
-VERSION = 2  # of this generator: part of a cached lake's name, raised when its output changes
+VERSION = 3  # of this generator: part of a cached lake's name, raised when its output changes
 ROWS_PER_TRAINING_RUN = demo.N_CAPTURES * demo.N_LAYERS * len(demo.MODULES) * (1 + demo.N_TRACKED)
 ROWS_PER_PROBE_RUN = len(demo.PROBE_STEPS) * demo.N_LAYERS * len(demo.MODULES)
 COHORTS_PER_FAMILY = 4
+SEEDS_PER_COHORT = (3, 4, 5, 4)  # cohort k trains SEEDS_PER_COHORT[k % 4] seeds: 0, 1, ...
 CHUNK_COHORTS = 16  # cohorts simulated and written together (about 660,000 rows)
 PLANTED = ("eff_rank", "sv_entropy", "sparsity", "act_norm", "principal_angle_init")
 WIDTHS = (128, 192, 256, 384, 512)
@@ -48,21 +52,30 @@ SHAPES = ("linear", "saturating", "bump", "late_sigmoid")
 FIRST_INDEX, LAST_INDEX = demo.WINDOW + 1, demo.N_CAPTURES - demo.WINDOW - 2
 
 
+def seeds(k: int) -> tuple[int, ...]:
+    """The seeds cohort k trains."""
+    return tuple(range(SEEDS_PER_COHORT[k % len(SEEDS_PER_COHORT)]))
+
+
 @dataclass(frozen=True)
 class Layout:
-    """How many cohorts (of len(demo.SEEDS) runs) and probe families a lake of ``rows`` holds."""
+    """How many cohorts (of 3 to 5 runs) and probe families a lake of ``rows`` holds."""
 
     cohorts: int
     families: int
 
     @classmethod
     def for_rows(cls, rows: int) -> Layout:
-        cohorts = max(1, round(rows / (len(demo.SEEDS) * ROWS_PER_TRAINING_RUN)))
+        """The cohorts whose training runs come nearest to ``rows`` (at least one)."""
+        target, cohorts, runs = rows / ROWS_PER_TRAINING_RUN, 1, len(seeds(0))
+        while abs(runs + len(seeds(cohorts)) - target) < abs(runs - target):
+            runs += len(seeds(cohorts))
+            cohorts += 1
         return cls(cohorts, math.ceil(cohorts / COHORTS_PER_FAMILY))
 
     @property
     def training_runs(self) -> int:
-        return self.cohorts * len(demo.SEEDS)
+        return sum(len(seeds(k)) for k in range(self.cohorts))
 
     @property
     def probe_runs(self) -> int:
@@ -89,7 +102,7 @@ def write_lake(root: Path, rows: int) -> Layout:
     shutil.rmtree(partial, ignore_errors=True)
     planted: list[dict] = []
     for first in range(0, layout.cohorts, CHUNK_COHORTS):
-        planted += _write_training_runs(partial, range(first, min(first + CHUNK_COHORTS, layout.cohorts)), demo.SEEDS)
+        planted += _write_training_runs(partial, range(first, min(first + CHUNK_COHORTS, layout.cohorts)))
     families = tuple(family(j) for j in range(layout.families))
     writer.write("families", demo.families_table(families), lake=partial, created_at=demo.CREATED_AT)
     _write_probe_runs(partial, families)
@@ -103,7 +116,16 @@ def write_lake(root: Path, rows: int) -> Layout:
 
 def add_run(root: Path, seed: int) -> None:
     """Add one more seed of the first cohort to the lake: its geometry and its runs row."""
+    if seed in seeds(0):
+        raise ValueError(f"the first cohort already has seed {seed} (seeds {seeds(0)})")
     _write_training_runs(root, [0], (seed,))
+
+
+def training_config(c: demo.Cohort, seed: int) -> dict:
+    """The demo's configuration of a run with the cohort's point of the sweep (its name): the
+    demo draws width and learning rate from a few values, which alone would put many
+    cohorts under one ``config_hash``."""
+    return {**demo.training_config(c, seed), "sweep_point": c.cohort}
 
 
 def cohort(k: int) -> demo.Cohort:
@@ -145,16 +167,20 @@ def _started(k: int, seed: int) -> dt.datetime:
     return demo.CREATED_AT + dt.timedelta(hours=k, minutes=seed)
 
 
-def _write_training_runs(root: Path, cohorts: Iterable[int], seeds: tuple[int, ...]) -> list[dict]:
-    """Simulate and write the runs of ``cohorts`` (indices) x ``seeds``; return their planted events."""
+def _write_training_runs(root: Path, cohorts: Iterable[int], only: tuple[int, ...] | None = None) -> list[dict]:
+    """Simulate and write the runs of ``cohorts`` (indices), each with its seeds (or the
+    seeds ``only``); return their planted events."""
     geometry, runs, planted = [], [], []
     for k in cohorts:
         c = cohort(k)
-        for seed in seeds:
+        for seed in only or seeds(k):
             run = demo.simulate_training_run(c, seed, SEED)
+            cfg = training_config(c, seed)
             geometry.append(demo.geometry_table(run))
-            runs.append(demo.training_run_row(c, run, _started(k, seed), 0.02 * float(run.steps[-1])))
-            planted += run.events
+            row = demo.training_run_row(c, run, _started(k, seed), 0.02 * float(run.steps[-1]))
+            row = row.set_column(row.schema.get_field_index("config_json"), "config_json", pa.array([canonical_json(cfg)]))
+            runs.append(row.set_column(row.schema.get_field_index("config_hash"), "config_hash", pa.array([config_hash(cfg)])))
+            planted += [{**e, "cohort_id": config_hash(cfg)} for e in run.events]
     _write(root, runs, geometry)
     return planted
 

@@ -234,13 +234,14 @@ GROUP BY run_id ORDER BY run_id
 EVENTS_SQL = """
 SELECT run_id, layer, metric, step, score
 FROM events_candidates
-ORDER BY run_id, score DESC
+-- equal scores in step order (layer and metric break what remains): the same lines every time
+ORDER BY run_id, score DESC, step, layer, metric, event_id
 """
 
 CONSENSUS_SQL = """
 SELECT layer, metric, step_median, step_min, step_max, n_runs_supporting, n_runs_total, strength
 FROM events
-ORDER BY strength DESC
+ORDER BY strength DESC, step_median, layer, metric, cohort_id, event_id
 LIMIT ?
 """
 

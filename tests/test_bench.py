@@ -14,6 +14,7 @@ import numpy as np
 import pytest
 
 from warehouse import demo, models
+from warehouse.hashing import config_hash
 
 BENCH = Path(__file__).resolve().parent.parent / "bench"
 sys.path.insert(0, str(BENCH))
@@ -25,8 +26,8 @@ from measure import CommandFailed, measure  # noqa: E402
 from models import MODEL_LINE, Recorder, Settings, SpillWatch, fresh_copy  # noqa: E402
 
 
-SMALL = 2 * 3 * 13_824  # rows of two cohorts of three training runs
-SMALL_ROWS = 6 * 13_824 + 3 * 336  # and of the probe family's three runs
+SMALL = 2 * 3 * 13_824  # nearest to this: two cohorts, of 3 and 4 training runs (7 runs, not 3)
+SMALL_ROWS = 7 * 13_824 + 3 * 336  # and of the probe family's three runs
 
 
 @pytest.fixture(scope="module")
@@ -45,9 +46,22 @@ def _count(glob: Path, where: str = "true") -> int:
 
 def test_layout_of_a_million_rows() -> None:
     layout = scale_lake.Layout.for_rows(1_000_000)
-    # 1,000,000 / (3 seeds x 13,824 rows) = 24.1 cohorts; one family per 4 cohorts
-    assert (layout.cohorts, layout.families) == (24, 6)
-    assert layout.rows == 72 * 13_824 + 18 * 336 == 1_001_376
+    # 1,000,000 / 13,824 rows = 72.3 training runs; cohorts of 3, 4, 5, 4 seeds in turn: 16
+    # cohorts hold 64 runs, 17 hold 67, 18 hold 71 (the nearest), 19 hold 76; one family per 4 cohorts
+    assert (layout.cohorts, layout.families, layout.training_runs) == (18, 5, 71)
+    assert layout.rows == 71 * 13_824 + 15 * 336 == 986_544
+
+
+def test_ten_million_rows_make_cohorts_of_their_own() -> None:
+    layout = scale_lake.Layout.for_rows(10_000_000)
+    assert (layout.cohorts, layout.training_runs) == (181, 723)  # 45 cycles of 16 runs, and 3
+    assert [len(scale_lake.seeds(k)) for k in range(6)] == [3, 4, 5, 4, 3, 4]
+    # every cohort is a configuration of its own: config_hash tells the cohorts apart
+    hashes = {config_hash(scale_lake.training_config(scale_lake.cohort(k), 0)) for k in range(layout.cohorts)}
+    assert len(hashes) == layout.cohorts
+    # and the seeds of a cohort share it
+    c = scale_lake.cohort(7)
+    assert len({config_hash(scale_lake.training_config(c, s)) for s in scale_lake.seeds(7)}) == 1
 
 
 def test_scale_lake_rows_and_runs(built_lake: Path) -> None:
@@ -56,7 +70,8 @@ def test_scale_lake_rows_and_runs(built_lake: Path) -> None:
     # a training run: 64 captures x 6 layers x 4 modules x (pooled + 8 samples)
     assert _count(geometry, "run_id = 'b00000-s1'") == 64 * 6 * 4 * 9
     assert _count(geometry, "run_id = 'b00000-s1' AND sample_id IS NULL") == 64 * 6 * 4
-    assert _count(built_lake / "runs" / "**" / "*.parquet") == 9
+    assert _count(built_lake / "runs" / "**" / "*.parquet") == 10
+    assert _count(built_lake / "runs" / "**" / "*.parquet", "run_id = 'b00001-s3'") == 1
     assert _count(built_lake / "runs" / "**" / "*.parquet", "family_id = 'fam-0000' AND probe_name IS NOT NULL") == 3
 
 
@@ -85,7 +100,9 @@ def test_plants_keep_cpd_windows_inside_the_series() -> None:
 
 def test_planted_shifts_are_detected(built_lake: Path) -> None:
     plants = scale_lake.cohort(0).plants + scale_lake.cohort(1).plants
-    expected = len(demo.SEEDS) * sum(len(p.layers) * len(p.metrics) for p in plants)
+    expected = sum(len(scale_lake.seeds(k)) * sum(len(p.layers) * len(p.metrics) for p in scale_lake.cohort(k).plants)
+                   for k in (0, 1))
+    assert len(plants) > 0
     truth = built_lake / "_meta" / "demo" / "planted_events.parquet"
     assert _count(truth) == expected
     missed = duckdb.execute(f"""
@@ -105,6 +122,33 @@ def test_planted_shifts_are_detected(built_lake: Path) -> None:
                           AND d.metric = p.metric AND abs(d.i - p.capture_index) <= 2)
     """).fetchone()[0]
     assert missed == 0
+
+
+def test_each_cohort_has_its_consensus_events(built_lake: Path) -> None:
+    runs = built_lake / "runs" / "**" / "*.parquet"
+    cohorts = duckdb.execute(f"""
+        SELECT config_hash, count(*) FROM read_parquet('{runs}', hive_partitioning = true)
+        WHERE run_mode = 'train_full' GROUP BY config_hash ORDER BY 2
+    """).fetchall()
+    assert [n for _, n in cohorts] == [3, 4]  # cohorts b00000 and b00001
+    events = duckdb.execute(f"""
+        SELECT cohort_id, min(n_runs_total), max(n_runs_total), count(*)
+        FROM read_parquet('{built_lake}/events/**/*.parquet', hive_partitioning = true)
+        GROUP BY cohort_id
+    """).fetchall()
+    found = {cohort: (lo, hi, n) for cohort, lo, hi, n in events}
+    for cohort, n_runs in cohorts:
+        lo, hi, n = found[cohort]
+        assert lo == hi == n_runs and n > 0
+    # the truth names each run's cohort by the same hash
+    truth = built_lake / "_meta" / "demo" / "planted_events.parquet"
+    assert {c for (c,) in duckdb.execute(f"SELECT DISTINCT cohort_id FROM read_parquet('{truth}')").fetchall()} == {
+        c for c, _ in cohorts}
+
+
+def test_a_run_added_to_the_first_cohort_is_a_new_seed(tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match="already has seed 2"):
+        scale_lake.add_run(tmp_path, seed=2)
 
 
 def test_measured_memory_is_the_commands_own() -> None:

@@ -8,7 +8,18 @@ import pyarrow as pa
 import pytest
 
 from warehouse import contracts
-from warehouse.docs import END_MARKER, START_MARKER, data_dictionary, is_readme_current, type_name, update_readme
+from model_fixtures import REPO_SQL, copy_sql, edit_model
+from warehouse.docs import (
+    END_MARKER,
+    PARAMS_END_MARKER,
+    PARAMS_START_MARKER,
+    START_MARKER,
+    data_dictionary,
+    is_readme_current,
+    model_parameters,
+    type_name,
+    update_readme,
+)
 from warehouse.errors import WarehouseError
 
 
@@ -41,13 +52,15 @@ def test_type_names_follow_the_specification(type_: pa.DataType, name: str) -> N
 def test_update_readme_replaces_only_between_markers(tmp_path: Path) -> None:
     readme = tmp_path / "README.md"
     before, after = "# Title\n\nIntro.\n\n", "\n\n## After\n\nMore text.\n"
-    readme.write_text(f"{before}{START_MARKER}\nstale dictionary\n{END_MARKER}{after}")
+    params = f"\n{PARAMS_START_MARKER}\nstale parameters\n{PARAMS_END_MARKER}\n"
+    readme.write_text(f"{before}{START_MARKER}\nstale dictionary\n{END_MARKER}{after}{params}")
     assert not is_readme_current(readme)
     assert update_readme(readme) is True
     text = readme.read_text()
-    assert text.startswith(before + START_MARKER + "\n") and text.endswith(END_MARKER + after)
-    assert "stale dictionary" not in text
-    assert data_dictionary() in text
+    assert text.startswith(before + START_MARKER + "\n")
+    assert END_MARKER + after + "\n" + PARAMS_START_MARKER + "\n" in text and text.endswith(PARAMS_END_MARKER + "\n")
+    assert "stale dictionary" not in text and "stale parameters" not in text
+    assert data_dictionary() in text and model_parameters() in text
     assert is_readme_current(readme)
     # Idempotent: a second run changes nothing.
     assert update_readme(readme) is False
@@ -64,4 +77,47 @@ def test_missing_markers_name_the_file(tmp_path: Path) -> None:
 
 def test_repository_readme_is_current() -> None:
     readme = Path(__file__).resolve().parent.parent / "README.md"
-    assert is_readme_current(readme), "README.md's data dictionary is stale: run `make docs`"
+    assert is_readme_current(readme), "README.md's data dictionary or parameter table is stale: run `make docs`"
+
+
+def test_parameter_table_lists_every_parameter_from_the_headers() -> None:
+    rows = [line for line in model_parameters().splitlines() if line.startswith("| `")]
+    # written by hand from the headers of sql/models/*.sql
+    assert rows == [
+        "| `events` | `tolerance` | `float` | `0.05` | `[0, 1]` | largest gap in normalised time t between "
+        "neighbouring candidates of one cluster |",
+        "| `events` | `sample_set` | `str` | `''` | any | sample set whose series give t; empty: per run, the "
+        "alphabetically first with pooled rows |",
+        "| `events_candidates` | `w` | `int` | `5` | `[2, 100]` | captures in the baseline window and in the post window |",
+        "| `events_candidates` | `z_min` | `float` | `4.0` | `> 0` | robust z from which a capture index is a candidate |",
+        "| `events_candidates` | `tolerance` | `int` | `2` | `>= 0` | captures within which another layer's peak "
+        "counts for coherence |",
+        "| `events_candidates` | `sample_set` | `str` | `''` | any | sample set analysed; '' = per run, the "
+        "alphabetically first with pooled rows |",
+        "| `geometry_dynamics` | `volatility_window` | `int` | `5` | `[2, 100]` | captures in the volatility window |",
+        "| `matches` | `tolerance` | `float` | `0.05` | `[0, 1]` | largest \\|delta t\\| (inclusive) at which two "
+        "events of the same layer and metric match |",
+        "| `matches` | `top_k` | `int` | `10` | `>= 1` | partners kept per signature (at least 1), best score first |",
+        "| `probe_summaries` | `module` | `str` | `'resid_post'` | `{resid_pre, attn_out, mlp_out, resid_post, logits}` "
+        "| module whose pooled series are summarised |",
+        "| `probe_summaries` | `sample_set` | `str` | `''` | any | sample set analysed; empty: per run the "
+        "alphabetically first with pooled rows |",
+        "| `signatures` | `sample_set` | `str` | `''` | any | sample set the trajectories are read from; empty: each "
+        "run's alphabetically first sample set with pooled rows |",
+        "| `signatures` | `bins` | `int` | `16` | `>= 2` | K, the bins of equal width in normalised time per series |",
+    ]
+
+
+def test_parameter_table_follows_an_edited_header(tmp_path: Path) -> None:
+    sql = copy_sql(tmp_path)
+    edit_model(sql, "matches", "param top_k: int = 10 >= 1 |", "param top_k: int = 20 in [1, 50] |")
+    assert "| `matches` | `top_k` | `int` | `20` | `[1, 50]` |" in model_parameters(sql)
+    assert "| `matches` | `top_k` | `int` | `10` | `>= 1` |" in model_parameters(REPO_SQL)
+
+
+def test_missing_parameter_markers_name_the_file(tmp_path: Path) -> None:
+    readme = tmp_path / "README.md"
+    readme.write_text(f"# Title\n{START_MARKER}\n{END_MARKER}\n")
+    with pytest.raises(WarehouseError, match=f"README.md: the model parameter table needs the markers {PARAMS_START_MARKER}"):
+        update_readme(readme)
+    assert readme.read_text() == f"# Title\n{START_MARKER}\n{END_MARKER}\n"

@@ -63,4 +63,5 @@ FROM candidates AS c
 LEFT JOIN runs AS r ON r.run_id = c.run_id
 LEFT JOIN series_spans AS s ON s.run_id = c.run_id AND s.layer = c.layer AND s.module = c.module
 LEFT JOIN layer_spans AS l ON l.run_id = c.run_id AND l.layer = c.layer
-ORDER BY r.config_hash, c.run_id, t, c.layer, c.metric
+-- a NULL t (no pooled series) ties: the step, then the analysis, make the order total
+ORDER BY r.config_hash, c.run_id, t, c.layer, c.metric, c.step, c.analysis_id

@@ -30,3 +30,4 @@ SELECT
     seeds,
     seed_dis
 FROM family_dis
+ORDER BY analysis_id, probe_name, family_rank

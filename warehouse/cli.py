@@ -10,9 +10,12 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from typing import Callable
+from typing import TYPE_CHECKING, Callable
 
 from .errors import WarehouseError
+
+if TYPE_CHECKING:
+    from .models import Progress
 
 Handler = Callable[[argparse.Namespace], int]
 
@@ -77,7 +80,7 @@ def _docs(args: argparse.Namespace) -> int:
     from .docs import update_readme
 
     changed = update_readme(args.readme)
-    print(f"{args.readme}: data dictionary {'updated' if changed else 'already up to date'}")
+    print(f"{args.readme}: data dictionary and model parameters {'updated' if changed else 'already up to date'}")
     return 0
 
 
@@ -96,14 +99,16 @@ def _models(args: argparse.Namespace) -> int:
     if args.action == "lineage":
         print(models.lineage(args.column, models.load_project(args.sql)))
         return 0
-    # On a terminal, a model's line shows while it runs and is completed in place; in CI
-    # (no terminal) each model prints one plain line when done.
+    # On a terminal, a model's line shows while it runs (with its batches done, rows per
+    # second and time left when it has several) and is completed in place; in CI (no
+    # terminal) each model prints one plain line when done.
     tty = sys.stdout.isatty()
     models.run(
         lake=args.lake,
         sql_dir=args.sql,
         report=lambda line: print(("\r\x1b[K" if tty else "") + line, flush=True),
         started=(lambda plan: print(f"{plan.describe()} ...", end="", flush=True)) if tty else None,
+        progress=_show_progress if tty else None,
         selected=args.select,
         params=_key_values(args.param, "--param"),
         inputs=_key_values(args.input, "--input"),
@@ -115,6 +120,11 @@ def _models(args: argparse.Namespace) -> int:
     if args.action == "run" and args.db:
         _refresh_catalog(args.lake, args.db, args.sql)
     return 0
+
+
+def _show_progress(progress: Progress) -> None:
+    if progress.total > 1:  # one batch: the model's line says all there is
+        print(f"\r\x1b[K{progress.plan.describe()} ... {progress.describe()}", end="", flush=True)
 
 
 def _key_values(items: list[str] | None, flag: str) -> dict[str, dict[str, str]]:

@@ -25,6 +25,7 @@ from __future__ import annotations
 import datetime as dt
 import io
 import os
+import sys
 import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -699,6 +700,8 @@ class DemoSummary:
         width = max(map(len, self.rows))
         events, families = self.meta_dir / "planted_events.parquet", self.meta_dir / "planted_families.parquet"
         cohorts = ", ".join(f"{c.cohort}: lr {c.lr:g}, width {c.width}" for c in COHORTS)
+        # the catalog that `make models` writes: named when it is not ./warehouse.duckdb
+        db = str(lk.db_path()) if lk.db_path() != lk.db_path(lk.DEFAULT_DB) else ""
         query = (
             "select run_id, layer, module, step, drift_velocity from geometry_dynamics"
             " where sample_id is null order by drift_velocity desc limit 10"
@@ -716,11 +719,23 @@ class DemoSummary:
             "  planted truth:",
             f"    {events}  ({self.planted_events} level shifts: run, layer, metric, step)",
             f"    {families}  (effect and expected DIS rank per family)",
-            "  next (make demo does the first step for you):",
-            "    make models",
-            f"    python -c \"import warehouse; print(warehouse.connect().sql('{query}'))\"",
-            f"    python -c \"import duckdb; print(duckdb.read_parquet('{events}'))\"",
+            f"  next (make demo does the first step for you{_activate_note()}):",
+            "    make models" + ("" if self.lake == lake_root(None) else f" LAKE={self.lake}") + (f" DB={db}" if db else ""),
+            f"    {_python()} -c \"import warehouse; print(warehouse.connect({repr(db) if db else ''}).sql('{query}'))\"",
+            f"    {_python()} -c \"import duckdb; print(duckdb.read_parquet('{events}'))\"",
         ])
+
+
+def _python() -> str:
+    """The interpreter running this, as a command that works without activating its virtual
+    environment: relative when it lies below the working folder (``.venv/bin/python``)."""
+    path = os.path.relpath(sys.executable)
+    return sys.executable if path.startswith("..") else path
+
+
+def _activate_note() -> str:
+    activate = Path(_python()).parent / "activate"
+    return f"; after `. {activate}` the commands are `warehouse` and `python`" if activate.exists() else ""
 
 
 def write_demo(lake: str | os.PathLike | None = None, seed: int = 0) -> DemoSummary:

@@ -1,7 +1,8 @@
-"""The data dictionary: Markdown generated from the contracts, kept in the README.
+"""The README's generated sections: the data dictionary (from the contracts) and the
+models' parameters (from the headers of ``sql/models/*.sql``).
 
-The README holds the dictionary between two marker comments; ``warehouse docs`` rewrites
-only that part, so the rest of the README stays hand-written.
+The README holds each section between two marker comments; ``warehouse docs`` rewrites
+only those parts, so the rest of the README stays hand-written.
 """
 
 from __future__ import annotations
@@ -13,9 +14,13 @@ import pyarrow as pa
 
 from .contracts import DATASETS, Column, Dataset
 from .errors import WarehouseError
+from .models.project import SQL_DIR
+from .models.spec import Param, parse_model_file
 
 START_MARKER = "<!-- data-dictionary:start -->"
 END_MARKER = "<!-- data-dictionary:end -->"
+PARAMS_START_MARKER = "<!-- model-parameters:start -->"
+PARAMS_END_MARKER = "<!-- model-parameters:end -->"
 
 
 def type_name(type_: pa.DataType) -> str:
@@ -80,13 +85,34 @@ def data_dictionary() -> str:
     return "\n\n".join([intro] + [dataset_section(d) for d in DATASETS.values()]) + "\n"
 
 
-def _render(text: str, path: Path) -> str:
-    start, end = text.find(START_MARKER), text.find(END_MARKER)
+def _param_default(param: Param) -> str:
+    if param.type == "str":
+        return f"`{param.default!r}`"  # quoted: the empty default must show
+    return f"`{str(param.default).lower()}`"  # a bool as the header writes it: true, false
+
+
+def model_parameters(sql_dir: Path = SQL_DIR) -> str:
+    """A table of every parameter of the models in ``sql_dir``, as Markdown."""
+    intro = "Generated from the headers of `sql/models/*.sql` by `warehouse docs`; edit the headers, not this table."
+    lines = ["| Model | Parameter | Type | Default | Range | Meaning |", "|---|---|---|---|---|---|"]
+    for path in sorted((sql_dir / "models").glob("*.sql")):
+        spec = parse_model_file(path)
+        for p in spec.params.values():
+            allowed = f"`{p.allowed}`" if p.allowed else "any"
+            lines.append(f"| `{spec.name}` | `{p.name}` | `{p.type}` | {_param_default(p)} | {_cell(allowed)} | {_cell(p.doc)} |")
+    return intro + "\n\n" + "\n".join(lines) + "\n"
+
+
+def _replace(text: str, path: Path, start_marker: str, end_marker: str, what: str, content: str) -> str:
+    start, end = text.find(start_marker), text.find(end_marker)
     if start < 0 or end < 0 or end < start:
-        raise WarehouseError(
-            f"{path}: the data dictionary needs the markers {START_MARKER} and {END_MARKER}, in that order"
-        )
-    return text[: start + len(START_MARKER)] + "\n" + data_dictionary() + text[end:]
+        raise WarehouseError(f"{path}: {what} needs the markers {start_marker} and {end_marker}, in that order")
+    return text[: start + len(start_marker)] + "\n" + content + text[end:]
+
+
+def _render(text: str, path: Path) -> str:
+    text = _replace(text, path, START_MARKER, END_MARKER, "the data dictionary", data_dictionary())
+    return _replace(text, path, PARAMS_START_MARKER, PARAMS_END_MARKER, "the model parameter table", model_parameters())
 
 
 def _read(path: Path) -> str:
@@ -98,7 +124,8 @@ def _read(path: Path) -> str:
 
 
 def update_readme(path: str | os.PathLike) -> bool:
-    """Replace the text between the data-dictionary markers; return whether the file changed."""
+    """Replace the text between the data-dictionary and the model-parameters markers;
+    return whether the file changed."""
     path = Path(path)
     text = _read(path)
     new = _render(text, path)
@@ -110,7 +137,8 @@ def update_readme(path: str | os.PathLike) -> bool:
 
 
 def is_readme_current(path: str | os.PathLike) -> bool:
-    """Whether the README's data dictionary matches the contracts."""
+    """Whether the README's data dictionary matches the contracts and its parameter table
+    the model headers."""
     path = Path(path)
     text = _read(path)
     return _render(text, path) == text

@@ -67,14 +67,14 @@ _FAMILY_RANKING = """
 SELECT f.family_rank, f.family_id, f.mean_dis, p.expected_rank
 FROM family_ranking AS f
 LEFT JOIN read_parquet({truth}) AS p USING (family_id)
-ORDER BY f.probe_name, f.family_rank
+ORDER BY f.probe_name, f.family_rank, f.analysis_id
 """
 
 _BEST_MATCHES = """
 SELECT run_id_a, run_id_b, score, same_cohort
 FROM best_matches
 WHERE rank_a = 1 AND kind = 'trajectory' AND scope = 'run' AND run_mode_a = 'train_full'
-ORDER BY run_id_a
+ORDER BY run_id_a, analysis_id, signature_id_a
 """
 
 
@@ -106,7 +106,7 @@ class Scorecard:
 
 
 def scorecard(db: str | os.PathLike | None = None, lake: str | os.PathLike | None = None, *, tolerance: int = 2) -> Scorecard:
-    """Score the latest analyses in the catalog against the demo lake's planted truth."""
+    """Score the current analyses in the catalog against the demo lake's planted truth."""
     truth = lk.lake_root(lake) / TRUTH_DIR
     events, families = truth / "planted_events.parquet", truth / "planted_families.parquet"
     if not events.is_file():

@@ -5,7 +5,7 @@
 -- incremental: full
 -- additions: events_candidates
 -- grain: cohort_id, layer, metric, event_id
--- param tolerance: float = 0.05 | largest gap in normalised time t between neighbouring candidates of one cluster
+-- param tolerance: float = 0.05 in [0, 1] | largest gap in normalised time t between neighbouring candidates of one cluster
 -- param sample_set: str = '' | sample set whose series give t; empty: per run, the alphabetically first with pooled rows
 -- description: Consensus events: the change-point candidates of a cohort (runs sharing
 --   config_hash) clustered per layer and metric by their normalised time t; a cluster that

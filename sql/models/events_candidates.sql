@@ -4,9 +4,9 @@
 -- materialization: lake
 -- incremental: run_id
 -- grain: run_id, event_type, layer, metric, step
--- param w: int = 5 | captures in the baseline window and in the post window
--- param z_min: float = 4.0 | robust z from which a capture index is a candidate
--- param tolerance: int = 2 | captures within which another layer's peak counts for coherence
+-- param w: int = 5 in [2, 100] | captures in the baseline window and in the post window
+-- param z_min: float = 4.0 > 0 | robust z from which a capture index is a candidate
+-- param tolerance: int = 2 >= 0 | captures within which another layer's peak counts for coherence
 -- param sample_set: str = '' | sample set analysed; '' = per run, the alphabetically first with pooled rows
 -- description: Change points of the pooled geometry series of every run (cpd@1): per
 --   <module>.<descriptor> series, the median of the w captures from i against the median

@@ -4,7 +4,7 @@
 -- materialization: lake
 -- incremental: run_id
 -- grain: run_id, sample_set, sample_id, layer, module, step
--- param volatility_window: int = 5 | captures in the volatility window
+-- param volatility_window: int = 5 in [2, 100] | captures in the volatility window
 -- description: Layer B dynamics of every geometry_state series (run, sample set, sample,
 --   layer, module, ordered by step): per descriptor the delta, velocity, acceleration and
 --   volatility of the velocity; then the drift of the scale-normalised descriptors.

@@ -6,8 +6,8 @@
 -- batch_by: signatures(kind, scope, vector_layout)
 -- additions: signatures
 -- grain: signature_id_a, signature_id_b
--- param tolerance: float = 0.05 | largest |delta t| (inclusive) at which two events of the same layer and metric match
--- param top_k: int = 10 | partners kept per signature (at least 1), best score first
+-- param tolerance: float = 0.05 in [0, 1] | largest |delta t| (inclusive) at which two events of the same layer and metric match
+-- param top_k: int = 10 >= 1 | partners kept per signature (at least 1), best score first
 -- description: Each signature's top-k partners among the signatures of the same kind, scope
 --   and vector_layout (ordered pairs a != b): cosine of the vectors, precision and recall
 --   of the events (same layer and metric within the time tolerance), their F1, the mean

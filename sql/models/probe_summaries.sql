@@ -5,7 +5,7 @@
 -- incremental: full
 -- runs: family_id IS NOT NULL AND probe_name IS NOT NULL
 -- grain: run_id, family_id, seed, probe_name, probe_config_hash
--- param module: str = 'resid_post' | module whose pooled series are summarised
+-- param module: str = 'resid_post' in {resid_pre, attn_out, mlp_out, resid_post, logits} | module whose pooled series are summarised
 -- param sample_set: str = '' | sample set analysed; empty: per run the alphabetically first with pooled rows
 -- description: One row per probe run (a run with a family_id and a probe_name): Layer A
 --   descriptors at the run's first and last pooled capture of the module and Layer B

@@ -5,7 +5,7 @@
 -- incremental: run_id
 -- grain: run_id, kind, scope, layer
 -- param sample_set: str = '' | sample set the trajectories are read from; empty: each run's alphabetically first sample set with pooled rows
--- param bins: int = 16 | K, the bins of equal width in normalised time per series
+-- param bins: int = 16 >= 2 | K, the bins of equal width in normalised time per series
 -- description: Matchable signatures of runs. Trajectory signatures per run (scope run) and
 --   per (run, layer) (scope layer): every pooled <module>.<descriptor> series binned into K
 --   bins of its own normalised time, the bin means z-normalised and concatenated in

@@ -16,10 +16,10 @@ from .. import lake as lk
 from .lineage import lineage
 from .project import Project, load_project, lock_problems
 from .project import write_lock as _write_lock
-from .runner import ModelPlan, ModelResult, run_models
+from .runner import ModelPlan, ModelResult, Progress, run_models
 from .spec import ModelError
 
-__all__ = ["ModelError", "Project", "load_project", "lineage", "lock_problems", "run", "write_lock"]
+__all__ = ["ModelError", "Progress", "Project", "load_project", "lineage", "lock_problems", "run", "write_lock"]
 
 
 def run(
@@ -35,13 +35,15 @@ def run(
     skip_invalid: bool = False,
     report: Callable[[str], None] = print,
     started: Callable[[ModelPlan], None] | None = None,
+    progress: Callable[[Progress], None] | None = None,
 ) -> list[ModelResult]:
-    """Plan and run the models on a lake; see :func:`runner.run_models`."""
+    """Plan and run the models on a lake; see :func:`runner.run_models` (``progress`` hears
+    of each batch a model writes)."""
     project = load_project(Path(sql_dir) if sql_dir else None, params)
     return run_models(
         project, lk.lake_root(lake), selected=selected, chosen_inputs={k: dict(v) for k, v in (inputs or {}).items()},
         full_refresh=full_refresh, dry_run=dry_run, wait=wait, skip_invalid=skip_invalid, report=report,
-        started=started,
+        started=started, progress=progress,
     )
 
 

@@ -8,9 +8,15 @@ A header is a block of ``-- key: value`` comment lines before the SQL::
     -- materialization: lake
     -- incremental: run_id
     -- grain: run_id, sample_set, sample_id, layer, module, step
-    -- param volatility_window: int = 5  | captures in the volatility window
+    -- param volatility_window: int = 5 in [2, 100] | captures in the volatility window
     -- description: Layer B dynamics of every geometry_state series.
     --   Continuation lines are indented by at least two spaces.
+
+A parameter's line gives its name, type (``int``, ``float``, ``str`` or ``bool``), default,
+optionally the values it accepts, and after ``|`` what it means. The accepted values are
+``in [LOW, HIGH]`` (a round bracket leaves that end out: ``in (0, 1]``), ``>= LOW``,
+``> LOW``, ``<= HIGH`` or ``< HIGH`` for a number, and ``in {A, B, ...}`` for text. A value
+outside them is refused before anything runs, and so is a header whose default is outside.
 
 ``materialization`` is ``lake`` (Parquet in the target dataset's partitions) or ``view``
 (a view in the catalog); ``incremental`` is ``run_id`` (only runs whose inputs changed are
@@ -44,7 +50,13 @@ from .. import contracts
 from ..errors import WarehouseError
 
 VERSION_RE = re.compile(r"^[a-z][a-z0-9_]*@[0-9]+(\.[0-9]+)?$")
-PARAM_RE = re.compile(r"^(?P<name>[a-z_][a-z0-9_]*)\s*:\s*(?P<type>int|float|str|bool)\s*=\s*(?P<default>[^|]*?)\s*(\|\s*(?P<doc>.*))?$")
+PARAM_RE = re.compile(r"^(?P<name>[a-z_][a-z0-9_]*)\s*:\s*(?P<type>int|float|str|bool)\s*=\s*(?P<rest>[^|]*?)\s*(\|\s*(?P<doc>.*))?$")
+# Where the accepted values begin after the default: ` in [`, ` in (`, ` in {`, or a comparison.
+RANGE_START_RE = re.compile(r"\s(?=in\s*[\[({]|[<>]=?)")
+INTERVAL_RE = re.compile(r"^in\s*(?P<open>[\[(])\s*(?P<low>[^,\s]+)\s*,\s*(?P<high>[^\])\s]+)\s*(?P<close>[\])])$")
+BOUND_RE = re.compile(r"^(?P<op>>=|<=|>|<)\s*(?P<bound>\S+)$")
+CHOICES_RE = re.compile(r"^in\s*\{(?P<items>[^}]*)\}$")
+PARAM_SYNTAX = "`-- param NAME: int|float|str|bool = DEFAULT [in [LOW, HIGH] | >= LOW | in {A, B}] | doc`"
 PARAM_TYPES = {"int": int, "float": float, "str": str, "bool": bool}
 REQUIRED = ("name", "version", "target", "materialization", "incremental", "description")
 BATCH_BY_RE = re.compile(r"^(?P<dataset>[a-z_][a-z0-9_]*)\s*\((?P<columns>[a-z0-9_,\s]+)\)$")
@@ -55,15 +67,54 @@ class ModelError(WarehouseError):
 
 
 @dataclass(frozen=True)
+class Allowed:
+    """The values a parameter accepts: a number between bounds (each optional, inclusive
+    unless open) or one of a list of texts."""
+
+    low: float | None = None
+    high: float | None = None
+    low_open: bool = False
+    high_open: bool = False
+    choices: tuple[str, ...] | None = None
+
+    def __contains__(self, value: Any) -> bool:
+        if self.choices is not None:
+            return value in self.choices
+        if self.low is not None and (value <= self.low if self.low_open else value < self.low):
+            return False
+        return self.high is None or (value < self.high if self.high_open else value <= self.high)
+
+    def __str__(self) -> str:
+        if self.choices is not None:
+            return "{" + ", ".join(repr(c) if not re.fullmatch(r"[A-Za-z0-9_.:-]+", c) else c for c in self.choices) + "}"
+        low, high = _number(self.low), _number(self.high)
+        if self.low is not None and self.high is not None:
+            return f"{'(' if self.low_open else '['}{low}, {high}{')' if self.high_open else ']'}"
+        if self.low is not None:
+            return f"{'>' if self.low_open else '>='} {low}"
+        return f"{'<' if self.high_open else '<='} {high}"
+
+
+def _number(value: float | None) -> str:
+    # a whole bound reads as it is written in the header: [0, 1], not [0.0, 1.0]
+    return str(int(value)) if isinstance(value, float) and value.is_integer() else repr(value)
+
+
+@dataclass(frozen=True)
 class Param:
     name: str
     type: str
     default: Any
     doc: str = ""
+    allowed: Allowed | None = None  # None: any value of the type
 
     def parse(self, text: str, model: str) -> Any:
-        """``text`` (from the command line) as a value of this parameter's type."""
-        return _convert(text, self.type, f"model {model}: parameter {self.name}")
+        """``text`` (from the command line, or a Python value) as a value of this
+        parameter's type, refused when outside the values the header allows."""
+        value = _convert(text, self.type, f"model {model}: parameter {self.name}")
+        if self.allowed is not None and value not in self.allowed:
+            raise ModelError(f"model {model}: parameter {self.name} = {value!r} is outside its range {self.allowed}")
+        return value
 
 
 @dataclass(frozen=True)
@@ -160,14 +211,59 @@ def _parse_batch_by(text: str | None, path: Path) -> tuple[str, tuple[str, ...]]
 def _parse_param(text: str, path: Path) -> Param:
     m = PARAM_RE.match(text)
     if not m:
-        raise ModelError(f"{path}: cannot read parameter {text!r}; write `-- param NAME: int|float|str|bool = DEFAULT | doc`")
-    default = m["default"]
-    if m["type"] == "str" and len(default) >= 2 and default[0] == default[-1] and default[0] in "'\"":
+        raise ModelError(f"{path}: cannot read parameter {text!r}; write {PARAM_SYNTAX}")
+    name, type_ = m["name"], m["type"]
+    where = f"{path}: parameter {name}"
+    default, allowed_text = _split_default(m["rest"])
+    if type_ == "str":
         # a quoted default is the text between the quotes: `= ''` is the empty string. Only
         # in the header: a value given on the command line or in Python is taken as it is.
-        default = default[1:-1]
-    default = _convert(default, m["type"], f"{path}: parameter {m['name']}")
-    return Param(m["name"], m["type"], default, (m["doc"] or "").strip())
+        default = _unquote(default)
+    default = _convert(default, type_, where)
+    allowed = _parse_allowed(allowed_text, type_, where) if allowed_text else None
+    if allowed is not None and default not in allowed:
+        raise ModelError(f"{where}: the default {default!r} is outside its range {allowed}")
+    return Param(name, type_, default, (m["doc"] or "").strip(), allowed)
+
+
+def _split_default(text: str) -> tuple[str, str]:
+    """The default and the accepted values' text after it (empty if none). A quoted default
+    ends at its closing quote, so the text inside may hold anything."""
+    if text[:1] in ("'", '"') and text.find(text[0], 1) > 0:
+        end = text.find(text[0], 1) + 1
+        return text[:end], text[end:].strip()
+    m = RANGE_START_RE.search(text)
+    return (text[: m.start()].strip(), text[m.end():].strip()) if m else (text.strip(), "")
+
+
+def _parse_allowed(text: str, type_: str, where: str) -> Allowed:
+    """``in [LOW, HIGH]`` (round brackets for open ends), ``>= LOW`` and the like for a
+    number; ``in {A, B, ...}`` for a text."""
+    hint = "write `in [LOW, HIGH]`, `>= LOW`, `> LOW`, `<= HIGH` or `< HIGH` for a number, `in {A, B}` for a str"
+    if type_ == "bool":
+        raise ModelError(f"{where}: a bool parameter takes no range (it is true or false), not {text!r}")
+    choices, interval, bound = CHOICES_RE.match(text), INTERVAL_RE.match(text), BOUND_RE.match(text)
+    if (choices is not None) != (type_ == "str") or not (choices or interval or bound):
+        raise ModelError(f"{where}: cannot read the range {text!r} of a {type_} parameter; {hint}")
+    if choices:
+        items = tuple(_unquote(i.strip()) for i in choices["items"].split(","))
+        if not all(i.strip() for i in choices["items"].split(",")) or len(set(items)) != len(items):
+            raise ModelError(f"{where}: the choices {text!r} must be distinct and not empty; {hint}")
+        return Allowed(choices=items)
+    if interval:
+        low, high = (_convert(interval[k], type_, f"{where}: range {text!r}") for k in ("low", "high"))
+        allowed = Allowed(low, high, interval["open"] == "(", interval["close"] == ")")
+        if low > high or (low == high and (allowed.low_open or allowed.high_open)):
+            raise ModelError(f"{where}: the range {text!r} holds no value")
+        return allowed
+    value = _convert(bound["bound"], type_, f"{where}: range {text!r}")
+    op = bound["op"]
+    return Allowed(low=value, low_open=op == ">") if op[0] == ">" else Allowed(high=value, high_open=op == "<")
+
+
+def _unquote(text: str) -> str:
+    """The text inside matching single or double quotes, else the text."""
+    return text[1:-1] if len(text) >= 2 and text[0] == text[-1] and text[0] in "'\"" else text
 
 
 def _convert(text: str, type_: str, where: str) -> Any:
