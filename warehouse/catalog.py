@@ -170,32 +170,24 @@ def _create_dataset_views(
     return n_files
 
 
+_DATASETS_COLUMNS = {
+    "name": ("VARCHAR", "Dataset name, also the name of its view."),
+    "number": ("VARCHAR", "Dataset number from the specification, e.g. 20."),
+    "kind": ("VARCHAR", "fact (immutable run artifacts) or interpretation (versioned analysis output)."),
+    "schema_version": ("VARCHAR", "Schema version of the dataset's contract, e.g. runs@2.0."),
+    "primary_key": ("VARCHAR[]", "Columns that identify a row."),
+    "partition_by": ("VARCHAR[]", "Hive partition columns, in folder order."),
+    "n_files": ("INTEGER", "Parquet files of the dataset when the catalog was built."),
+    "description": ("VARCHAR", "What the dataset holds."),
+}
+
+
 def _create_datasets_table(con: duckdb.DuckDBPyConnection, n_files: dict[str, int]) -> None:
-    con.execute(
-        f"""CREATE TABLE {DATASETS_TABLE} (
-            name VARCHAR, number VARCHAR, kind VARCHAR, schema_version VARCHAR,
-            primary_key VARCHAR[], partition_by VARCHAR[], n_files INTEGER, description VARCHAR)"""
-    )
-    con.executemany(
-        f"INSERT INTO {DATASETS_TABLE} VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-        [
-            [d.name, d.number, d.kind, d.schema_version, list(d.primary_key), list(d.partition_by), n_files[d.name], d.doc]
-            for d in DATASETS.values()
-        ],
-    )
-    _comment_on(con, "TABLE", DATASETS_TABLE, "The datasets of the lake, one row per dataset view.")
-    docs = {
-        "name": "Dataset name, also the name of its view.",
-        "number": "Dataset number from the specification, e.g. 20.",
-        "kind": "fact (immutable run artifacts) or interpretation (versioned analysis output).",
-        "schema_version": "Schema version of the dataset's contract, e.g. runs@2.0.",
-        "primary_key": "Columns that identify a row.",
-        "partition_by": "Hive partition columns, in folder order.",
-        "n_files": "Parquet files of the dataset when the catalog was built.",
-        "description": "What the dataset holds.",
-    }
-    for column, doc in docs.items():
-        _comment_on_column(con, DATASETS_TABLE, column, doc)
+    rows = [
+        [d.name, d.number, d.kind, d.schema_version, list(d.primary_key), list(d.partition_by), n_files[d.name], d.doc]
+        for d in DATASETS.values()
+    ]
+    _create_table(con, DATASETS_TABLE, _DATASETS_COLUMNS, rows, "The datasets of the lake, one row per dataset view.")
 
 
 ANALYSES_TABLE = "warehouse_analyses"
@@ -226,8 +218,6 @@ def _create_analyses_table(con: duckdb.DuckDBPyConnection, root: Path) -> None:
     """The build history: one row per analysis the model engine recorded in the lake."""
     from .models.state import load_analyses  # the engine's records; imported late to keep the catalog light
 
-    columns = ", ".join(f"{name} {type_}" for name, (type_, _) in _ANALYSES_COLUMNS.items())
-    con.execute(f"CREATE TABLE {ANALYSES_TABLE} ({columns})")
     rows = [
         [r["analysis_id"], r["model"], r["version"], r["target"], r["fingerprint"], r["logic_fingerprint"],
          json.dumps(r["params"], sort_keys=True), json.dumps(r["inputs"], sort_keys=True),
@@ -236,11 +226,20 @@ def _create_analyses_table(con: duckdb.DuckDBPyConnection, root: Path) -> None:
          _skipped_inputs(r)]
         for r in load_analyses(root).values()
     ]
+    _create_table(con, ANALYSES_TABLE, _ANALYSES_COLUMNS, rows, "Build history: every analysis of every model, "
+                  "with its version, fingerprints, parameters, inputs, rows and timing.")
+
+
+def _create_table(
+    con: duckdb.DuckDBPyConnection, name: str, columns: dict[str, tuple[str, str]], rows: list[list], comment: str
+) -> None:
+    """A table of the catalog from ``columns`` (name: (type, comment)) and its rows, commented."""
+    con.execute(f"CREATE TABLE {name} ({', '.join(f'{c} {type_}' for c, (type_, _) in columns.items())})")
     if rows:
-        con.executemany(f"INSERT INTO {ANALYSES_TABLE} VALUES ({', '.join('?' * len(_ANALYSES_COLUMNS))})", rows)
-    _comment_on(con, "TABLE", ANALYSES_TABLE, "Build history: every analysis of every model, with its version, fingerprints, parameters, inputs, rows and timing.")
-    for name, (_, doc) in _ANALYSES_COLUMNS.items():
-        _comment_on_column(con, ANALYSES_TABLE, name, doc)
+        con.executemany(f"INSERT INTO {name} VALUES ({', '.join('?' * len(columns))})", rows)
+    _comment_on(con, "TABLE", name, comment)
+    for column, (_, doc) in columns.items():
+        _comment_on_column(con, name, column, doc)
 
 
 CURRENT_TABLE = "warehouse_current_analyses"
@@ -260,8 +259,6 @@ def _create_current_table(con: duckdb.DuckDBPyConnection, root: Path, project: P
     from .models.state import load_analyses
 
     records = load_analyses(root)
-    columns = ", ".join(f"{name} {type_}" for name, (type_, _) in _CURRENT_COLUMNS.items())
-    con.execute(f"CREATE TABLE {CURRENT_TABLE} ({columns})")
     rows = []
     for name in project.order:
         spec = project.models[name].spec
@@ -271,11 +268,8 @@ def _create_current_table(con: duckdb.DuckDBPyConnection, root: Path, project: P
         record = records.get(analysis, {})
         rows.append([name, spec.version, spec.target, analysis, json.dumps(project.models[name].params, sort_keys=True),
                      bool(record), record.get("updated_at")])
-    if rows:
-        con.executemany(f"INSERT INTO {CURRENT_TABLE} VALUES ({', '.join('?' * len(_CURRENT_COLUMNS))})", rows)
-    _comment_on(con, "TABLE", CURRENT_TABLE, "Per model, its current analysis: what the dataset views and the BI views show.")
-    for name, (_, doc) in _CURRENT_COLUMNS.items():
-        _comment_on_column(con, CURRENT_TABLE, name, doc)
+    _create_table(con, CURRENT_TABLE, _CURRENT_COLUMNS, rows,
+                  "Per model, its current analysis: what the dataset views and the BI views show.")
 
 
 def _skipped_inputs(record: dict) -> str | None:
