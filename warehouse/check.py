@@ -47,6 +47,7 @@ KINDS: dict[str, str] = {
     "stray_file": "a file or folder that is not a data file where data files belong",
     "unknown_dataset": "a folder at the lake root that is neither a dataset nor reserved",
     "stale_staging": "a leftover of a killed writer or build in the staging area (the next one removes it)",
+    "catalog_elsewhere": "the catalog was copied or moved since it was built, or reads another lake than this one",
 }
 
 # Files the warehouse itself keeps at the lake root: none today. Anything else loose there
@@ -527,3 +528,34 @@ def _check_duplicates(con: duckdb.DuckDBPyConnection, dataset: Dataset, files: l
         add(add.root / dataset.name, "duplicate_key",
             f"{total - len(rows)} more duplicated key(s) not listed (showing the first {len(rows)} of {total})",
             [files[i].path for i in where])
+
+
+# ---------------------------------------------------------------------------------------
+# The catalog beside the lake.
+
+
+def check_catalog(lake: str | os.PathLike | None = None, db: str | os.PathLike | None = None) -> list[Problem]:
+    """A ``catalog_elsewhere`` problem when the catalog ``db`` reads another lake than
+    ``lake``, or was copied or moved since it was built; ``[]`` when it shows this lake.
+
+    Without ``db`` (nor ``$SQUIGGLE_DB``) the catalog checked is ``./warehouse.duckdb``, if
+    it exists and is in the lake's parent folder (a project's layout): a catalog elsewhere
+    may belong to another lake. The problem's path is the catalog's absolute path.
+    """
+    from .catalog import CATALOG_ALIAS, catalog_elsewhere
+    from .lake import db_path
+
+    path, root = db_path(db), lake_root(lake)
+    if db is None and not os.environ.get("SQUIGGLE_DB") and not (path.is_file() and path.parent == root.parent):
+        return []
+    if not path.is_file():
+        raise WarehouseError(f"no catalog at {path}")
+    con = duckdb.connect()
+    try:
+        con.execute(f"ATTACH {_lit(str(path))} AS {CATALOG_ALIAS} (READ_ONLY)")
+        problem = catalog_elsewhere(con, path, root)
+    except duckdb.Error as exc:
+        raise WarehouseError(f"cannot open the catalog {path}: {exc}") from exc
+    finally:
+        con.close()
+    return [Problem(None, str(path), "catalog_elsewhere", problem)] if problem else []
