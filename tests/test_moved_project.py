@@ -114,3 +114,15 @@ def test_refreshing_a_copied_catalog_rebuilds_it_in_its_place(project: Path, tmp
     assert connects_quietly(copied)
     assert refresh_catalog(project / "lake", copied) is False
     assert os.path.exists(project / "warehouse.duckdb") and connects_quietly(project / "warehouse.duckdb")
+
+
+def test_a_catalog_built_before_its_location_was_recorded(project: Path, tmp_path: Path) -> None:
+    db = project / "warehouse.duckdb"
+    with connect(db, read_only=False) as con:
+        con.execute("ALTER TABLE warehouse_catalog DROP COLUMN catalog")
+    assert connects_quietly(db, lake=project / "lake")  # its lake is still compared
+    with pytest.warns(CatalogElsewhereWarning, match=f"reads another lake than {tmp_path / 'elsewhere'}"):
+        connect(db, lake=tmp_path / "elsewhere").close()
+    assert refresh_catalog(project / "lake", db) is True  # rebuilt: it records its place
+    with connect(db) as con:
+        assert con.execute("SELECT catalog FROM warehouse_catalog").fetchone() == (str(db),)

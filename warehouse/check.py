@@ -538,18 +538,21 @@ def check_catalog(lake: str | os.PathLike | None = None, db: str | os.PathLike |
     """A ``catalog_elsewhere`` problem when the catalog ``db`` reads another lake than
     ``lake``, or was copied or moved since it was built; ``[]`` when it shows this lake.
 
-    Without ``db`` (nor ``$SQUIGGLE_DB``) the catalog checked is ``./warehouse.duckdb``, if
-    it exists and is in the lake's parent folder (a project's layout): a catalog elsewhere
-    may belong to another lake. The problem's path is the catalog's absolute path.
+    Without ``db`` it checks ``$SQUIGGLE_DB`` if that file exists, else
+    ``./warehouse.duckdb`` if it exists in the lake's parent folder (a project's layout: a
+    catalog elsewhere may belong to another lake). The problem's path is the catalog's
+    absolute path.
     """
     from .catalog import CATALOG_ALIAS, catalog_elsewhere
     from .lake import db_path
 
     path, root = db_path(db), lake_root(lake)
-    if db is None and not os.environ.get("SQUIGGLE_DB") and not (path.is_file() and path.parent == root.parent):
-        return []
     if not path.is_file():
-        raise WarehouseError(f"no catalog at {path}")
+        if db is not None:
+            raise WarehouseError(f"no catalog at {path}")
+        return []  # no catalog built yet
+    if db is None and not os.environ.get("SQUIGGLE_DB") and path.parent != root.parent:
+        return []
     con = duckdb.connect()
     try:
         con.execute(f"ATTACH {_lit(str(path))} AS {CATALOG_ALIAS} (READ_ONLY)")
