@@ -13,6 +13,7 @@ from __future__ import annotations
 import ast
 import importlib.metadata
 import json
+import os
 import re
 import shlex
 import subprocess
@@ -24,6 +25,7 @@ from pathlib import Path
 import duckdb
 import pytest
 
+import clients_env
 from clients_env import REPO, SCRIPTS, ClientEnv, ensure, run_client
 from lake_fixtures import write_part
 from model_fixtures import only_models_sql, write_runs
@@ -107,6 +109,20 @@ def test_the_readme_holds_the_queries_and_pins_these_tests_run() -> None:
 def test_the_project_installs_pytz_for_duckdb_1_4_and_1_5() -> None:
     # It allows duckdb>=1.4, whose Python API needs pytz for TIMESTAMPTZ (see below).
     assert any(re.match(r"pytz\b", r) for r in importlib.metadata.requires("squiggle-warehouse") or [])
+
+
+def test_an_unreachable_package_index_fails_the_tests_with_a_clear_message(tmp_path: Path, monkeypatch) -> None:
+    monkeypatch.setattr(clients_env, "CACHE", tmp_path)
+    monkeypatch.setenv("PIP_CONFIG_FILE", os.devnull)  # no configured index or local wheels
+    monkeypatch.setenv("PIP_INDEX_URL", (tmp_path / "no-index").as_uri())
+    monkeypatch.setenv("PIP_FIND_LINKS", "")
+    env = ClientEnv("unreachable", ("duckdb==1.4.5",))
+    message = r"could not install the unreachable client environment \(duckdb==1\.4\.5\) from the package index: is PyPI reachable\?"
+    with pytest.raises(pytest.fail.Exception, match=message):
+        clients_env.ensure(env)
+    assert list(tmp_path.glob("unreachable-*")) == []  # nothing half made is left to reuse
+    with pytest.raises(pytest.fail.Exception, match=message):
+        clients_env.ensure(env)  # the session's other tests fail at once, without retrying
 
 
 # --------------------------------------------------------------------------------------
