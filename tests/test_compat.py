@@ -17,7 +17,6 @@ import os
 import re
 import shlex
 import subprocess
-import sys
 import textwrap
 import time
 from pathlib import Path
