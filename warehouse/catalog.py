@@ -19,6 +19,7 @@ import json
 import os
 import re
 import uuid
+import warnings
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -431,7 +432,7 @@ def _write_catalog(
             _create_current_table(con, root, project, shown)
             _create_model_views(con, project)
             _create_bi_views(con, views)
-            _create_build_table(con, root, fingerprint)
+            _create_build_table(con, root, fingerprint, target)
             con.execute("USE memory")
             con.execute(f"DETACH {CATALOG_ALIAS}")  # checkpoints: the file is complete, no WAL left
         finally:
@@ -528,27 +529,32 @@ def _views_dir(views_dir: str | os.PathLike | None) -> Path:
     return Path(views_dir).resolve() if views_dir is not None else DEFAULT_VIEWS_DIR
 
 
-def _create_build_table(con: duckdb.DuckDBPyConnection, root: Path, fingerprint: str) -> None:
-    con.execute(f"CREATE TABLE {BUILD_TABLE} (lake VARCHAR, built_at_utc TIMESTAMPTZ, fingerprint VARCHAR)")
-    con.execute(f"INSERT INTO {BUILD_TABLE} VALUES (?, now(), ?)", [str(root), fingerprint])
+def _create_build_table(con: duckdb.DuckDBPyConnection, root: Path, fingerprint: str, target: Path) -> None:
+    con.execute(
+        f"CREATE TABLE {BUILD_TABLE} (lake VARCHAR, built_at_utc TIMESTAMPTZ, fingerprint VARCHAR, catalog VARCHAR)"
+    )
+    con.execute(f"INSERT INTO {BUILD_TABLE} VALUES (?, now(), ?, ?)", [str(root), fingerprint, str(target)])
     _comment_on(con, "TABLE", BUILD_TABLE, "How this catalog was built: one row.")
     docs = {
         "lake": "The lake folder the views read (absolute).",
         "built_at_utc": "When the catalog file was written.",
         "fingerprint": "Hash of the lake's files per dataset, the analyses, models, views and catalog code it was built from.",
+        "catalog": "Where the catalog file was written (absolute): a copied or moved catalog is at another path.",
     }
     for column, doc in docs.items():
         _comment_on_column(con, BUILD_TABLE, column, doc)
 
 
 def _built_fingerprint(target: Path) -> str | None:
-    """The fingerprint recorded in an existing catalog file, or None."""
+    """The fingerprint recorded in an existing catalog file, or None (also for a catalog
+    copied or moved from where it was built: rebuilt, it records its new place)."""
     if not target.is_file():
         return None
     con = duckdb.connect()
     try:
         con.execute(f"ATTACH {sql_string(str(target))} AS {CATALOG_ALIAS} (READ_ONLY)")
-        return con.execute(f"SELECT fingerprint FROM {CATALOG_ALIAS}.{BUILD_TABLE}").fetchone()[0]
+        fingerprint, built_at = con.execute(f"SELECT fingerprint, catalog FROM {CATALOG_ALIAS}.{BUILD_TABLE}").fetchone()
+        return fingerprint if built_at == str(target) else None
     except (duckdb.Error, TypeError):
         return None  # not a catalog, or one from before fingerprints: build a new one
     finally:
@@ -559,12 +565,18 @@ def _wal(path: Path) -> Path:
     return path.with_name(path.name + ".wal")
 
 
-def connect(db: str | os.PathLike | None = None, *, read_only: bool = True) -> duckdb.DuckDBPyConnection:
+def connect(
+    db: str | os.PathLike | None = None, *, read_only: bool = True, lake: str | os.PathLike | None = None
+) -> duckdb.DuckDBPyConnection:
     """Open the catalog (read-only by default) with its views as the default schema.
 
     The file is attached to a fresh in-memory DuckDB rather than opened by path: DuckDB
     caches open databases per path within a process, so opening by path after a rebuild
     would hand back the replaced catalog while an older connection is still open.
+
+    Warns (:class:`CatalogElsewhereWarning`) when the catalog was copied or moved since it
+    was built, or reads another lake than ``lake`` (default: ``$SQUIGGLE_LAKE`` when set):
+    its views hold absolute paths, so it would go on reading the lake it was built from.
     """
     path = lake_mod.db_path(db)
     if not path.is_file():
@@ -574,7 +586,43 @@ def connect(db: str | os.PathLike | None = None, *, read_only: bool = True) -> d
         mode = " (READ_ONLY)" if read_only else ""
         con.execute(f"ATTACH {sql_string(str(path))} AS {CATALOG_ALIAS}{mode}")
         con.execute(f"USE {CATALOG_ALIAS}")
+        expected = lake if lake is not None else os.environ.get("SQUIGGLE_LAKE") or None
+        problem = catalog_elsewhere(con, path, lake_mod.lake_root(expected) if expected else None)
     except BaseException:
         con.close()
         raise
+    if problem:
+        warnings.warn(problem, CatalogElsewhereWarning, stacklevel=2)
     return con
+
+
+class CatalogElsewhereWarning(UserWarning):
+    """A catalog that was copied or moved, or that reads another lake than the expected one."""
+
+
+def catalog_elsewhere(con: duckdb.DuckDBPyConnection, path: Path, lake: Path | None = None) -> str | None:
+    """Why the catalog attached to ``con`` as ``warehouse`` does not show the lake it should,
+    or None: it is no longer where it was built (a copied or moved project), the lake it
+    reads is gone, or it reads another lake than ``lake``."""
+    try:
+        cursor = con.execute(f"SELECT * FROM {CATALOG_ALIAS}.{BUILD_TABLE}")
+        built = dict(zip([d[0] for d in cursor.description], cursor.fetchone()))
+    except (duckdb.Error, TypeError):
+        return None  # not a catalog (nothing to compare)
+    built_lake, built_at = built.get("lake"), built.get("catalog")  # no catalog column: built before it was recorded
+    if built_lake is None:
+        return None
+    reasons = []
+    if built_at is not None and built_at != str(path):
+        reasons.append(f"was built at {built_at} (copied or moved since)")
+    if not Path(built_lake).is_dir():
+        reasons.append("reads a lake that no longer exists")
+    elif lake is not None and Path(built_lake) != lake:
+        reasons.append(f"reads another lake than {lake}")
+    if not reasons:
+        return None
+    target = lake if lake is not None else Path("LAKE")
+    return (
+        f"catalog {path} {' and '.join(reasons)}: its views read the lake {built_lake}. "
+        f"Rebuild it where it is: `make catalog` (warehouse catalog --lake {target} --db {path})"
+    )

@@ -49,6 +49,7 @@ KINDS: dict[str, str] = {
     "unknown_dataset": "a folder at the lake root that is neither a dataset nor reserved",
     "stale_staging": "a leftover of a killed writer or build in the staging area (the next one removes it)",
     "missing_run": "geometry of a run with no runs row: the models cannot place it in a cohort, so consensus leaves it out",
+    "catalog_elsewhere": "the catalog was copied or moved since it was built, or reads another lake than this one",
 }
 
 # Files the warehouse itself keeps at the lake root: none today. Anything else loose there
@@ -530,3 +531,37 @@ def _check_duplicates(con: duckdb.DuckDBPyConnection, dataset: Dataset, files: l
         add(add.root / dataset.name, "duplicate_key",
             f"{total - len(rows)} more duplicated key(s) not listed (showing the first {len(rows)} of {total})",
             [files[i].path for i in where])
+
+
+# ---------------------------------------------------------------------------------------
+# The catalog beside the lake.
+
+
+def check_catalog(lake: str | os.PathLike | None = None, db: str | os.PathLike | None = None) -> list[Problem]:
+    """A ``catalog_elsewhere`` problem when the catalog ``db`` reads another lake than
+    ``lake``, or was copied or moved since it was built; ``[]`` when it shows this lake.
+
+    Without ``db`` it checks ``$SQUIGGLE_DB`` if that file exists, else
+    ``./warehouse.duckdb`` if it exists in the lake's parent folder (a project's layout: a
+    catalog elsewhere may belong to another lake). The problem's path is the catalog's
+    absolute path.
+    """
+    from .catalog import CATALOG_ALIAS, catalog_elsewhere
+    from .lake import db_path
+
+    path, root = db_path(db), lake_root(lake)
+    if not path.is_file():
+        if db is not None:
+            raise WarehouseError(f"no catalog at {path}")
+        return []  # no catalog built yet
+    if db is None and not os.environ.get("SQUIGGLE_DB") and path.parent != root.parent:
+        return []
+    con = duckdb.connect()
+    try:
+        con.execute(f"ATTACH {_lit(str(path))} AS {CATALOG_ALIAS} (READ_ONLY)")
+        problem = catalog_elsewhere(con, path, root)
+    except duckdb.Error as exc:
+        raise WarehouseError(f"cannot open the catalog {path}: {exc}") from exc
+    finally:
+        con.close()
+    return [Problem(None, str(path), "catalog_elsewhere", problem)] if problem else []

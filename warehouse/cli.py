@@ -30,9 +30,9 @@ def _ingest(args: argparse.Namespace) -> int:
 
 
 def _check(args: argparse.Namespace) -> int:
-    from .check import check_lake
+    from .check import check_catalog, check_lake
 
-    problems = check_lake(args.lake)
+    problems = check_lake(args.lake) + check_catalog(args.lake, args.db)
     if args.json:
         print(json.dumps([p.as_dict() for p in problems], indent=2))
     else:
@@ -156,7 +156,7 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("files", nargs="+", help="Parquet, CSV (.csv) or JSON Lines (.jsonl, .ndjson) files")
     p.add_argument("--batch-rows", type=int, default=1_000_000, help="rows read per batch (default 1000000)")
 
-    p = add("check", _check, "Report every problem of an existing lake without changing it.")
+    p = add("check", _check, "Report every problem of an existing lake (and of its catalog) without changing it.", db=True)
     p.add_argument("--json", action="store_true", help="print the problems as JSON")
 
     p = add("catalog", _catalog, "Write the DuckDB catalog: one view per dataset, comments, BI views.", db=True)
