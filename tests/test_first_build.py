@@ -80,6 +80,8 @@ def test_runs_of_every_capture_analysis_are_analysed(tmp_path: Path) -> None:
     capture(lake, "r3", 2, OTHER_CAPTURE)
     out = build(lake, db=db)
     assert "geometry_dynamics dyn@1" in out and "3 runs (first build)" in out, out
+    # training runs only: the probe model says why it has nothing to read
+    assert "nothing to do (no run satisfies its runs condition: family_id IS NOT NULL" in out, out
     with connect(db) as con:
         assert dynamics_by_run(con) == {"r1": ROWS_PER_RUN, "r2": ROWS_PER_RUN, "r3": ROWS_PER_RUN}
         sources = con.execute(

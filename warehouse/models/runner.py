@@ -104,6 +104,8 @@ class ModelPlan:
         unbuilt = [f"{d} analysis {i.analysis}" for d, i in self.inputs.items() if i.unbuilt]
         if unbuilt:
             return f"{head}: waits for {', '.join(unbuilt)} (not built)"
+        if not self.build and not self.drop and self.no_input and self.run_scope:
+            return f"{head}: nothing to do (no run satisfies its runs condition: {self.model.spec.runs})"
         if not self.build and not self.drop and self.no_input:
             return f"{head}: nothing to do (no {' or '.join(self._analysed_inputs())} files yet)"
         if not self.build and not self.drop:
