@@ -40,7 +40,7 @@ from .capture.descriptors import ANALYSIS_ID  # the demo's geometry stands for t
 from .contracts import DESCRIPTORS
 from .errors import WarehouseError
 from .hashing import canonical_json, checksum, config_hash
-from .lake import CAPTURES_DIR, META_DIR, lake_root
+from .lake import CAPTURES_DIR, META_DIR
 
 CREATED_AT = dt.datetime(2026, 1, 1, tzinfo=dt.timezone.utc)
 SAMPLE_SET = "fixed_v1"
@@ -739,10 +739,10 @@ def _activate_note() -> str:
 
 
 def write_demo(lake: str | os.PathLike | None = None, seed: int = 0) -> DemoSummary:
-    """Write the demo into ``lake`` (default ``$SQUIGGLE_LAKE`` or ``./lake``); idempotent."""
+    """Write the demo into ``lake`` (default ``$SQUIGGLE_LAKE`` or ``./lake``), created if missing; idempotent."""
     from .writer import write
 
-    root = lake_root(lake)
+    root = lk.open_lake(lake, create=True)  # the demo makes its own lake
     demo = build_demo(seed)
     lk.refuse_changed_files(root, demo.capture_files, " (a demo of another seed?); use an empty lake")
     written = {}
