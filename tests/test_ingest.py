@@ -18,6 +18,7 @@ import pytest
 
 from warehouse import cli, writer
 from warehouse.errors import ValidationError
+from warehouse.lake import init_lake
 
 # Shared with the Python API tests (pytest puts tests/ on sys.path). The fixtures are
 # imported so that pytest finds them here too.
@@ -113,7 +114,7 @@ def test_ingest_refuses_and_writes_nothing(lake: Path, tmp_path: Path, case: Ref
 
 @pytest.mark.parametrize("fmt", FORMATS)
 def test_ingest_writes_a_good_file(tmp_path: Path, fmt: str) -> None:
-    root = tmp_path / "lake"
+    root = init_lake(tmp_path / "lake")
     rows = [ck(1, train_loss=0.25, created_at_utc="2024-05-06T07:08:09Z"),
             ck(2, train_loss=2, val_loss=None, tokens_seen=4096, created_at_utc="2024-05-06T07:08:09"),
             ck(3, "r3", checkpoint_path='s3://b/"x",y', created_at_utc="2024-05-06T09:08:09+02:00")]
@@ -134,7 +135,7 @@ def test_ingest_writes_a_good_file(tmp_path: Path, fmt: str) -> None:
 
 @pytest.mark.parametrize("fmt", FORMATS)
 def test_list_columns_from_files(tmp_path: Path, fmt: str) -> None:
-    root = tmp_path / "lake"
+    root = init_lake(tmp_path / "lake")
     rows = [{"family_id": "f1", "family_version": "1", "source": "gen", "tags": ["a", "b,c"],
              "created_at_utc": "2024-05-06T07:08:09Z"},
             {"family_id": "f2", "family_version": "1", "source": "gen", "tags": [],
@@ -174,8 +175,8 @@ def test_jsonl_line_that_is_not_an_object(lake: Path, tmp_path: Path) -> None:
 @pytest.mark.parametrize("fmt", FORMATS)
 def test_streamed_ingest_equals_one_batch_ingest(tmp_path: Path, fmt: str) -> None:
     path = write_input(tmp_path / "in", fmt, big_checkpoints(20_000))
-    (small,) = writer.ingest_files("checkpoints", [path], lake=tmp_path / "a", batch_rows=1000)
-    (whole,) = writer.ingest_files("checkpoints", [path], lake=tmp_path / "b")
+    (small,) = writer.ingest_files("checkpoints", [path], lake=tmp_path / "a", batch_rows=1000, create=True)
+    (whole,) = writer.ingest_files("checkpoints", [path], lake=tmp_path / "b", create=True)
     assert small.rows_written == whole.rows_written == 20_000
     assert data_snapshot(tmp_path / "a") == data_snapshot(tmp_path / "b")
     assert {f.parent.name: pq.read_metadata(f).num_rows for f in published(tmp_path / "a")} == {
@@ -230,7 +231,7 @@ def warehouse(*args: str, cwd: Path) -> subprocess.CompletedProcess:
 def test_command_ingests_a_csv_file(tmp_path: Path) -> None:
     path = write_csv(tmp_path / "checkpoints.csv", [ck(1), ck(2), ck(3, "r3")])
     lake_dir = tmp_path / "lake"
-    done = warehouse("ingest", "checkpoints", str(path), "--lake", str(lake_dir), cwd=tmp_path)
+    done = warehouse("ingest", "checkpoints", str(path), "--lake", str(lake_dir), "--create", cwd=tmp_path)
     assert (done.returncode, done.stderr) == (0, "")
     assert done.stdout == f"{path}: 3 rows written, 0 already present, 2 files\n"
     assert sorted(read_dataset(lake_dir, "checkpoints").column("step").to_pylist()) == [1, 2, 3]
@@ -240,16 +241,16 @@ def test_command_ingests_a_csv_file(tmp_path: Path) -> None:
 
 
 def test_command_refuses_a_bad_file_with_status_2(tmp_path: Path) -> None:
-    lake_dir = tmp_path / "lake"
+    lake_dir = init_lake(tmp_path / "lake")
     good = write_csv(tmp_path / "good.csv", [ck(1)])
     bad = write_csv(tmp_path / "bad.csv", [ck(5), ck("abc")])
-    # The files before the bad one are written; the bad one writes nothing.
+    # One bad file and the ingest writes nothing, not even the good file before it.
     done = warehouse("ingest", "checkpoints", str(good), str(bad), "--lake", str(lake_dir), cwd=tmp_path)
     assert done.returncode == 2
     assert done.stdout == ""
     assert done.stderr.startswith(
         f"warehouse ingest: error: dataset checkpoints, input {bad}, column step, row 2, value 'abc': ")
-    assert read_dataset(lake_dir, "checkpoints").column("step").to_pylist() == [1]
+    assert not (lake_dir / "checkpoints").exists()
     assert not (lake_dir / ".staging").exists()
 
 
