@@ -265,3 +265,100 @@ def test_command_reports_other_errors_with_status_2(tmp_path: Path, args: list[s
     assert done.returncode == 2 and done.stdout == ""
     assert done.stderr.startswith("warehouse ingest: error: ") and message in done.stderr
     assert not (tmp_path / "lake").exists() or not any((tmp_path / "lake").rglob("*.parquet"))
+
+
+# ---------------------------------------------------------------------------------------
+# Several files are one write: every file is validated before any is written.
+
+
+def big_csv(path: Path, n: int, **changes: dict[int, dict]) -> Path:
+    """``n`` checkpoints rows (steps 0..n-1 of runs r0..r4) as CSV; ``changes`` edit rows by index."""
+    rows = big_checkpoints(n)
+    for index, change in changes.get("rows", {}).items():
+        rows[index].update(change)
+    return write_csv(path, rows)
+
+
+@pytest.mark.parametrize("order", ["bad_last", "bad_first"])
+def test_one_bad_file_among_several_writes_none(lake: Path, tmp_path: Path, order: str) -> None:
+    good = big_csv(tmp_path / "good.csv", 3000)
+    other = write_csv(tmp_path / "other.csv", [ck(1, "r9"), ck(2, "r9")])
+    # The bad row is in the third batch of 1000: the good files' batches were all staged by then.
+    bad = big_csv(tmp_path / "bad.csv", 2500, rows={2400: {"run_id": "r7", "step": 99_999, "train_loss": "lots"}})
+    files = [good, other, bad] if order == "bad_last" else [bad, good, other]
+    before = snapshot(lake)
+    done = warehouse("ingest", "checkpoints", *map(str, files), "--lake", str(lake), "--batch-rows", "1000", cwd=tmp_path)
+    assert (done.returncode, done.stdout) == (2, "")
+    assert done.stderr == (
+        f"warehouse ingest: error: dataset checkpoints, input {bad}, column train_loss, row 2401, value 'lots': "
+        "cannot be cast losslessly from string to double (Failed to parse string: 'lots' as a scalar of type double)\n")
+    assert_nothing_written(lake, before)
+
+
+def test_good_files_are_written_together_with_a_count_per_file(lake: Path, tmp_path: Path) -> None:
+    first = write_csv(tmp_path / "first.csv", [ck(1, "r5"), ck(2, "r5"), ck(1, "r6")])
+    second = write_jsonl(tmp_path / "second.jsonl", [ck(3, "r5"), ck(1, "r1", train_loss=0.25)])  # the latter: in the lake
+    done = warehouse("ingest", "checkpoints", str(first), str(second), "--lake", str(lake), cwd=tmp_path)
+    assert (done.returncode, done.stderr) == (0, "")
+    # first's rows go to r5 and r6; second's new row to r5 too: one new file in each folder.
+    assert done.stdout == (f"{first}: 3 rows written, 0 already present, 2 files\n"
+                           f"{second}: 1 rows written, 1 already present, 1 files\n")
+    got = read_dataset(lake, "checkpoints").to_pylist()
+    assert sorted((r["run_id"], r["step"]) for r in got if r["run_id"] in ("r5", "r6")) == [
+        ("r5", 1), ("r5", 2), ("r5", 3), ("r6", 1)]
+    assert len(published(lake / "checkpoints" / "run_id=r5")) == 1
+
+
+def test_a_key_repeated_across_files_is_refused_naming_both(lake: Path, tmp_path: Path) -> None:
+    first = write_csv(tmp_path / "first.csv", [ck(1, "r5"), ck(2, "r5")])
+    second = write_csv(tmp_path / "second.csv", [ck(7, "r5"), ck(8, "r5"), ck(2, "r5", train_loss=9.0)])
+    before = snapshot(lake)
+    with pytest.raises(ValidationError) as info:
+        writer.ingest_files("checkpoints", [first, second], lake=lake)
+    assert (info.value.source, info.value.row, info.value.value) == (str(second), 3, {"run_id": "r5", "step": 2})
+    assert f"row 2 of {first} and row 3 of {second} have the same key" in str(info.value)
+    assert_nothing_written(lake, before)
+
+
+def test_every_problem_of_every_file_is_reported_at_once(lake: Path, tmp_path: Path) -> None:
+    # a.csv: both required columns missing and an unknown one; its values are checked all the same.
+    a = tmp_path / "a.csv"
+    a.write_text("tokens_seen,lossx\n5,1\nx,2\n")
+    # b.csv, 2500 rows read in batches of 1000: bad values in three columns, in three batches;
+    # train_loss breaks the same rule (finite) in three rows of two batches: one line, counted.
+    b = big_csv(tmp_path / "b.csv", 2500, rows={
+        10: {"train_loss": "nan"}, 1500: {"step": "1.5"}, 2100: {"train_loss": "inf"}, 2200: {"run_id": "a/b"},
+        2300: {"train_loss": "nan"},
+    })
+    before = snapshot(lake)
+    done = warehouse("ingest", "checkpoints", str(a), str(b), "--lake", str(lake), "--batch-rows", "1000", cwd=tmp_path)
+    assert (done.returncode, done.stdout) == (2, "")
+    pattern = r"^[A-Za-z0-9][A-Za-z0-9._:+-]{0,127}$"
+    assert done.stderr.splitlines() == [
+        "warehouse ingest: error: 7 problems found; nothing was written:",
+        f"  dataset checkpoints, input {a}, column lossx: unknown column; the contract's columns are run_id, step, "
+        "checkpoint_path, train_loss, val_loss, tokens_seen, wall_time_s, schema_version, created_at_utc",
+        f"  dataset checkpoints, input {a}, column run_id: required column is missing",
+        f"  dataset checkpoints, input {a}, column step: required column is missing",
+        f"  dataset checkpoints, input {a}, column tokens_seen, row 2, value 'x': cannot be cast losslessly from "
+        "string to int64 (Failed to parse string: 'x' as a scalar of type int64)",
+        f"  dataset checkpoints, input {b}, column train_loss, row 11, value nan: NaN or infinity in a float column "
+        "(write NULL for a missing value) (2 more rows like it)",
+        f"  dataset checkpoints, input {b}, column step, row 1501, value '1.5': cannot be cast losslessly from "
+        "string to int64 (Failed to parse string: '1.5' as a scalar of type int64)",
+        f"  dataset checkpoints, input {b}, column run_id, row 2201, value 'a/b': unsafe identifier: it must match {pattern}",
+    ]
+    assert_nothing_written(lake, before)
+
+
+def test_a_long_list_of_problems_is_capped(lake: Path, tmp_path: Path) -> None:
+    path = tmp_path / "wide.csv"
+    unknown = [f"extra{i:02d}" for i in range(30)]
+    path.write_text(",".join(["run_id", "step", "train_loss", *unknown]) + "\n" + ",".join(["r1", "1", "0.5"] + ["1"] * 30) + "\n")
+    with pytest.raises(ValidationError) as info:
+        writer.ingest_files("checkpoints", [path], lake=lake)
+    lines = str(info.value).splitlines()
+    assert lines[0] == "30 problems found; nothing was written:"
+    assert len(lines) == 1 + 20 + 1 and lines[-1] == "  and 10 more"
+    assert [line.split("column ")[1].split(":")[0] for line in lines[1:21]] == unknown[:20]
+    assert len(info.value.problems) == 30

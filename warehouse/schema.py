@@ -67,7 +67,7 @@ def write_template(dataset: Dataset, fmt: str, output: str | os.PathLike | None 
     columns = input_columns(dataset)
     if fmt == "csv":
         with open(path, "x", newline="", encoding="utf-8") as f:
-            csv.writer(f).writerow([c.name for c in columns])
+            csv.writer(f, lineterminator="\n").writerow([c.name for c in columns])
     else:
         schema = pa.schema([c.field for c in columns])
         pq.write_table(schema.empty_table(), path, compression="zstd")

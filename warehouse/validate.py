@@ -167,6 +167,8 @@ class _Checker:
     def cast(self, column: Column, array: pa.Array) -> pa.Array:
         if array.type == column.type:
             return array
+        if pa.types.is_string_view(array.type):  # as polars exports text: parsed and checked as plain text
+            array = array.cast(pa.string())
         if _is_text(array.type) and column.type == pa.float32():
             # Text is parsed as float64 first: parsed straight to float32, a finite value
             # too large for it (1e300) would silently become infinity.
