@@ -351,14 +351,30 @@ def test_every_problem_of_every_file_is_reported_at_once(lake: Path, tmp_path: P
     assert_nothing_written(lake, before)
 
 
-def test_a_long_list_of_problems_is_capped(lake: Path, tmp_path: Path) -> None:
+def test_unknown_columns_are_one_problem(lake: Path, tmp_path: Path) -> None:
     path = tmp_path / "wide.csv"
-    unknown = [f"extra{i:02d}" for i in range(30)]
-    path.write_text(",".join(["run_id", "step", "train_loss", *unknown]) + "\n" + ",".join(["r1", "1", "0.5"] + ["1"] * 30) + "\n")
+    path.write_text("run_id,stepp,train_loss,extra,notes\nr1,1,0.5,x,y\n")
     with pytest.raises(ValidationError) as info:
         writer.ingest_files("checkpoints", [path], lake=lake)
+    assert str(info.value).splitlines() == [
+        "2 problems found; nothing was written:",
+        f"  dataset checkpoints, input {path}, column stepp, extra, notes: unknown columns; the contract's columns "
+        "are run_id, step, checkpoint_path, train_loss, val_loss, tokens_seen, wall_time_s, schema_version, created_at_utc",
+        f"  dataset checkpoints, input {path}, column step: required column is missing",
+    ]
+
+
+def test_a_long_list_of_problems_is_capped(lake: Path, tmp_path: Path) -> None:
+    files = []
+    for i in range(25):  # 25 files, each with one bad value
+        files.append(write_csv(tmp_path / f"part{i:02d}.csv", [ck(1, f"r{i}"), ck(2, f"r{i}", train_loss="bad")]))
+    before = snapshot(lake)
+    with pytest.raises(ValidationError) as info:
+        writer.ingest_files("checkpoints", files, lake=lake)
     lines = str(info.value).splitlines()
-    assert lines[0] == "30 problems found; nothing was written:"
-    assert len(lines) == 1 + 20 + 1 and lines[-1] == "  and 10 more"
-    assert [line.split("column ")[1].split(":")[0] for line in lines[1:21]] == unknown[:20]
-    assert len(info.value.problems) == 30
+    assert lines[0] == "25 problems found; nothing was written:"
+    assert len(lines) == 1 + 20 + 1 and lines[-1] == "  and 5 more"
+    assert [line.split("input ")[1].split(",")[0] for line in lines[1:21]] == [str(f) for f in files[:20]]
+    assert all(", column train_loss, row 2, value 'bad': cannot be cast" in line for line in lines[1:21])
+    assert len(info.value.problems) == 25
+    assert_nothing_written(lake, before)

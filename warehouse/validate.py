@@ -153,9 +153,11 @@ class _Checker:
 
     def columns(self, names: list[str]) -> None:
         known = set(self.dataset.column_names)
+        unknown = [n for n in dict.fromkeys(names) if n not in known]
+        if unknown:  # one problem for all of them: the contract's list is long
+            self.note(f"unknown column{'s' if len(unknown) > 1 else ''}; the contract's columns are "
+                      f"{', '.join(self.dataset.column_names)}", ", ".join(unknown))
         for name in dict.fromkeys(names):
-            if name not in known:
-                self.note(f"unknown column; the contract's columns are {', '.join(self.dataset.column_names)}", name)
             if names.count(name) > 1:
                 self.note("column appears more than once", name)
                 self.unusable.add(name)
