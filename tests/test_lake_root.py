@@ -146,3 +146,21 @@ def test_a_refused_batch_does_not_create_the_lake_before_its_type_is_known(tmp_p
     with pytest.raises(TypeError):
         writer.write("checkpoints", 42, lake=lake, create=True)
     assert not lake.exists()
+
+
+def test_a_capture_session_creates_its_lake(tmp_path: Path) -> None:
+    from warehouse.capture import CaptureSession
+
+    lake = tmp_path / "runs" / "lake"
+    with CaptureSession("r1", {"lr": 0.1, "seed": 3}, model_id="m", lake=lake):
+        pass
+    assert [p.name for p in (lake / "runs").iterdir()] == ["run_id=r1"]
+
+
+def test_a_capture_session_with_bad_arguments_creates_nothing(tmp_path: Path) -> None:
+    from warehouse.capture import CaptureSession
+    from warehouse.errors import CaptureError
+
+    with pytest.raises(CaptureError):
+        CaptureSession("r1", {"lr": 0.1, "seed": 3}, model_id="m", lake=tmp_path / "lake", flush_every=0)
+    assert list(tmp_path.iterdir()) == []

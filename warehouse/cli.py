@@ -239,15 +239,10 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def _version() -> str:
-    """The installed package's version (its metadata), else the source tree's."""
-    from importlib import metadata
+    """The installed package's version (from its metadata; see ``warehouse.__version__``)."""
+    from . import __version__
 
-    try:
-        return metadata.version("squiggle-warehouse")
-    except metadata.PackageNotFoundError:
-        from . import __version__
-
-        return __version__
+    return __version__
 
 
 def main(argv: list[str] | None = None) -> int:
