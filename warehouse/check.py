@@ -30,8 +30,8 @@ import pyarrow.parquet as pq
 from .contracts import DATASETS, IDENTIFIER_COLUMNS, IDENTIFIER_PATTERN, Column, Dataset
 from .coverage import runs_without_runs_row
 from .duck import apply_resource_settings
-from .errors import shown_value
-from .lake import RESERVED_DIRS, STAGING_DIR, TEMP_PREFIX, dataset_dir, is_identifier, is_stale, open_lake
+from .errors import WarehouseError, shown_value
+from .lake import RESERVED_DIRS, STAGING_DIR, TEMP_PREFIX, dataset_dir, is_identifier, is_stale, lake_root, open_lake
 
 # Every kind of problem, with what it means (stable codes: scripts match on them).
 KINDS: dict[str, str] = {

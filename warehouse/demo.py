@@ -40,7 +40,7 @@ from .capture.descriptors import ANALYSIS_ID  # the demo's geometry stands for t
 from .contracts import DESCRIPTORS
 from .errors import WarehouseError
 from .hashing import canonical_json, checksum, config_hash
-from .lake import CAPTURES_DIR, META_DIR
+from .lake import CAPTURES_DIR, META_DIR, lake_root
 
 CREATED_AT = dt.datetime(2026, 1, 1, tzinfo=dt.timezone.utc)
 SAMPLE_SET = "fixed_v1"
