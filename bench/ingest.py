@@ -142,7 +142,7 @@ def main(argv: list[str] | None = None) -> int:
 
     commands = {
         "warehouse ingest": lambda lake: [sys.executable, "-m", "warehouse.cli", "ingest", "geometry_state",
-                                          str(source), "--lake", str(lake)],
+                                          str(source), "--lake", str(lake), "--create"],
         "pyarrow write_dataset (baseline)": lambda lake: [sys.executable, "-c", BASELINE, str(source), str(lake)],
     }
     # The commands alternate, so that a change in the machine's load (it may be shared)

@@ -94,7 +94,7 @@ def run(n: int, dim: int, repeat: int, work: Path, memory_limit: str | None) -> 
     lake = work / f"lake-{n}-{dim}"
     if not (lake / "signatures").exists():
         print(f"writing {n:,} signatures of {dim} floats to {lake} ...", flush=True)
-        writer.write("signatures", signatures_table(n, dim), lake=lake)
+        writer.write("signatures", signatures_table(n, dim), lake=lake, create=True)
     sql = model_only_sql(work)
     env = dict(os.environ, **({"SQUIGGLE_MEMORY_LIMIT": memory_limit} if memory_limit else {}))
     code = (

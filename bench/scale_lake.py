@@ -104,7 +104,7 @@ def write_lake(root: Path, rows: int) -> Layout:
     for first in range(0, layout.cohorts, CHUNK_COHORTS):
         planted += _write_training_runs(partial, range(first, min(first + CHUNK_COHORTS, layout.cohorts)))
     families = tuple(family(j) for j in range(layout.families))
-    writer.write("families", demo.families_table(families), lake=partial, created_at=demo.CREATED_AT)
+    writer.write("families", demo.families_table(families), lake=partial, created_at=demo.CREATED_AT, create=True)
     _write_probe_runs(partial, families)
     truth = partial / TRUTH_DIR
     truth.mkdir(parents=True)
@@ -197,7 +197,7 @@ def _write_probe_runs(root: Path, families: tuple[demo.Family, ...]) -> None:
 
 
 def _write(root: Path, runs: list[pa.Table], geometry: list[pa.Table]) -> None:
-    writer.write("runs", pa.concat_tables(runs), lake=root, created_at=demo.CREATED_AT)
+    writer.write("runs", pa.concat_tables(runs), lake=root, created_at=demo.CREATED_AT, create=True)
     writer.write("geometry_state", pa.concat_tables(geometry), lake=root, created_at=demo.CREATED_AT)
 
 

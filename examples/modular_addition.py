@@ -288,7 +288,7 @@ def overhead(timings: list[Timings]) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--lake", type=Path, default=Path("examples/lake"), help="lake to write (new run ids only)")
+    parser.add_argument("--lake", type=Path, default=Path("examples/lake"), help="lake to write, created if missing (new run ids only)")
     parser.add_argument("--db", type=Path, help="catalog file (default: warehouse.duckdb beside the lake)")
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--threads", type=int, default=1, help="torch threads (default 1)")

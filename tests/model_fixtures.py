@@ -60,9 +60,10 @@ def geometry_rows(
 
 def write_runs(lake: Path, runs: Mapping[str, Iterable[int]], **kw: Any) -> None:
     """One geometry_state write per run (analysis capture-v1), and a runs row for each run
-    that has none yet (a run without one is a problem ``warehouse check`` reports)."""
+    that has none yet (a run without one is a problem ``warehouse check`` reports); the lake
+    is created if missing."""
     for i, (run, steps) in enumerate(runs.items()):
-        writer.write("geometry_state", geometry_rows(run, steps, seed=i, **kw), lake=lake)
+        writer.write("geometry_state", geometry_rows(run, steps, seed=i, **kw), lake=lake, create=True)
         if not (lake / "runs" / f"run_id={run}").is_dir():
             writer.write("runs", [run_row(run, seed=i)], lake=lake)
 

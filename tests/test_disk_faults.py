@@ -25,6 +25,7 @@ from warehouse import build_catalog, check_lake, connect, contracts, lake as lk,
 from warehouse.errors import LakeNotWritable, WarehouseError
 from warehouse.models import ModelError
 from warehouse.models.state import analyses_dir
+from warehouse.lake import init_lake
 
 DYN = "geometry_dynamics"
 REPO = Path(__file__).resolve().parent.parent
@@ -72,7 +73,7 @@ def assert_no_leftovers(lake: Path) -> None:
 
 def test_a_write_larger_than_the_free_space_fails_while_staging(tmp_path: Path) -> None:
     with small_disk(tmp_path / "disk", "1m") as disk:
-        lake = disk / "lake"
+        lake = init_lake(disk / "lake")
         writer.write("checkpoints", [{"run_id": "r1", "step": 1, "train_loss": 0.5}], lake=lake)
         before = sha256s(lake)
         with pytest.raises(WarehouseError) as info:
@@ -91,11 +92,11 @@ def staged_and_published_sizes(table: pa.Table, lake: Path, monkeypatch: pytest.
     publish, sizes = lk.publish, []
 
     def measure(written: Path, folder: Path) -> Path:
-        sizes.append(((written.parent / "input.parquet").stat().st_size, written.stat().st_size))
+        sizes.append(((written.parent / "input-0.parquet").stat().st_size, written.stat().st_size))
         return publish(written, folder)
 
     monkeypatch.setattr(lk, "publish", measure)
-    writer.write("geometry_state", table, lake=lake)
+    writer.write("geometry_state", table, lake=lake, create=True)
     monkeypatch.setattr(lk, "publish", publish)
     (size,) = sizes
     return size
@@ -106,7 +107,7 @@ def test_a_write_whose_publish_finds_the_disk_full_fails_cleanly(tmp_path: Path,
     staged, published = staged_and_published_sizes(table, tmp_path / "roomy", monkeypatch)
     # room for the staged copy and half the published one: staging fits, publishing does not
     with small_disk(tmp_path / "disk", str(staged + published // 2 + 64 * 1024)) as disk:
-        lake = disk / "lake"
+        lake = init_lake(disk / "lake")
         writer.write("checkpoints", [{"run_id": "r1", "step": 1}], lake=lake)
         before = sha256s(lake)
         with pytest.raises(WarehouseError, match="No space left on device; nothing was written"):
@@ -119,7 +120,7 @@ def test_a_write_whose_publish_finds_the_disk_full_fails_cleanly(tmp_path: Path,
 
 
 def test_a_failure_after_some_partitions_says_which_and_a_rewrite_completes(tmp_path: Path, monkeypatch) -> None:
-    lake = tmp_path / "lake"
+    lake = init_lake(tmp_path / "lake")
     table = random_geometry(["r1", "r2", "r3"], 100)
     publish, calls = lk.publish, []
 
@@ -143,7 +144,7 @@ def test_a_failure_after_some_partitions_says_which_and_a_rewrite_completes(tmp_
 
 def test_a_write_into_a_folder_it_may_not_write_fails_cleanly() -> None:
     with shared_folder() as shared:
-        lake = shared / "lake"
+        lake = init_lake(shared / "lake")
         writer.write("checkpoints", [{"run_id": "r1", "step": 1}], lake=lake)
         for p in [lake, *lake.rglob("*")]:
             p.chmod(0o777 if p.is_dir() else 0o666)
@@ -184,7 +185,7 @@ def clean_outputs(lake: Path, tmp_path: Path) -> list[tuple]:
 
 def test_a_build_on_a_full_disk_fails_cleanly_and_completes_once_there_is_room(tmp_path: Path) -> None:
     with small_disk(tmp_path / "disk", "8m") as disk:
-        lake = disk / "lake"
+        lake = init_lake(disk / "lake")
         write_runs(lake, {"r1": STEPS, "r2": STEPS})
         build(lake)
         write_runs(lake, {"r3": STEPS})
@@ -202,7 +203,7 @@ def test_a_build_on_a_full_disk_fails_cleanly_and_completes_once_there_is_room(t
 
 
 def test_a_record_that_cannot_be_written_leaves_no_partial_file(tmp_path: Path, monkeypatch) -> None:
-    lake = tmp_path / "lake"
+    lake = init_lake(tmp_path / "lake")
     write_runs(lake, {"r1": STEPS})
     (first,) = build(lake)
     record = analyses_dir(lake) / f"{first.plan.analysis_id}.json"
@@ -231,7 +232,7 @@ def test_a_record_that_cannot_be_written_leaves_no_partial_file(tmp_path: Path, 
 
 def test_a_build_that_may_not_write_its_output_folder_fails_cleanly() -> None:
     with shared_folder() as shared:
-        lake = shared / "lake"
+        lake = init_lake(shared / "lake")
         write_runs(lake, {"r1": STEPS})
         (first,) = build(lake)
         write_runs(lake, {"r2": STEPS})
@@ -263,7 +264,7 @@ def test_a_build_that_may_not_write_its_output_folder_fails_cleanly() -> None:
 
 
 def test_a_catalog_that_does_not_fit_keeps_the_old_one(tmp_path: Path) -> None:
-    lake = tmp_path / "lake"
+    lake = init_lake(tmp_path / "lake")
     write_runs(lake, {"r1": STEPS})
     build(lake)
     with small_disk(tmp_path / "disk", "16m") as disk:
@@ -289,7 +290,7 @@ def test_a_catalog_that_does_not_fit_keeps_the_old_one(tmp_path: Path) -> None:
 
 
 def test_a_read_only_lake_is_checked_and_catalogued_and_refuses_writes(tmp_path: Path) -> None:
-    lake = tmp_path / "lake"
+    lake = init_lake(tmp_path / "lake")
     write_runs(lake, {"r1": STEPS, "r2": STEPS})
     build(lake)
     with read_only_view(lake, tmp_path / "ro") as ro:

@@ -25,13 +25,19 @@ from warehouse.errors import WarehouseError
 
 def test_dictionary_lists_every_dataset_and_column() -> None:
     text = data_dictionary()
+    filled = {"schema_version", "created_at_utc"}
     for d in contracts.DATASETS.values():
         section = text.split(f"### {d.number} `{d.name}` ({d.kind})", 1)[1].split("\n### ", 1)[0]
         assert f"`{d.schema_version}`" in section
         assert d.doc in section
         for c in d.all_columns:
-            assert f"| `{c.name}` | `{type_name(c.type)}` | {'yes' if c.nullable else 'no'} |" in section, (d.name, c.name)
-    assert "| `split` | `string` | no | `train`, `val`, `probe` |" in text
+            required = "no" if c.nullable else "no (filled in)" if c.name in filled else "yes"
+            assert f"| `{c.name}` | `{type_name(c.type)}` | {required} |" in section, (d.name, c.name)
+    assert "| `split` | `string` | yes | `train`, `val`, `probe` |" in text
+    # The writer fills these two: a user need not give them, so they are not required.
+    assert "| `schema_version` | `string` | no (filled in) |" in text
+    assert "| `created_at_utc` | `timestamp[us, tz=UTC]` | no (filled in) |" in text
+    assert "| `run_id` | `string` | yes |" in text
 
 
 @pytest.mark.parametrize(

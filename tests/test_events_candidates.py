@@ -25,6 +25,7 @@ import pytest
 from model_fixtures import only_models_sql
 from warehouse import demo, models, writer
 from warehouse.contracts import DESCRIPTORS, GEOMETRY_STATE
+from warehouse.lake import init_lake
 
 MODEL = "events_candidates"
 W, Z_MIN, TOLERANCE = 5, 4.0, 2
@@ -360,7 +361,7 @@ def step_series(n: int, level: float, changes: dict[int, float], noise: float = 
 
 
 def test_clean_step_change_hand_values(tmp_path: Path) -> None:
-    lake = tmp_path / "lake"
+    lake = init_lake(tmp_path / "lake")
     rows = geometry("step", 0, "resid_post", {"eff_rank": step_series(20, 10.0, {10: 5.0})})
     writer.write("geometry_state", rows, lake=lake)
     analysis = build(lake, model_sql(tmp_path))
@@ -386,7 +387,7 @@ def test_clean_step_change_hand_values(tmp_path: Path) -> None:
 
 
 def test_two_changes_novelty_and_short_series(tmp_path: Path) -> None:
-    lake = tmp_path / "lake"
+    lake = init_lake(tmp_path / "lake")
     rows = geometry("two", 0, "resid_post", {
         "eff_rank": step_series(40, 10.0, {10: 5.0, 20: -8.0, 30: 4.0}),
         "sparsity": step_series(40, 3.0, {15: 2.0}, noise=0.5),
@@ -407,7 +408,7 @@ def test_two_changes_novelty_and_short_series(tmp_path: Path) -> None:
 
 
 def test_flat_series_and_the_sigma_floor(tmp_path: Path) -> None:
-    lake = tmp_path / "lake"
+    lake = init_lake(tmp_path / "lake")
     flat = [0.5] * 20
     stepped = [0.25] * 10 + [0.5] * 10  # MAD 0 and sigma 0 everywhere: the floor decides
     writer.write("geometry_state", geometry("flat", 0, "resid_post", {"sv_entropy": flat, "sparsity": stepped}), lake=lake)
@@ -423,7 +424,7 @@ def test_flat_series_and_the_sigma_floor(tmp_path: Path) -> None:
 
 
 def test_ties_in_metric_z_and_mean_contrast_earliest_wins(tmp_path: Path) -> None:
-    lake = tmp_path / "lake"
+    lake = init_lake(tmp_path / "lake")
     # 10 x10, 15, then 20: z ties at 9..12 and the mean contrast ties at 10 and 11 (9 each)
     ramp = [10.0] * 10 + [15.0] + [20.0] * 9
     writer.write("geometry_state", geometry("tie", 0, "resid_post", {"act_norm": ramp}), lake=lake)
@@ -441,7 +442,7 @@ def test_ties_in_metric_z_and_mean_contrast_earliest_wins(tmp_path: Path) -> Non
 
 
 def test_null_inside_a_window(tmp_path: Path) -> None:
-    lake = tmp_path / "lake"
+    lake = init_lake(tmp_path / "lake")
     angle = step_series(24, 2.0, {12: 3.0})
     angle[0] = None  # no previous capture
     angle[10] = None  # inside the baseline of 11..15 and the post window of 6..10
@@ -459,7 +460,7 @@ def test_null_inside_a_window(tmp_path: Path) -> None:
 
 
 def test_layers_coherence_and_volatility_ratio_agg(tmp_path: Path) -> None:
-    lake = tmp_path / "lake"
+    lake = init_lake(tmp_path / "lake")
     rows = []
     # eff_rank steps at 10 on layers 0 and 1, at 12 on layer 2 (within the tolerance of 2),
     # at 15 on layer 3 (outside it); layer 4 has none; layer 5 has no eff_rank at all.
@@ -488,7 +489,7 @@ def test_layers_coherence_and_volatility_ratio_agg(tmp_path: Path) -> None:
 
 
 def test_per_sample_only_runs_use_the_median_across_samples(tmp_path: Path) -> None:
-    lake = tmp_path / "lake"
+    lake = init_lake(tmp_path / "lake")
     rows = []
     for k, sample in enumerate(("s0", "s1", "s2", "s3")):
         # four samples: the median per step is the mean of the middle two
@@ -517,7 +518,7 @@ def test_per_sample_only_runs_use_the_median_across_samples(tmp_path: Path) -> N
 
 
 def test_composite_events_and_their_json(tmp_path: Path) -> None:
-    lake = tmp_path / "lake"
+    lake = init_lake(tmp_path / "lake")
     rows = []
     for layer in (0, 1):
         for module, shift in (("resid_post", 3.0), ("mlp_out", 2.0)):
@@ -550,7 +551,7 @@ def test_composite_events_and_their_json(tmp_path: Path) -> None:
 
 
 def test_random_series_match_numpy_at_other_parameters(tmp_path: Path) -> None:
-    lake = tmp_path / "lake"
+    lake = init_lake(tmp_path / "lake")
     rng = np.random.default_rng(11)
     rows = []
     for run in ("r0", "r1"):
@@ -576,7 +577,7 @@ def test_random_series_match_numpy_at_other_parameters(tmp_path: Path) -> None:
 @pytest.fixture(scope="module")
 def demo_build(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, str]:
     root = tmp_path_factory.mktemp("cpd-demo")
-    lake = root / "lake"
+    lake = init_lake(root / "lake")
     demo.write_demo(lake=lake)
     return lake, build(lake, model_sql(root))
 

@@ -21,6 +21,7 @@ from warehouse import build_catalog, connect, models, writer
 from warehouse.contracts import EVENTS_CANDIDATES
 from warehouse.demo import write_demo
 from warehouse.hashing import canonical_json, config_hash
+from warehouse.lake import init_lake
 
 CANDIDATES = "cpd-hand"  # the analysis of events_candidates the tests write
 CAPTURE = "capture-v1"
@@ -76,7 +77,7 @@ def sql_without_other_models(tmp_path: Path) -> Path:
 def build(
     tmp_path: Path, runs: list[dict], geometry: list[dict], candidates: list[dict], params: dict | None = None,
 ) -> tuple[Path, Path]:
-    lake = tmp_path / "lake"
+    lake = init_lake(tmp_path / "lake")
     writer.write("runs", runs, lake=lake)
     writer.write("geometry_state", geometry, lake=lake)
     if candidates:
@@ -374,7 +375,7 @@ def test_sample_set_and_tolerance_parameters(tmp_path: Path) -> None:
 def test_nan_score_counts_as_null_and_unplaceable_candidates_are_left_out(tmp_path: Path) -> None:
     runs = [run_row("h0", "H", 0), run_row("h1", "H", 1)]
     geometry = geometry_rows("h0", range(0, 101, 5)) + geometry_rows("h1", range(0, 101, 5))
-    lake = tmp_path / "lake"
+    lake = init_lake(tmp_path / "lake")
     writer.write("runs", runs, lake=lake)
     writer.write("geometry_state", geometry, lake=lake)
     candidates = [
@@ -498,7 +499,7 @@ def test_new_runs_recompute_only_their_cohorts(tmp_path: Path) -> None:
 
 @pytest.fixture(scope="session")
 def demo_lake(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    lake = tmp_path_factory.mktemp("demo") / "lake"
+    lake = init_lake(tmp_path_factory.mktemp("demo") / "lake")
     write_demo(lake=lake)
     return lake
 
@@ -573,7 +574,7 @@ def test_consensus_events_view(tmp_path: Path) -> None:
 def test_consensus_events_view_without_build_history(tmp_path: Path) -> None:
     """Events a producer wrote (no engine build recorded) are not the current analysis of the
     events model: the BI view shows none of them, events_all shows every one."""
-    lake = tmp_path / "lake"
+    lake = init_lake(tmp_path / "lake")
     writer.write("runs", [run_row("a0", "A", 0), run_row("a1", "A", 1)], lake=lake)
     event = {
         "event_id": "ev1", "cohort_id": cohort_hash("A"), "layer": 2, "metric": RP, "event_type": "consensus",

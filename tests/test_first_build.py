@@ -17,6 +17,7 @@ from model_fixtures import CAPTURE, cli, geometry_rows
 from warehouse import writer
 from warehouse.catalog import connect
 from warehouse.check import check_lake
+from warehouse.lake import init_lake
 
 STEPS = range(0, 200, 10)
 ROWS_PER_RUN = len(STEPS) * 2 * 2  # steps x layers (0, 1) x (pooled, one sample)
@@ -48,8 +49,7 @@ def dynamics_by_run(con: duckdb.DuckDBPyConnection, view: str = "geometry_dynami
 
 @pytest.mark.parametrize("contents", ["empty", "runs only"])
 def test_a_lake_without_geometry_builds_to_nothing_to_do(tmp_path: Path, contents: str) -> None:
-    lake = tmp_path / "lake"
-    lake.mkdir()
+    lake = init_lake(tmp_path / "lake")
     if contents == "runs only":
         writer.write("runs", [run_row("r1")], lake=lake)
     out = build(lake, db=tmp_path / "w.duckdb")
@@ -62,8 +62,7 @@ def test_a_lake_without_geometry_builds_to_nothing_to_do(tmp_path: Path, content
 
 
 def test_a_second_build_after_nothing_to_do_does_not_crash(tmp_path: Path) -> None:
-    lake = tmp_path / "lake"
-    lake.mkdir()
+    lake = init_lake(tmp_path / "lake")
     build(lake)
     out = build(lake)
     assert "nothing to do" in out
@@ -73,7 +72,7 @@ def test_a_second_build_after_nothing_to_do_does_not_crash(tmp_path: Path) -> No
 
 
 def test_runs_of_every_capture_analysis_are_analysed(tmp_path: Path) -> None:
-    lake, db = tmp_path / "lake", tmp_path / "w.duckdb"
+    lake, db = init_lake(tmp_path / "lake"), tmp_path / "w.duckdb"
     writer.write("runs", [run_row("r1", 0), run_row("r2", 1), run_row("r3", 2)], lake=lake)
     capture(lake, "r1", 0)
     capture(lake, "r2", 1)
@@ -90,7 +89,7 @@ def test_runs_of_every_capture_analysis_are_analysed(tmp_path: Path) -> None:
                          " WHERE run_id = 'r3' ORDER BY ALL").fetchall()
     assert sources == '{"geometry_state": {"capture-v1": 2, "my-capture-v2": 1}}'
     # the same captures under the other analysis id give the same dynamics
-    alone, alone_db = tmp_path / "alone", tmp_path / "alone.duckdb"
+    alone, alone_db = init_lake(tmp_path / "alone"), tmp_path / "alone.duckdb"
     writer.write("runs", [run_row("r3", 2)], lake=alone)
     capture(alone, "r3", 2)
     build(alone, "--select", "geometry_dynamics", db=alone_db)
@@ -100,7 +99,7 @@ def test_runs_of_every_capture_analysis_are_analysed(tmp_path: Path) -> None:
 
 
 def test_each_run_is_read_from_its_newest_capture_analysis(tmp_path: Path) -> None:
-    lake, db = tmp_path / "lake", tmp_path / "w.duckdb"
+    lake, db = init_lake(tmp_path / "lake"), tmp_path / "w.duckdb"
     writer.write("runs", [run_row("r1", 0), run_row("r2", 1)], lake=lake)
     capture(lake, "r1", 0)
     capture(lake, "r2", 1)
@@ -120,7 +119,7 @@ def test_each_run_is_read_from_its_newest_capture_analysis(tmp_path: Path) -> No
 
 
 def test_a_run_without_a_runs_row_is_listed_by_the_build_and_by_check(tmp_path: Path) -> None:
-    lake, db = tmp_path / "lake", tmp_path / "w.duckdb"
+    lake, db = init_lake(tmp_path / "lake"), tmp_path / "w.duckdb"
     writer.write("runs", [run_row("r1", 0)], lake=lake)
     capture(lake, "r1", 0)
     capture(lake, "r2", 1)
@@ -138,7 +137,7 @@ def test_a_run_without_a_runs_row_is_listed_by_the_build_and_by_check(tmp_path: 
 
 
 def test_folders_in_another_partition_order_are_listed_not_built_silently(tmp_path: Path) -> None:
-    lake = tmp_path / "lake"
+    lake = init_lake(tmp_path / "lake")
     writer.write("runs", [run_row("r1")], lake=lake)
     capture(lake, "r1", 0)
     right = lake / "geometry_state" / f"analysis_id={CAPTURE}" / "run_id=r1"
@@ -154,7 +153,7 @@ def test_folders_in_another_partition_order_are_listed_not_built_silently(tmp_pa
 
 
 def test_a_pinned_capture_analysis_lists_the_runs_it_leaves_out(tmp_path: Path) -> None:
-    lake = tmp_path / "lake"
+    lake = init_lake(tmp_path / "lake")
     writer.write("runs", [run_row("r1", 0), run_row("r2", 1)], lake=lake)
     capture(lake, "r1", 0)
     capture(lake, "r2", 1, OTHER_CAPTURE)
@@ -165,7 +164,7 @@ def test_a_pinned_capture_analysis_lists_the_runs_it_leaves_out(tmp_path: Path) 
 
 
 def test_a_model_outside_the_build_must_have_built_its_current_analysis(tmp_path: Path) -> None:
-    lake = tmp_path / "lake"
+    lake = init_lake(tmp_path / "lake")
     writer.write("runs", [run_row("r1")], lake=lake)
     capture(lake, "r1", 0)
     done = cli("models", "run", "--lake", str(lake), "--select", "signatures")
@@ -179,7 +178,7 @@ def test_a_model_outside_the_build_must_have_built_its_current_analysis(tmp_path
 
 
 def test_a_parameter_experiment_does_not_take_over_the_views(tmp_path: Path) -> None:
-    lake, db = tmp_path / "lake", tmp_path / "w.duckdb"
+    lake, db = init_lake(tmp_path / "lake"), tmp_path / "w.duckdb"
     writer.write("runs", [run_row("r1", 0), run_row("r2", 1)], lake=lake)
     capture(lake, "r1", 0)
     capture(lake, "r2", 1)

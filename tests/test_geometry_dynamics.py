@@ -13,6 +13,7 @@ import pytest
 
 from warehouse import models, writer
 from warehouse.contracts import DESCRIPTORS, GEOMETRY_STATE
+from warehouse.lake import init_lake
 
 DRIFT = ("eff_rank", "sv_entropy", "sparsity", "act_norm")
 KEY = ("run_id", "sample_set", "sample_id", "layer", "module")
@@ -185,7 +186,7 @@ def only_analysis(lake: Path) -> str:
 
 
 def test_hand_checkable_values(tmp_path: Path) -> None:
-    lake = tmp_path / "lake"
+    lake = init_lake(tmp_path / "lake")
     writer.write("geometry_state", hand_rows(), lake=lake)
     models.run(lake=lake, report=lambda _: None)
     got = built(lake, only_analysis(lake))
@@ -207,7 +208,7 @@ def test_hand_checkable_values(tmp_path: Path) -> None:
 
 
 def test_random_series_match_numpy_at_two_windows(tmp_path: Path) -> None:
-    lake = tmp_path / "lake"
+    lake = init_lake(tmp_path / "lake")
     rows = random_rows(np.random.default_rng(7))
     writer.write("geometry_state", rows, lake=lake)
     models.run(lake=lake, report=lambda _: None)
@@ -220,7 +221,7 @@ def test_random_series_match_numpy_at_two_windows(tmp_path: Path) -> None:
 
 
 def test_nan_from_another_tool_counts_as_null(tmp_path: Path) -> None:
-    lake = tmp_path / "lake"
+    lake = init_lake(tmp_path / "lake")
     rows = hand_rows()
     # A producer other than our writer may store NaN; the model must read it as NULL.
     rows_nan = [dict(r, eff_rank=float("nan")) if (r["step"] == 40 and r["layer"] == 3) else r for r in rows]
@@ -240,7 +241,7 @@ def test_nan_from_another_tool_counts_as_null(tmp_path: Path) -> None:
 
 @pytest.mark.parametrize("window", [1, 2, 8])
 def test_other_volatility_windows(tmp_path: Path, window: int) -> None:
-    lake = tmp_path / "lake"
+    lake = init_lake(tmp_path / "lake")
     writer.write("geometry_state", hand_rows(), lake=lake)
     models.run(lake=lake, params={"geometry_dynamics": {"volatility_window": window}}, report=lambda _: None)
     got = built(lake, only_analysis(lake))

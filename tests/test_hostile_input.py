@@ -23,6 +23,7 @@ import pytest
 from model_fixtures import REPO, only_models_sql, read_rows
 from warehouse import check_lake, cli, ingest_files, models, write
 from warehouse.models.state import load_analyses
+from warehouse.lake import init_lake
 
 sys.path.insert(0, str(REPO / "tests" / "data"))
 import make_bad  # noqa: E402  (the corpus generator, a script beside the corpus)
@@ -100,7 +101,7 @@ def dyn_sql(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture(scope="module")
 def template(tmp_path_factory: pytest.TempPathFactory, dyn_sql: Path) -> Path:
     """The good runs r1 and r2, ingested with their runs rows, with geometry_dynamics built."""
-    root = tmp_path_factory.mktemp("hostile") / "lake"
+    root = init_lake(tmp_path_factory.mktemp("hostile") / "lake")
     ingest_files("geometry_state", [corpus_file("good")], lake=root)
     run = pq.read_table(corpus_file("runs_injection"))
     for run_id in ("r1", "r2"):

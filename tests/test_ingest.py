@@ -18,6 +18,7 @@ import pytest
 
 from warehouse import cli, writer
 from warehouse.errors import ValidationError
+from warehouse.lake import init_lake
 
 # Shared with the Python API tests (pytest puts tests/ on sys.path). The fixtures are
 # imported so that pytest finds them here too.
@@ -113,7 +114,7 @@ def test_ingest_refuses_and_writes_nothing(lake: Path, tmp_path: Path, case: Ref
 
 @pytest.mark.parametrize("fmt", FORMATS)
 def test_ingest_writes_a_good_file(tmp_path: Path, fmt: str) -> None:
-    root = tmp_path / "lake"
+    root = init_lake(tmp_path / "lake")
     rows = [ck(1, train_loss=0.25, created_at_utc="2024-05-06T07:08:09Z"),
             ck(2, train_loss=2, val_loss=None, tokens_seen=4096, created_at_utc="2024-05-06T07:08:09"),
             ck(3, "r3", checkpoint_path='s3://b/"x",y', created_at_utc="2024-05-06T09:08:09+02:00")]
@@ -134,7 +135,7 @@ def test_ingest_writes_a_good_file(tmp_path: Path, fmt: str) -> None:
 
 @pytest.mark.parametrize("fmt", FORMATS)
 def test_list_columns_from_files(tmp_path: Path, fmt: str) -> None:
-    root = tmp_path / "lake"
+    root = init_lake(tmp_path / "lake")
     rows = [{"family_id": "f1", "family_version": "1", "source": "gen", "tags": ["a", "b,c"],
              "created_at_utc": "2024-05-06T07:08:09Z"},
             {"family_id": "f2", "family_version": "1", "source": "gen", "tags": [],
@@ -174,8 +175,8 @@ def test_jsonl_line_that_is_not_an_object(lake: Path, tmp_path: Path) -> None:
 @pytest.mark.parametrize("fmt", FORMATS)
 def test_streamed_ingest_equals_one_batch_ingest(tmp_path: Path, fmt: str) -> None:
     path = write_input(tmp_path / "in", fmt, big_checkpoints(20_000))
-    (small,) = writer.ingest_files("checkpoints", [path], lake=tmp_path / "a", batch_rows=1000)
-    (whole,) = writer.ingest_files("checkpoints", [path], lake=tmp_path / "b")
+    (small,) = writer.ingest_files("checkpoints", [path], lake=tmp_path / "a", batch_rows=1000, create=True)
+    (whole,) = writer.ingest_files("checkpoints", [path], lake=tmp_path / "b", create=True)
     assert small.rows_written == whole.rows_written == 20_000
     assert data_snapshot(tmp_path / "a") == data_snapshot(tmp_path / "b")
     assert {f.parent.name: pq.read_metadata(f).num_rows for f in published(tmp_path / "a")} == {
@@ -230,7 +231,7 @@ def warehouse(*args: str, cwd: Path) -> subprocess.CompletedProcess:
 def test_command_ingests_a_csv_file(tmp_path: Path) -> None:
     path = write_csv(tmp_path / "checkpoints.csv", [ck(1), ck(2), ck(3, "r3")])
     lake_dir = tmp_path / "lake"
-    done = warehouse("ingest", "checkpoints", str(path), "--lake", str(lake_dir), cwd=tmp_path)
+    done = warehouse("ingest", "checkpoints", str(path), "--lake", str(lake_dir), "--create", cwd=tmp_path)
     assert (done.returncode, done.stderr) == (0, "")
     assert done.stdout == f"{path}: 3 rows written, 0 already present, 2 files\n"
     assert sorted(read_dataset(lake_dir, "checkpoints").column("step").to_pylist()) == [1, 2, 3]
@@ -240,16 +241,16 @@ def test_command_ingests_a_csv_file(tmp_path: Path) -> None:
 
 
 def test_command_refuses_a_bad_file_with_status_2(tmp_path: Path) -> None:
-    lake_dir = tmp_path / "lake"
+    lake_dir = init_lake(tmp_path / "lake")
     good = write_csv(tmp_path / "good.csv", [ck(1)])
     bad = write_csv(tmp_path / "bad.csv", [ck(5), ck("abc")])
-    # The files before the bad one are written; the bad one writes nothing.
+    # One bad file and the ingest writes nothing, not even the good file before it.
     done = warehouse("ingest", "checkpoints", str(good), str(bad), "--lake", str(lake_dir), cwd=tmp_path)
     assert done.returncode == 2
     assert done.stdout == ""
     assert done.stderr.startswith(
         f"warehouse ingest: error: dataset checkpoints, input {bad}, column step, row 2, value 'abc': ")
-    assert read_dataset(lake_dir, "checkpoints").column("step").to_pylist() == [1]
+    assert not (lake_dir / "checkpoints").exists()
     assert not (lake_dir / ".staging").exists()
 
 
@@ -264,3 +265,116 @@ def test_command_reports_other_errors_with_status_2(tmp_path: Path, args: list[s
     assert done.returncode == 2 and done.stdout == ""
     assert done.stderr.startswith("warehouse ingest: error: ") and message in done.stderr
     assert not (tmp_path / "lake").exists() or not any((tmp_path / "lake").rglob("*.parquet"))
+
+
+# ---------------------------------------------------------------------------------------
+# Several files are one write: every file is validated before any is written.
+
+
+def big_csv(path: Path, n: int, **changes: dict[int, dict]) -> Path:
+    """``n`` checkpoints rows (steps 0..n-1 of runs r0..r4) as CSV; ``changes`` edit rows by index."""
+    rows = big_checkpoints(n)
+    for index, change in changes.get("rows", {}).items():
+        rows[index].update(change)
+    return write_csv(path, rows)
+
+
+@pytest.mark.parametrize("order", ["bad_last", "bad_first"])
+def test_one_bad_file_among_several_writes_none(lake: Path, tmp_path: Path, order: str) -> None:
+    good = big_csv(tmp_path / "good.csv", 3000)
+    other = write_csv(tmp_path / "other.csv", [ck(1, "r9"), ck(2, "r9")])
+    # The bad row is in the third batch of 1000: the good files' batches were all staged by then.
+    bad = big_csv(tmp_path / "bad.csv", 2500, rows={2400: {"run_id": "r7", "step": 99_999, "train_loss": "lots"}})
+    files = [good, other, bad] if order == "bad_last" else [bad, good, other]
+    before = snapshot(lake)
+    done = warehouse("ingest", "checkpoints", *map(str, files), "--lake", str(lake), "--batch-rows", "1000", cwd=tmp_path)
+    assert (done.returncode, done.stdout) == (2, "")
+    assert done.stderr == (
+        f"warehouse ingest: error: dataset checkpoints, input {bad}, column train_loss, row 2401, value 'lots': "
+        "cannot be cast losslessly from string to double (Failed to parse string: 'lots' as a scalar of type double)\n")
+    assert_nothing_written(lake, before)
+
+
+def test_good_files_are_written_together_with_a_count_per_file(lake: Path, tmp_path: Path) -> None:
+    first = write_csv(tmp_path / "first.csv", [ck(1, "r5"), ck(2, "r5"), ck(1, "r6")])
+    second = write_jsonl(tmp_path / "second.jsonl", [ck(3, "r5"), ck(1, "r1", train_loss=0.25)])  # the latter: in the lake
+    done = warehouse("ingest", "checkpoints", str(first), str(second), "--lake", str(lake), cwd=tmp_path)
+    assert (done.returncode, done.stderr) == (0, "")
+    # first's rows go to r5 and r6; second's new row to r5 too: one new file in each folder.
+    assert done.stdout == (f"{first}: 3 rows written, 0 already present, 2 files\n"
+                           f"{second}: 1 rows written, 1 already present, 1 files\n")
+    got = read_dataset(lake, "checkpoints").to_pylist()
+    assert sorted((r["run_id"], r["step"]) for r in got if r["run_id"] in ("r5", "r6")) == [
+        ("r5", 1), ("r5", 2), ("r5", 3), ("r6", 1)]
+    assert len(published(lake / "checkpoints" / "run_id=r5")) == 1
+
+
+def test_a_key_repeated_across_files_is_refused_naming_both(lake: Path, tmp_path: Path) -> None:
+    first = write_csv(tmp_path / "first.csv", [ck(1, "r5"), ck(2, "r5")])
+    second = write_csv(tmp_path / "second.csv", [ck(7, "r5"), ck(8, "r5"), ck(2, "r5", train_loss=9.0)])
+    before = snapshot(lake)
+    with pytest.raises(ValidationError) as info:
+        writer.ingest_files("checkpoints", [first, second], lake=lake)
+    assert (info.value.source, info.value.row, info.value.value) == (str(second), 3, {"run_id": "r5", "step": 2})
+    assert f"row 2 of {first} and row 3 of {second} have the same key" in str(info.value)
+    assert_nothing_written(lake, before)
+
+
+def test_every_problem_of_every_file_is_reported_at_once(lake: Path, tmp_path: Path) -> None:
+    # a.csv: both required columns missing and an unknown one; its values are checked all the same.
+    a = tmp_path / "a.csv"
+    a.write_text("tokens_seen,lossx\n5,1\nx,2\n")
+    # b.csv, 2500 rows read in batches of 1000: bad values in three columns, in three batches;
+    # train_loss breaks the same rule (finite) in three rows of two batches: one line, counted.
+    b = big_csv(tmp_path / "b.csv", 2500, rows={
+        10: {"train_loss": "nan"}, 1500: {"step": "1.5"}, 2100: {"train_loss": "inf"}, 2200: {"run_id": "a/b"},
+        2300: {"train_loss": "nan"},
+    })
+    before = snapshot(lake)
+    done = warehouse("ingest", "checkpoints", str(a), str(b), "--lake", str(lake), "--batch-rows", "1000", cwd=tmp_path)
+    assert (done.returncode, done.stdout) == (2, "")
+    pattern = r"^[A-Za-z0-9][A-Za-z0-9._:+-]{0,127}$"
+    assert done.stderr.splitlines() == [
+        "warehouse ingest: error: 7 problems found; nothing was written:",
+        f"  dataset checkpoints, input {a}, column lossx: unknown column; the contract's columns are run_id, step, "
+        "checkpoint_path, train_loss, val_loss, tokens_seen, wall_time_s, schema_version, created_at_utc",
+        f"  dataset checkpoints, input {a}, column run_id: required column is missing",
+        f"  dataset checkpoints, input {a}, column step: required column is missing",
+        f"  dataset checkpoints, input {a}, column tokens_seen, row 2, value 'x': cannot be cast losslessly from "
+        "string to int64 (Failed to parse string: 'x' as a scalar of type int64)",
+        f"  dataset checkpoints, input {b}, column train_loss, row 11, value nan: NaN or infinity in a float column "
+        "(write NULL for a missing value) (2 more rows like it)",
+        f"  dataset checkpoints, input {b}, column step, row 1501, value '1.5': cannot be cast losslessly from "
+        "string to int64 (Failed to parse string: '1.5' as a scalar of type int64)",
+        f"  dataset checkpoints, input {b}, column run_id, row 2201, value 'a/b': unsafe identifier: it must match {pattern}",
+    ]
+    assert_nothing_written(lake, before)
+
+
+def test_unknown_columns_are_one_problem(lake: Path, tmp_path: Path) -> None:
+    path = tmp_path / "wide.csv"
+    path.write_text("run_id,stepp,train_loss,extra,notes\nr1,1,0.5,x,y\n")
+    with pytest.raises(ValidationError) as info:
+        writer.ingest_files("checkpoints", [path], lake=lake)
+    assert str(info.value).splitlines() == [
+        "2 problems found; nothing was written:",
+        f"  dataset checkpoints, input {path}, column stepp, extra, notes: unknown columns; the contract's columns "
+        "are run_id, step, checkpoint_path, train_loss, val_loss, tokens_seen, wall_time_s, schema_version, created_at_utc",
+        f"  dataset checkpoints, input {path}, column step: required column is missing",
+    ]
+
+
+def test_a_long_list_of_problems_is_capped(lake: Path, tmp_path: Path) -> None:
+    files = []
+    for i in range(25):  # 25 files, each with one bad value
+        files.append(write_csv(tmp_path / f"part{i:02d}.csv", [ck(1, f"r{i}"), ck(2, f"r{i}", train_loss="bad")]))
+    before = snapshot(lake)
+    with pytest.raises(ValidationError) as info:
+        writer.ingest_files("checkpoints", files, lake=lake)
+    lines = str(info.value).splitlines()
+    assert lines[0] == "25 problems found; nothing was written:"
+    assert len(lines) == 1 + 20 + 1 and lines[-1] == "  and 5 more"
+    assert [line.split("input ")[1].split(",")[0] for line in lines[1:21]] == [str(f) for f in files[:20]]
+    assert all(", column train_loss, row 2, value 'bad': cannot be cast" in line for line in lines[1:21])
+    assert len(info.value.problems) == 25
+    assert_nothing_written(lake, before)

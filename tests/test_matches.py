@@ -22,6 +22,7 @@ from model_fixtures import only_models_sql
 from warehouse import build_catalog, connect, models, writer
 from warehouse.catalog import parse_view_header
 from warehouse.contracts import MATCHES, SIGNATURES
+from warehouse.lake import init_lake
 
 REPO = Path(__file__).resolve().parent.parent
 SIG = "sig-hand"
@@ -180,7 +181,7 @@ def hand_signatures() -> list[dict]:
 
 
 def test_hand_checkable_values(tmp_path: Path, matches_only_sql: Path) -> None:
-    lake = tmp_path / "lake"
+    lake = init_lake(tmp_path / "lake")
     sigs = hand_signatures()
     writer.write("signatures", sigs, lake=lake)
     analysis, got = build(lake, matches_only_sql)
@@ -233,7 +234,7 @@ def test_hand_checkable_values(tmp_path: Path, matches_only_sql: Path) -> None:
 
 
 def test_top_k_and_tolerance_parameters(tmp_path: Path, matches_only_sql: Path) -> None:
-    lake = tmp_path / "lake"
+    lake = init_lake(tmp_path / "lake")
     sigs = hand_signatures()
     writer.write("signatures", sigs, lake=lake)
     _, got = build(lake, matches_only_sql, top_k=2)
@@ -249,7 +250,7 @@ def test_top_k_and_tolerance_parameters(tmp_path: Path, matches_only_sql: Path) 
 
 
 def test_tolerance_boundary_on_stored_float32(tmp_path: Path, matches_only_sql: Path) -> None:
-    lake = tmp_path / "lake"
+    lake = init_lake(tmp_path / "lake")
     # exactly at 0.125 (every value exact in binary) matches; the next float32 above does not
     above = float(np.nextafter(np.float32(0.625), np.float32(1)))
     sigs = [
@@ -284,7 +285,7 @@ def test_random_signatures_match_numpy(tmp_path: Path, matches_only_sql: Path) -
                         scope="run" if layout.endswith("run") else "layer"))
     # a vector that duplicates another: tied scores
     sigs.append(sig("s99", sigs[4]["vector"], [], run_id="r99", layout=sigs[4]["vector_layout"], scope="layer"))
-    lake = tmp_path / "lake"
+    lake = init_lake(tmp_path / "lake")
     writer.write("signatures", sigs, lake=lake)
     _, got = build(lake, matches_only_sql)
     assert_rows(got, reference(sigs))
@@ -306,7 +307,7 @@ def test_groups_computed_one_at_a_time_give_the_same_matches(
             scope="run" if i % 3 == 0 else "layer")
         for i in range(24)
     ]
-    lake = tmp_path / "lake"
+    lake = init_lake(tmp_path / "lake")
     writer.write("signatures", sigs, lake=lake)
     monkeypatch.setenv("SQUIGGLE_BATCH_BYTES", "1")
     analysis, got = build(lake, matches_only_sql)
@@ -339,7 +340,7 @@ def test_new_runs_are_merged_into_the_last_matches(tmp_path: Path, matches_only_
     """Signatures of new runs are merged into the last build's matches (only pairs with a
     new side are computed); the table equals the reference and a full build, ties included."""
     rng = np.random.default_rng(8)
-    lake = tmp_path / "lake"
+    lake = init_lake(tmp_path / "lake")
     old = random_signatures(rng, range(12))
     writer.write("signatures", old, lake=lake)
     analysis, got = build(lake, matches_only_sql, top_k=3)
@@ -368,7 +369,7 @@ def test_a_changed_earlier_run_rebuilds_all_matches(tmp_path: Path, matches_only
     """New runs beside a changed earlier one: not a merge (the changed signatures' old pairs
     are stale), a full build, which gives the reference."""
     rng = np.random.default_rng(9)
-    lake = tmp_path / "lake"
+    lake = init_lake(tmp_path / "lake")
     sigs = random_signatures(rng, range(6))
     writer.write("signatures", sigs, lake=lake)
     build(lake, matches_only_sql)
@@ -405,7 +406,7 @@ def test_nan_from_another_tool_counts_as_null(tmp_path: Path, matches_only_sql: 
 
 
 def test_vectors_of_different_lengths_under_one_layout_have_no_cosine(tmp_path: Path, matches_only_sql: Path) -> None:
-    lake = tmp_path / "lake"
+    lake = init_lake(tmp_path / "lake")
     writer.write("signatures", [sig("a", [1, 0]), sig("b", [1, 0, 0]), sig("c", [1, 1])], lake=lake)
     _, got = build(lake, matches_only_sql)
     assert got[("a", "b")]["vector_cosine"] is None and got[("a", "b")]["rank_a"] == 2
@@ -413,7 +414,7 @@ def test_vectors_of_different_lengths_under_one_layout_have_no_cosine(tmp_path: 
 
 
 def test_match_ids_are_stable_per_analysis(tmp_path: Path, matches_only_sql: Path) -> None:
-    lake = tmp_path / "lake"
+    lake = init_lake(tmp_path / "lake")
     writer.write("signatures", hand_signatures(), lake=lake)
     first, got = build(lake, matches_only_sql)
     ids = {k: r["match_id"] for k, r in got.items()}
@@ -447,7 +448,7 @@ def run_row(run_id: str, seed: int, cohort: str, family: str | None = None) -> d
 
 
 def test_best_matches_view(tmp_path: Path, matches_only_sql: Path) -> None:
-    lake = tmp_path / "lake"
+    lake = init_lake(tmp_path / "lake")
     writer.write("runs", [run_row("r1", 0, "cA"), run_row("r2", 1, "cA"), run_row("r3", 0, "cB", "fam1")], lake=lake)
     writer.write("signatures", [
         sig("s1", [1, 0], [(0, X, 0.5)], run_id="r1"),

@@ -905,7 +905,7 @@ def _big_lake(lake: Path, runs: int, steps: int, first_step: int = 0) -> None:
         }
         for d in contracts.DESCRIPTORS:
             data[d] = rng.random(n).astype("float32")
-        writer.write("geometry_state", pa.table(data, schema=schema), lake=lake)
+        writer.write("geometry_state", pa.table(data, schema=schema), lake=lake, create=True)
 
 
 def _check_readable(lake: Path, counts: dict[str, set[int]]) -> dict[str, int]:

@@ -22,6 +22,7 @@ import pytest
 from model_fixtures import only_models_sql
 from warehouse import build_catalog, connect, contracts, demo, models, writer
 from warehouse.models.state import load_analyses
+from warehouse.lake import init_lake
 
 REPO = Path(__file__).resolve().parent.parent
 MODULE = "resid_post"
@@ -365,7 +366,7 @@ def write_inputs(lake: Path, runs, state, dynamics, events) -> None:
 def hand_lake(tmp_path_factory) -> tuple[Path, Path, dict[str, dict]]:
     """The hand-made lake, built once: (lake, sql copy, expected rows)."""
     tmp = tmp_path_factory.mktemp("hand")
-    lake = tmp / "lake"
+    lake = init_lake(tmp / "lake")
     inputs = hand_inputs()
     write_inputs(lake, *inputs)
     sql = only_sql(tmp)
@@ -498,7 +499,7 @@ def random_inputs() -> tuple[list[dict], list[dict], list[dict]]:
 def test_random_lake_matches_numpy(tmp_path: Path) -> None:
     """Many families and seeds with random values, a new run changing the others' rows."""
     runs, state, dynamics = random_inputs()
-    lake = tmp_path / "lake"
+    lake = init_lake(tmp_path / "lake")
     write_inputs(lake, runs, state, dynamics, [])
     sql = only_sql(tmp_path)
     models.run(lake=lake, sql_dir=sql, report=lambda _: None)
@@ -542,7 +543,7 @@ def test_random_lake_matches_numpy(tmp_path: Path) -> None:
 def demo_lake(tmp_path_factory) -> tuple[Path, Path]:
     """The demo lake with geometry_dynamics (the real model) and probe_summaries built."""
     tmp = tmp_path_factory.mktemp("probe-demo")
-    lake = tmp / "lake"
+    lake = init_lake(tmp / "lake")
     demo.write_demo(lake=lake)
     sql = only_sql(tmp, keep=("geometry_dynamics", "probe_summaries"))
     models.run(lake=lake, sql_dir=sql, report=lambda _: None)

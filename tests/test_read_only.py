@@ -20,6 +20,7 @@ from model_fixtures import only_models_sql, read_rows, write_runs
 from reliability_fixtures import sha256s
 from warehouse import build_catalog, check_lake, cli, connect, models, write
 from warehouse.models.state import load_analyses
+from warehouse.lake import init_lake
 
 INJECTION = "'; DROP TABLE runs; --"
 STEPS = range(0, 100, 10)
@@ -46,7 +47,7 @@ def dyn_sql(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def catalogued(tmp_path_factory: pytest.TempPathFactory, dyn_sql: Path) -> tuple[Path, Path]:
     """A lake with runs, geometry and built dynamics, and its catalog: (lake, catalog)."""
     root = tmp_path_factory.mktemp("read-only")
-    lake = root / "lake"
+    lake = init_lake(root / "lake")
     write("runs", [a_run("r1")], lake=lake)
     write_runs(lake, {"r1": STEPS, "r2": STEPS})  # and a runs row for r2
     models.run(lake=lake, sql_dir=dyn_sql, report=lambda _: None)
@@ -113,7 +114,7 @@ def test_views_read_the_lake_but_a_query_cannot_reach_the_files_through_them(cat
 
 
 def test_a_text_parameter_is_a_literal(tmp_path: Path, capsys) -> None:
-    lake = tmp_path / "lake"
+    lake = init_lake(tmp_path / "lake")
     write("runs", [a_run("r1")], lake=lake)
     write_runs(lake, {"r1": STEPS})
     before = sha256s(lake / "runs")
@@ -155,7 +156,7 @@ def test_hostile_command_line_values_are_refused_before_touching_the_lake(
 def test_lake_and_catalog_paths_with_quotes_and_sql(tmp_path: Path, dyn_sql: Path, monkeypatch, capsys) -> None:
     monkeypatch.setenv("SQUIGGLE_SQL", str(dyn_sql))
     folder = tmp_path / f"it's a \"lake\" {INJECTION}"
-    lake, db = folder / "lake", folder / f"o'brien {INJECTION}.duckdb"
+    lake, db = init_lake(folder / "lake"), folder / f"o'brien {INJECTION}.duckdb"
     write("runs", [a_run("r1")], lake=lake)
     write_runs(lake, {"r1": STEPS, "r2": STEPS})  # and a runs row for r2
     assert run_cli(capsys, "models", "run", "--lake", str(lake))[0] == 0
@@ -179,7 +180,7 @@ def test_lake_and_catalog_paths_with_quotes_and_sql(tmp_path: Path, dyn_sql: Pat
 def test_hostile_resource_settings_are_refused_as_values(
     tmp_path: Path, monkeypatch, capsys, variable: str, value: str, message: str
 ) -> None:
-    lake = tmp_path / "lake"
+    lake = init_lake(tmp_path / "lake")
     monkeypatch.chdir(tmp_path)
     monkeypatch.setenv(variable, value)
     rows = tmp_path / "rows.jsonl"

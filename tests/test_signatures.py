@@ -22,6 +22,7 @@ from model_fixtures import only_models_sql
 from warehouse import models, writer
 from warehouse.contracts import DESCRIPTORS, GEOMETRY_STATE
 from warehouse.demo import write_demo
+from warehouse.lake import init_lake
 
 CAPTURE = "capture-v1"
 CPD = "cpd-hand"
@@ -305,7 +306,7 @@ def write_hand_lake(lake: Path, geometry_rows: list[dict] | None = None) -> None
 
 @pytest.fixture
 def hand(tmp_path: Path) -> tuple[Path, Path]:
-    lake = tmp_path / "lake"
+    lake = init_lake(tmp_path / "lake")
     write_hand_lake(lake)
     return lake, signatures_sql(tmp_path)
 
@@ -409,7 +410,7 @@ def test_chosen_sample_set(hand: tuple[Path, Path]) -> None:
 
 
 def test_nan_from_another_tool_counts_as_null(tmp_path: Path) -> None:
-    lake = tmp_path / "lake"
+    lake = init_lake(tmp_path / "lake")
     write_hand_lake(lake, geometry_rows=[])
     rows = hand_geometry()
     nan_at = {("r1", 0, "resid_post", 10), ("r3", 2, "attn_out", 13)}
@@ -439,7 +440,7 @@ def test_nan_from_another_tool_counts_as_null(tmp_path: Path) -> None:
 @pytest.fixture(scope="session")
 def demo_built(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, str]:
     base = tmp_path_factory.mktemp("signatures-demo")
-    lake = base / "lake"
+    lake = init_lake(base / "lake")
     write_demo(lake=lake)
     return lake, build(lake, signatures_sql(base))
 
@@ -465,7 +466,7 @@ def test_demo_run_vectors_match_numpy(demo_built: tuple[Path, str]) -> None:
 def test_a_new_run_builds_only_its_own_signatures(tmp_path: Path) -> None:
     """Signatures read their own run only: a run added later is built alone, and the
     signatures are those of the reference over every run."""
-    lake, sql = tmp_path / "lake", signatures_sql(tmp_path)
+    lake, sql = init_lake(tmp_path / "lake"), signatures_sql(tmp_path)
     writer.write("runs", hand_runs(), lake=lake)
     writer.write("geometry_state", [r for r in hand_geometry() if r["run_id"] != "r3"], lake=lake)
     writer.write("events_candidates", hand_events(), lake=lake)

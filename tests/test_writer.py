@@ -28,6 +28,7 @@ import pytest
 
 from warehouse import writer
 from warehouse.errors import ValidationError
+from warehouse.lake import init_lake
 
 UTC = dt.timezone.utc
 T0 = dt.datetime(2024, 5, 6, 7, 8, 9, tzinfo=UTC)
@@ -80,7 +81,7 @@ SEED_WRITES = [
 
 @pytest.fixture(scope="session")
 def seeded_template(tmp_path_factory) -> Path:
-    root = tmp_path_factory.mktemp("seeded") / "lake"
+    root = init_lake(tmp_path_factory.mktemp("seeded") / "lake")
     for dataset, rows in SEED_WRITES:
         writer.write(dataset, rows, lake=root, created_at=T0)
     return root
@@ -303,7 +304,7 @@ def rows_of(root: Path, dataset: str, order: tuple[str, ...]) -> list[dict]:
 
 
 def test_lossless_numeric_casts_are_accepted(tmp_path: Path) -> None:
-    root = tmp_path / "lake"
+    root = init_lake(tmp_path / "lake")
     layers = pa.array([0, 32767, -32768], pa.int64())  # int64 in int16's range
     t = table_of([geo(i) for i in range(3)]).set_column(6, "layer", layers)
     t = t.set_column(t.column_names.index("eff_rank"), "eff_rank", pa.array([0.1, 2, 3.25], pa.float64()))
@@ -326,7 +327,7 @@ def test_lossless_numeric_casts_are_accepted(tmp_path: Path) -> None:
 
 
 def test_timestamps_with_and_without_zone_are_utc(tmp_path: Path) -> None:
-    root = tmp_path / "lake"
+    root = init_lake(tmp_path / "lake")
     texts = [
         "2024-05-06T07:08:09Z",
         "2024-05-06T07:08:09",  # no zone: UTC
@@ -364,7 +365,7 @@ def test_timestamp_finer_than_microseconds_is_refused(tmp_path: Path) -> None:
 
 
 def test_missing_nullable_columns_and_trailer_are_filled(tmp_path: Path) -> None:
-    root = tmp_path / "lake"
+    root = init_lake(tmp_path / "lake")
     writer.write("checkpoints", [{"run_id": "r1", "step": 7}], lake=root, created_at=T0)
     (row,) = read_dataset(root, "checkpoints").to_pylist()
     assert row == {"step": 7, "checkpoint_path": None, "train_loss": None, "val_loss": None,
@@ -379,7 +380,7 @@ def test_missing_nullable_columns_and_trailer_are_filled(tmp_path: Path) -> None
 
 
 def test_minor_schema_version_and_null_in_nullable_enum_are_accepted(tmp_path: Path) -> None:
-    root = tmp_path / "lake"
+    root = init_lake(tmp_path / "lake")
     writer.write("checkpoints", [ck(1, schema_version="checkpoints@2.1")], lake=root)
     assert read_dataset(root, "checkpoints").column("schema_version").to_pylist() == ["checkpoints@2.1"]
     writer.write("metrics_scalar", [
@@ -399,7 +400,7 @@ def published(root: Path) -> list[Path]:
 
 
 def test_same_batch_twice_writes_nothing_the_second_time(tmp_path: Path) -> None:
-    root = tmp_path / "lake"
+    root = init_lake(tmp_path / "lake")
     rows = [ck(1), ck(2), ck(3, "r3")]
     first = writer.write("checkpoints", rows, lake=root)
     assert (first.rows_written, first.rows_skipped, len(first.files)) == (3, 0, 2)
@@ -410,7 +411,7 @@ def test_same_batch_twice_writes_nothing_the_second_time(tmp_path: Path) -> None
 
 
 def test_superset_rewrite_writes_only_the_new_rows(tmp_path: Path) -> None:
-    root = tmp_path / "lake"
+    root = init_lake(tmp_path / "lake")
     writer.write("checkpoints", [ck(1), ck(2), ck(3)], lake=root, created_at=T0)
     old = set(published(root))
     result = writer.write("checkpoints", [ck(5), ck(1), ck(4), ck(2), ck(3)], lake=root, created_at=T0)
@@ -425,7 +426,7 @@ def test_superset_rewrite_writes_only_the_new_rows(tmp_path: Path) -> None:
 
 
 def test_files_are_named_by_the_hash_of_their_bytes(tmp_path: Path) -> None:
-    root = tmp_path / "lake"
+    root = init_lake(tmp_path / "lake")
     writer.write("geometry_state", [geo(1, None, run_id="r1"), geo(1, None, run_id="r2"),
                                     geo(1, None, run_id="r1", analysis_id="a2")], lake=root)
     files = published(root)
@@ -438,7 +439,7 @@ def test_files_are_named_by_the_hash_of_their_bytes(tmp_path: Path) -> None:
 
 
 def test_partition_folders_follow_the_contract_and_partition_columns_are_not_stored(tmp_path: Path) -> None:
-    root = tmp_path / "lake"
+    root = init_lake(tmp_path / "lake")
     writer.write("geometry_state", [geo(1, None, run_id="r", analysis_id="a"), geo(1, "s0", run_id="r", analysis_id="a")],
                  lake=root)
     writer.write("checkpoints", [ck(1, "0007")], lake=root)
@@ -482,7 +483,7 @@ SIGNATURE_ROWS = [
 
 
 def test_round_trip_of_every_contract_type(tmp_path: Path) -> None:
-    root = tmp_path / "lake"
+    root = init_lake(tmp_path / "lake")
     writer.write("signatures", SIGNATURE_ROWS, lake=root)
     (f,) = published(root)
     assert str(f.parent.relative_to(root)) == "signatures/analysis_id=a1/run_id=r1"
@@ -512,8 +513,8 @@ def big_checkpoints(n: int) -> list[dict]:
 def test_streamed_write_equals_one_batch_write(tmp_path: Path) -> None:
     rows = big_checkpoints(20_000)
     table = table_of(rows)
-    whole = writer.write("checkpoints", table, lake=tmp_path / "a")
-    streamed = writer.write("checkpoints", table.to_batches(max_chunksize=1000), lake=tmp_path / "b")
+    whole = writer.write("checkpoints", table, lake=tmp_path / "a", create=True)
+    streamed = writer.write("checkpoints", table.to_batches(max_chunksize=1000), lake=tmp_path / "b", create=True)
     assert whole.rows_written == streamed.rows_written == 20_000
     assert data_snapshot(tmp_path / "a") == data_snapshot(tmp_path / "b")
     per_run = {f"run_id=r{k}": 4000 for k in range(5)}
@@ -606,11 +607,11 @@ def assert_readers_see_only_complete_files(root: Path) -> int:
 
 @pytest.mark.slow
 def test_killed_writer_leaves_no_visible_partial_file(tmp_path: Path) -> None:
-    root = tmp_path / "lake"
+    root = init_lake(tmp_path / "lake")
     # Each moment is checked against the leftovers of the writers killed before.
     moments = {
         # while the input is being conformed and staged
-        "staging": lambda old: any(root.glob(".staging/*/input.parquet")),
+        "staging": lambda old: any(root.glob(".staging/*/input-*.parquet")),
         # as soon as the first partition's temporary file appears
         "publishing": lambda old: bool(set(temp_files(root)) - old),
         # after some partitions were published, while another one is being written

@@ -388,7 +388,7 @@ def build_catalog(
     """
     from .models import load_project  # the engine, imported late to keep the catalog light
 
-    root = lake_mod.lake_root(lake)
+    root = lake_mod.open_lake(lake)
     target = lake_mod.db_path(db)
     views = _views_dir(views_dir)
     project = load_project(Path(sql_dir) if sql_dir is not None else None)
@@ -502,7 +502,7 @@ def refresh_catalog(
     It is current when its ``warehouse_catalog`` fingerprint equals that of the lake's
     files per dataset, the analyses recorded, the models and views and the catalog's code.
     """
-    root = lake_mod.lake_root(lake)
+    root = lake_mod.open_lake(lake)
     target = lake_mod.db_path(db)
     sql = Path(sql_dir) if sql_dir is not None else None
     if _built_fingerprint(target) == catalog_fingerprint(root, _views_dir(views_dir), sql):

@@ -31,7 +31,7 @@ from .contracts import DATASETS, IDENTIFIER_COLUMNS, IDENTIFIER_PATTERN, Column,
 from .coverage import runs_without_runs_row
 from .duck import apply_resource_settings
 from .errors import WarehouseError, shown_value
-from .lake import RESERVED_DIRS, STAGING_DIR, TEMP_PREFIX, dataset_dir, is_identifier, is_stale, lake_root
+from .lake import RESERVED_DIRS, STAGING_DIR, TEMP_PREFIX, dataset_dir, is_identifier, is_stale, lake_root, open_lake
 
 # Every kind of problem, with what it means (stable codes: scripts match on them).
 KINDS: dict[str, str] = {
@@ -111,12 +111,9 @@ class _Report:
 def check_lake(lake: str | os.PathLike | None = None) -> list[Problem]:
     """Every problem of the lake at ``lake`` (see :func:`lake.lake_root`), sorted by path.
 
-    An empty lake gives ``[]``; a missing root raises :class:`WarehouseError`.
+    An empty lake gives ``[]``; a missing root raises :class:`~warehouse.errors.LakeNotFound`.
     """
-    root = lake_root(lake)
-    if not root.is_dir():
-        what = "does not exist" if not root.exists() else "is not a folder"
-        raise WarehouseError(f"lake root {root} {what}")
+    root = open_lake(lake)
     problems: list[Problem] = []
 
     def adder(dataset: str | None) -> _Report:

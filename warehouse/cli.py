@@ -1,15 +1,23 @@
 """The ``warehouse`` command: a thin layer over the Python API.
 
 Every subcommand takes ``--lake`` (default ``$SQUIGGLE_LAKE`` or ``./lake``) and, where it
-touches the catalog, ``--db`` (default ``$SQUIGGLE_DB`` or ``./warehouse.duckdb``).
-Errors the warehouse raises on purpose print as one line on stderr with exit status 2.
+touches the catalog, ``--db`` (default ``$SQUIGGLE_DB`` or ``./warehouse.duckdb``). A lake
+must exist: only ``init``, ``demo`` and ``ingest --create`` create one.
+
+Exit status: 0 done; 1 ``check`` or ``models check`` found problems; 2 bad input (a
+refused file or value, a missing lake, a wrong option), with one error message on stderr;
+3 an unexpected error, which is a bug: stderr names the exception, its message and the
+line it came from (``SQUIGGLE_DEBUG=1`` prints the full traceback).
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
+import traceback
+from pathlib import Path
 from typing import TYPE_CHECKING, Callable
 
 from .errors import WarehouseError
@@ -17,15 +25,43 @@ from .errors import WarehouseError
 if TYPE_CHECKING:
     from .models import Progress
 
+EXIT_BAD_INPUT = 2
+EXIT_BUG = 3
+DEBUG_ENV = "SQUIGGLE_DEBUG"
+
 Handler = Callable[[argparse.Namespace], int]
 
 
 def _ingest(args: argparse.Namespace) -> int:
     from .writer import ingest_files
 
-    results = ingest_files(args.dataset, args.files, lake=args.lake, batch_rows=args.batch_rows)
+    if args.batch_rows < 1:
+        raise WarehouseError(f"--batch-rows must be at least 1, not {args.batch_rows}")
+    results = ingest_files(args.dataset, args.files, lake=args.lake, batch_rows=args.batch_rows, create=args.create)
     for r in results:
         print(f"{r.source}: {r.rows_written} rows written, {r.rows_skipped} already present, {len(r.files)} files")
+    return 0
+
+
+def _init(args: argparse.Namespace) -> int:
+    from .lake import init_lake, lake_root
+
+    existed = lake_root(args.lake).is_dir()
+    root = init_lake(args.lake)
+    print(f"lake already exists, left as it is: {root}" if existed else f"empty lake created: {root}")
+    return 0
+
+
+def _schema(args: argparse.Namespace) -> int:
+    from . import contracts
+    from .schema import describe, write_template
+
+    dataset = contracts.get(args.dataset)
+    if args.template:
+        path = write_template(dataset, args.template, args.output)
+        print(f"template written: {path} (fill in the rows; `warehouse schema {dataset.name}` explains each column)")
+    else:
+        print(describe(dataset))
     return 0
 
 
@@ -141,6 +177,7 @@ def _key_values(items: list[str] | None, flag: str) -> dict[str, dict[str, str]]
 
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="warehouse", description=__doc__.splitlines()[0])
+    parser.add_argument("--version", action="version", version=f"%(prog)s {_version()}")
     sub = parser.add_subparsers(dest="command", required=True)
 
     def add(name: str, handler: Handler, help_: str, db: bool = False) -> argparse.ArgumentParser:
@@ -155,6 +192,19 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("dataset", help="dataset name, e.g. geometry_state")
     p.add_argument("files", nargs="+", help="Parquet, CSV (.csv) or JSON Lines (.jsonl, .ndjson) files")
     p.add_argument("--batch-rows", type=int, default=1_000_000, help="rows read per batch (default 1000000)")
+    p.add_argument("--create", action="store_true", help="create the lake if it does not exist")
+
+    p = sub.add_parser("init", help="Create an empty lake.", description="Create an empty lake (an existing one is left as it is).")
+    p.add_argument("lake", nargs="?", help="lake root (default $SQUIGGLE_LAKE or ./lake)")
+    p.set_defaults(handler=_init)
+
+    p = sub.add_parser("schema", help="Show a dataset's columns, or write an empty file to fill.",
+                       description="Show a dataset's columns (type, required, meaning), or write an empty "
+                                   "template file holding exactly the columns an input gives.")
+    p.add_argument("dataset", help="dataset name, e.g. geometry_state")
+    p.add_argument("--template", choices=["csv", "parquet"], help="write an empty CSV (header only) or Parquet file")
+    p.add_argument("--output", help="the template's path (default DATASET.csv or DATASET.parquet); never overwritten")
+    p.set_defaults(handler=_schema)
 
     p = add("check", _check, "Report every problem of an existing lake (and of its catalog) without changing it.", db=True)
     p.add_argument("--json", action="store_true", help="print the problems as JSON")
@@ -188,14 +238,49 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _version() -> str:
+    """The installed package's version (from its metadata; see ``warehouse.__version__``)."""
+    from . import __version__
+
+    return __version__
+
+
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     try:
         return args.handler(args)
-    except (WarehouseError, KeyError, FileNotFoundError) as exc:
-        message = exc.args[0] if isinstance(exc, KeyError) and exc.args else exc
-        print(f"warehouse {args.command}: error: {message}", file=sys.stderr)
-        return 2
+    except WarehouseError as exc:  # raised on purpose: the message says what to fix
+        print(f"warehouse {args.command}: error: {exc}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    except Exception as exc:  # anything else is a bug: never print it as if it were a message
+        print(_bug_report(args.command, exc), file=sys.stderr)
+        return EXIT_BUG
+
+
+def _bug_report(command: str, exc: BaseException) -> str:
+    """The exception's type, message and innermost line, and how to see the whole traceback."""
+    kind = type(exc).__qualname__
+    what = f"{kind}: {exc}" if str(exc) else kind
+    lines = [f"warehouse {command}: internal error: {what}"]
+    frames = traceback.extract_tb(exc.__traceback__)
+    if frames:
+        last = frames[-1]
+        lines.append(f"  at {_shown_path(last.filename)}:{last.lineno} in {last.name}")
+    if os.environ.get(DEBUG_ENV, "") not in ("", "0"):
+        lines.append("".join(traceback.format_exception(exc)).rstrip())
+    else:
+        lines.append(f"  set {DEBUG_ENV}=1 for the full traceback")
+    lines.append("This is a bug in the warehouse, not a problem with your data; please report it with the command you ran.")
+    return "\n".join(lines)
+
+
+def _shown_path(filename: str) -> str:
+    """A file of this package relative to the folder holding it (warehouse/...), else as is."""
+    base = Path(__file__).resolve().parent.parent
+    try:
+        return Path(filename).resolve().relative_to(base).as_posix()
+    except ValueError:
+        return filename
 
 
 if __name__ == "__main__":

@@ -17,6 +17,8 @@ from typing import Literal
 
 import pyarrow as pa
 
+from .errors import UnknownDataset
+
 Kind = Literal["fact", "interpretation"]
 
 IDENTIFIER_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._:+-]{0,127}$"
@@ -42,6 +44,9 @@ TIMESTAMP = pa.timestamp("us", tz="UTC")
 # Columns that become (or may become) path segments, checked against IDENTIFIER_PATTERN.
 IDENTIFIER_COLUMNS = frozenset({"run_id", "analysis_id", "family_id", "probe_name", "sample_set"})
 
+# Columns every file holds but the writer fills in when an input leaves them out.
+WRITER_FILLED = ("schema_version", "created_at_utc")
+
 
 @dataclass(frozen=True)
 class Column:
@@ -60,6 +65,11 @@ class Column:
     @property
     def is_identifier(self) -> bool:
         return self.name in IDENTIFIER_COLUMNS
+
+    @property
+    def required(self) -> bool:
+        """Whether an input must give this column, non-NULL, in every row."""
+        return not self.nullable and self.name not in WRITER_FILLED
 
 
 @dataclass(frozen=True)
@@ -613,7 +623,7 @@ def get(name: str) -> Dataset:
         return DATASETS[name]
     except KeyError:
         known = ", ".join(DATASETS)
-        raise KeyError(f"unknown dataset {name!r}; known datasets: {known}") from None
+        raise UnknownDataset(f"unknown dataset {name!r}; known datasets: {known}") from None
 
 
 def duckdb_type(type_: pa.DataType) -> str:

@@ -739,10 +739,10 @@ def _activate_note() -> str:
 
 
 def write_demo(lake: str | os.PathLike | None = None, seed: int = 0) -> DemoSummary:
-    """Write the demo into ``lake`` (default ``$SQUIGGLE_LAKE`` or ``./lake``); idempotent."""
+    """Write the demo into ``lake`` (default ``$SQUIGGLE_LAKE`` or ``./lake``), created if missing; idempotent."""
     from .writer import write
 
-    root = lake_root(lake)
+    root = lk.open_lake(lake, create=True)  # the demo makes its own lake
     demo = build_demo(seed)
     lk.refuse_changed_files(root, demo.capture_files, " (a demo of another seed?); use an empty lake")
     written = {}

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pyarrow as pa
 
-from .contracts import DATASETS, Column, Dataset
+from .contracts import DATASETS, WRITER_FILLED, Column, Dataset
 from .errors import WarehouseError
 from .models.project import SQL_DIR
 from .models.spec import Param, parse_model_file
@@ -43,6 +43,14 @@ def _codes(names: tuple[str, ...]) -> str:
     return ", ".join(f"`{n}`" for n in names)
 
 
+def required_cell(column: Column) -> str:
+    """Whether an input must give the column: ``yes``, ``no``, or ``no (filled in)`` for the
+    columns the writer fills when left out (never NULL in a file, but not the user's job)."""
+    if column.required:
+        return "yes"
+    return "no (filled in)" if column.name in WRITER_FILLED else "no"
+
+
 def _column_row(dataset: Dataset, column: Column) -> str:
     doc = column.doc
     if column in dataset.path_columns:
@@ -50,7 +58,7 @@ def _column_row(dataset: Dataset, column: Column) -> str:
     cells = [
         f"`{column.name}`",
         f"`{type_name(column.type)}`",
-        "yes" if column.nullable else "no",
+        required_cell(column),
         _codes(column.enum) if column.enum else "",
         _cell(doc),
     ]
@@ -68,7 +76,7 @@ def dataset_section(dataset: Dataset) -> str:
         f"- Primary key: {_codes(dataset.primary_key)}",
         f"- Partitioned by: {_codes(dataset.partition_by) if dataset.partition_by else 'not partitioned'}",
         "",
-        "| Column | Type | Nullable | Allowed values | Description |",
+        "| Column | Type | Required | Allowed values | Description |",
         "|---|---|---|---|---|",
     ]
     lines += [_column_row(dataset, c) for c in dataset.all_columns]
@@ -80,7 +88,9 @@ def data_dictionary() -> str:
     intro = (
         "Generated from `warehouse/contracts.py` by `warehouse docs`; edit the contracts, "
         "not this section. Partition columns live in the folder names (`key=value/`) and "
-        "are read as strings."
+        "are read as strings. Required: every input row must give the column, not NULL; the "
+        "other columns may be left out or NULL, except `schema_version` and `created_at_utc`, "
+        "which the writer fills in when left out (`warehouse schema DATASET` shows the same)."
     )
     return "\n\n".join([intro] + [dataset_section(d) for d in DATASETS.values()]) + "\n"
 

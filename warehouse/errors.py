@@ -31,6 +31,7 @@ class ValidationError(WarehouseError, ValueError):
         row: int | None = None,
         value: Any = None,
     ) -> None:
+        self.reason = message
         self.dataset = dataset
         self.source = source
         self.column = column
@@ -46,6 +47,29 @@ class ValidationError(WarehouseError, ValueError):
         super().__init__(f"{', '.join(where)}: {message}")
 
 
+class InvalidInput(ValidationError):
+    """Every problem found in one or more inputs, reported at once; nothing was written.
+
+    ``problems`` lists them all (one per column and rule, at its first row); the message
+    shows the first :data:`MAX_PROBLEMS` and says how many more there are. The attributes
+    ``dataset``, ``source``, ``column``, ``row`` and ``value`` are those of the first problem.
+    """
+
+    def __init__(self, problems: list[ValidationError]) -> None:
+        if not problems:
+            raise ValueError("InvalidInput needs at least one problem")
+        first = problems[0]
+        super().__init__(first.reason, dataset=first.dataset, source=first.source,
+                         column=first.column, row=first.row, value=first.value)
+        self.problems = list(problems)
+        if len(problems) > 1:
+            shown = [f"  {p}" for p in problems[:MAX_PROBLEMS]]
+            if len(problems) > MAX_PROBLEMS:
+                shown.append(f"  and {len(problems) - MAX_PROBLEMS} more")
+            self.args = (f"{len(problems)} problems found; nothing was written:\n" + "\n".join(shown),)
+
+
+MAX_PROBLEMS = 20  # problems listed in one message
 MAX_SHOWN = 200  # characters of a value quoted in a message
 
 
@@ -63,6 +87,21 @@ class LockBusy(WarehouseError):
 
 class CaptureError(WarehouseError, ValueError):
     """Activations or a capture session call the capture library cannot turn into rows."""
+
+
+class UnknownDataset(WarehouseError, KeyError):
+    """A dataset name no contract has (a KeyError too, as a failed lookup)."""
+
+    def __str__(self) -> str:  # KeyError would quote the message as a key
+        return str(self.args[0]) if self.args else ""
+
+
+class LakeNotFound(WarehouseError):
+    """The lake root does not exist (or is not a folder), and nothing said to create it."""
+
+
+class UnsupportedData(WarehouseError, TypeError):
+    """An object :func:`warehouse.write` cannot read rows from."""
 
 
 class LakeNotWritable(WarehouseError):

@@ -7,6 +7,10 @@ is built from them. Files appear only by an atomic rename of a fully written tem
 half a file and publishing the same bytes twice is a no-op. A whole partition folder is
 replaced by exchanging it with its successor in one step (:func:`replace_dir`).
 
+A lake is a folder; :func:`init_lake` creates an empty one. Everything that reads or writes
+a lake opens it with :func:`open_lake`, which refuses a root that does not exist unless the
+caller asked to create it: a typo'd path must fail, not become a new, empty lake.
+
 Every process that writes works in its own folder of the staging area
 (:func:`scratch_dir`), locked for as long as the process lives: what a killed process left
 there is told apart from a running one's work by that lock, and removed by the next
@@ -27,7 +31,7 @@ from pathlib import Path
 from typing import Iterable, Iterator, Mapping
 
 from .contracts import IDENTIFIER_PATTERN, IDENTIFIER_RE, Dataset
-from .errors import UnsafeIdentifier, WarehouseError
+from .errors import LakeNotFound, UnsafeIdentifier, WarehouseError
 
 DEFAULT_LAKE = "lake"
 DEFAULT_DB = "warehouse.duckdb"
@@ -50,6 +54,42 @@ def lake_root(path: str | os.PathLike | None = None) -> Path:
 def db_path(path: str | os.PathLike | None = None) -> Path:
     """The catalog file: ``path``, else ``$SQUIGGLE_DB``, else ``./warehouse.duckdb``."""
     return Path(path or os.environ.get("SQUIGGLE_DB") or DEFAULT_DB).resolve()
+
+
+def open_lake(path: str | os.PathLike | None = None, *, create: bool = False) -> Path:
+    """The lake root (see :func:`lake_root`), which must exist as a folder unless ``create``.
+
+    With ``create`` a missing lake is created empty (:func:`init_lake`). Without it a missing
+    root raises :class:`~warehouse.errors.LakeNotFound` naming the path and how to create a
+    lake, and nothing is created.
+    """
+    if create:
+        return init_lake(path)
+    root = lake_root(path)
+    if not root.is_dir():
+        raise LakeNotFound(_not_a_lake(root))
+    return root
+
+
+def init_lake(path: str | os.PathLike | None = None) -> Path:
+    """Create an empty lake at ``path`` (its root and metadata folder); return its root.
+
+    An existing lake is left as it is. A root that exists as a file is refused.
+    """
+    root = lake_root(path)
+    if root.exists() and not root.is_dir():
+        raise LakeNotFound(_not_a_lake(root))
+    (root / META_DIR).mkdir(parents=True, exist_ok=True)
+    return root
+
+
+def _not_a_lake(root: Path) -> str:
+    if root.exists():
+        return f"lake root {root} is not a folder"
+    return (
+        f"lake root {root} does not exist (is the path right?); create an empty lake with "
+        f"`warehouse init {root}`, or ingest with `--create`"
+    )
 
 
 def is_identifier(value: object) -> bool:

@@ -82,7 +82,7 @@ def _rebatch_lists(table: pa.Table, contract: Dataset, path: Path, first_row: in
                         "a list column in CSV must hold a JSON array, e.g. [1, 2]",
                         dataset=contract.name, source=str(path), column=name, row=first_row + offset, value=text,
                     ) from None
-            table = table.set_column(i, name, _column_array(values, contract, path, name, first_row))
+            table = table.set_column(i, name, column_array(values, contract, path, name, first_row))
     return table
 
 
@@ -117,11 +117,11 @@ def rows_to_table(rows: list[dict], contract: Dataset, source: str = "<batch>") 
 
 def _rows_to_table(rows: list[dict], contract: Dataset, path: Path | str, first_row: int) -> pa.Table:
     names = list(dict.fromkeys(k for row in rows for k in row))
-    columns = {n: _column_array([row.get(n) for row in rows], contract, path, n, first_row) for n in names}
+    columns = {n: column_array([row.get(n) for row in rows], contract, path, n, first_row) for n in names}
     return pa.table(columns)
 
 
-def _column_array(values: list, contract: Dataset, path: Path | str, name: str, first_row: int) -> pa.Array:
+def column_array(values: list, contract: Dataset, path: Path | str, name: str, first_row: int) -> pa.Array:
     """An Arrow array of one input column; a value of the wrong JSON type is reported by row."""
     try:
         return pa.array(values)

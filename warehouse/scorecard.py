@@ -107,7 +107,7 @@ class Scorecard:
 
 def scorecard(db: str | os.PathLike | None = None, lake: str | os.PathLike | None = None, *, tolerance: int = 2) -> Scorecard:
     """Score the current analyses in the catalog against the demo lake's planted truth."""
-    truth = lk.lake_root(lake) / TRUTH_DIR
+    truth = lk.open_lake(lake) / TRUTH_DIR
     events, families = truth / "planted_events.parquet", truth / "planted_families.parquet"
     if not events.is_file():
         raise WarehouseError(f"no planted truth at {truth}: score only a lake written by `warehouse demo`")

@@ -1,4 +1,4 @@
-"""Conform a batch to its dataset contract, or refuse it with the first offending value.
+"""Conform a batch to its dataset contract, or refuse it naming every offending column.
 
 :func:`conform` returns the batch cast to the contract's exact schema and column order. It
 refuses (raising :class:`~warehouse.errors.ValidationError`) on: an unknown column, a
@@ -7,6 +7,10 @@ column, NaN or infinity in a float column, a value outside a column's enum, an i
 that would be an unsafe path segment, and a schema_version of another dataset or major
 version. Missing ``schema_version`` and ``created_at_utc`` columns are filled in, and a
 missing nullable column is filled with NULL.
+
+Every column is checked, so one pass reports every problem of a batch: each unknown or
+missing column, and each bad column at its first offending row (with how many rows break
+the same rule). :class:`Problems` gathers them over the batches of an input.
 
 Rows are counted from 1 (the first data row of the input) in every message.
 """
@@ -21,7 +25,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from .contracts import IDENTIFIER_PATTERN, Column, Dataset
-from .errors import ValidationError
+from .errors import InvalidInput, ValidationError
 
 
 def conform(
@@ -36,18 +40,81 @@ def conform(
 
     ``first_row`` is the input row number of the table's first row (for messages when a
     large input is validated batch by batch); ``created_at`` fills a missing created_at_utc.
+    Raises :class:`~warehouse.errors.InvalidInput` listing every problem found.
+    """
+    conformed, problems = check_batch(dataset, table, source=source, first_row=first_row, created_at=created_at)
+    if problems:
+        raise InvalidInput(problems)
+    return conformed
+
+
+def check_batch(
+    dataset: Dataset,
+    table: pa.Table,
+    *,
+    source: str = "<batch>",
+    first_row: int = 1,
+    created_at: dt.datetime | None = None,
+) -> tuple[pa.Table | None, list[ValidationError]]:
+    """:func:`conform` without raising: the conformed table (None if refused) and the problems.
+
+    A problem's ``count`` attribute is how many rows of the batch break the same rule
+    (None where counting would cost a second pass, as for a refused cast).
     """
     check = _Checker(dataset, source, first_row)
     check.columns(table.column_names)
     arrays = []
     for column in dataset.all_columns:
-        if column.name in table.column_names:
-            array = check.cast(column, table.column(column.name).combine_chunks())
-        else:
-            array = _fill(dataset, column, table.num_rows, created_at)
-        check.values(column, array)
-        arrays.append(array)
-    return pa.Table.from_arrays(arrays, schema=dataset.schema)
+        try:
+            if column.name in check.unusable:
+                continue
+            if column.name in table.column_names:
+                array = check.cast(column, table.column(column.name).combine_chunks())
+            else:
+                array = _fill(dataset, column, table.num_rows, created_at)
+            check.values(column, array)
+            arrays.append(array)
+        except _ColumnRefused:
+            pass  # recorded; the other columns are still checked
+    if check.problems:
+        return None, check.problems
+    return pa.Table.from_arrays(arrays, schema=dataset.schema), []
+
+
+class Problems:
+    """The problems of an input gathered over its batches: one per column and rule.
+
+    A rule broken again in a later batch adds its rows to the first problem's count instead
+    of adding a line, so the list stays as long as the number of distinct faults.
+    """
+
+    def __init__(self) -> None:
+        self._first: dict[tuple, ValidationError] = {}
+        self._counts: dict[tuple, int | None] = {}
+
+    def __bool__(self) -> bool:
+        return bool(self._first)
+
+    def add(self, problems: list[ValidationError]) -> None:
+        for p in problems:
+            key = (p.source, p.column, p.reason)
+            count = getattr(p, "count", None)
+            if key not in self._first:
+                self._first[key], self._counts[key] = p, count
+            elif count is not None and self._counts[key] is not None:
+                self._counts[key] += count
+
+    def errors(self) -> list[ValidationError]:
+        """One error per problem, saying how many more rows break the same rule."""
+        out = []
+        for key, p in self._first.items():
+            count = self._counts[key]
+            if count is not None and count > 1:
+                more = count - 1
+                p = ValidationError(f"{p.reason} ({more:,} more row{'s' if more > 1 else ''} like it)",
+                                    dataset=p.dataset, source=p.source, column=p.column, row=p.row, value=p.value)
+            out.append(p)
+        return out
 
 
 def _fill(dataset: Dataset, column: Column, n: int, created_at: dt.datetime | None) -> pa.Array:
@@ -60,34 +127,50 @@ def _fill(dataset: Dataset, column: Column, n: int, created_at: dt.datetime | No
     return pa.nulls(n, column.type)
 
 
+class _ColumnRefused(Exception):
+    """A column's problem was recorded: stop checking that column."""
+
+
 class _Checker:
     def __init__(self, dataset: Dataset, source: str, first_row: int) -> None:
         self.dataset = dataset
         self.source = source
         self.first_row = first_row
+        self.problems: list[ValidationError] = []
+        self.unusable: set[str] = set()  # columns missing or repeated: not checked further
 
-    def fail(self, message: str, column: str | None = None, index: int | None = None, value=None):
+    def note(self, message: str, column: str | None = None, index: int | None = None, value=None,
+             count: int | None = None) -> None:
         row = None if index is None else self.first_row + index
-        raise ValidationError(
-            message, dataset=self.dataset.name, source=self.source, column=column, row=row, value=value
-        )
+        problem = ValidationError(message, dataset=self.dataset.name, source=self.source, column=column, row=row, value=value)
+        problem.count = count
+        self.problems.append(problem)
+
+    def fail(self, message: str, column: str | None = None, index: int | None = None, value=None,
+             count: int | None = None):
+        self.note(message, column, index, value, count)
+        raise _ColumnRefused
 
     def columns(self, names: list[str]) -> None:
         known = set(self.dataset.column_names)
-        for name in names:
-            if name not in known:
-                self.fail(f"unknown column; the contract's columns are {', '.join(self.dataset.column_names)}", name)
-        if len(set(names)) != len(names):
-            dup = next(n for n in names if names.count(n) > 1)
-            self.fail("column appears more than once", dup)
-        fillable = {"schema_version", "created_at_utc"}
+        unknown = [n for n in dict.fromkeys(names) if n not in known]
+        if unknown:  # one problem for all of them: the contract's list is long
+            self.note(f"unknown column{'s' if len(unknown) > 1 else ''}; the contract's columns are "
+                      f"{', '.join(self.dataset.column_names)}", ", ".join(unknown))
+        for name in dict.fromkeys(names):
+            if names.count(name) > 1:
+                self.note("column appears more than once", name)
+                self.unusable.add(name)
         for column in self.dataset.all_columns:
-            if column.name not in names and not column.nullable and column.name not in fillable:
-                self.fail("required column is missing", column.name)
+            if column.name not in names and column.required:
+                self.note("required column is missing", column.name)
+                self.unusable.add(column.name)
 
     def cast(self, column: Column, array: pa.Array) -> pa.Array:
         if array.type == column.type:
             return array
+        if pa.types.is_string_view(array.type):  # as polars exports text: parsed and checked as plain text
+            array = array.cast(pa.string())
         if _is_text(array.type) and column.type == pa.float32():
             # Text is parsed as float64 first: parsed straight to float32, a finite value
             # too large for it (1e300) would silently become infinity.
@@ -124,7 +207,7 @@ class _Checker:
 
     def values(self, column: Column, array: pa.Array) -> None:
         if not column.nullable and array.null_count:
-            self.fail("NULL in a non-nullable column", column.name, _first_true(array.is_null()))
+            self.fail("NULL in a non-nullable column", column.name, _first_true(array.is_null()), count=array.null_count)
         if pa.types.is_floating(_leaf_type(column.type)):
             self._check_finite(column, array)
         if column.enum is not None:
@@ -146,13 +229,15 @@ class _Checker:
         if pc.any(bad).as_py():
             i = _first_true(bad)
             index = _row_of_leaf(array, i)
-            self.fail("NaN or infinity in a float column (write NULL for a missing value)", column.name, index, flat[i].as_py())
+            count = None if flat is not array else pc.sum(bad).as_py()  # rows, not list elements
+            self.fail("NaN or infinity in a float column (write NULL for a missing value)", column.name, index,
+                      flat[i].as_py(), count)
 
     def _refuse_where(self, bad: pa.Array, array: pa.Array, column: Column, message: str) -> None:
         bad = pc.fill_null(bad, False)
         if pc.any(bad).as_py():
             index = _first_true(bad)
-            self.fail(message, column.name, index, array[index].as_py())
+            self.fail(message, column.name, index, array[index].as_py(), pc.sum(bad).as_py())
 
 
 def _caster(source: pa.DataType, target: pa.DataType) -> Callable[[pa.Array], pa.Array]:

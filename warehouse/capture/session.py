@@ -68,7 +68,8 @@ class CaptureSession:
     ``seed`` argument. All captures use one fixed probe set, ``sample_set``. The other
     keyword arguments fill the run's ``runs`` row, or set how captures are kept:
     ``flush_every`` (steps per write), ``embeddings`` (None, "pooled" or "samples"),
-    ``projection_dim`` and ``projection_seed`` (the sketches), ``capture_files``.
+    ``projection_dim`` and ``projection_seed`` (the sketches), ``capture_files``. A session
+    starts a run, so it creates the lake if it does not exist yet.
     """
 
     def __init__(
@@ -116,6 +117,7 @@ class CaptureSession:
         }
         self._check_identifiers()
         self._refuse_existing_run()
+        lk.init_lake(self.root)  # once the arguments are known good: recording a run may start a lake
         self._clock = time.monotonic()
         self._rows: dict[str, list[dict]] = {name: [] for name in FLUSH_ORDER}
         self._sketches: dict[int, dict[str, np.ndarray]] = {}  # step -> capture file arrays

@@ -37,11 +37,11 @@ def run(
     started: Callable[[ModelPlan], None] | None = None,
     progress: Callable[[Progress], None] | None = None,
 ) -> list[ModelResult]:
-    """Plan and run the models on a lake; see :func:`runner.run_models` (``progress`` hears
-    of each batch a model writes)."""
+    """Plan and run the models on an existing lake; see :func:`runner.run_models` (``progress``
+    hears of each batch a model writes)."""
     project = load_project(Path(sql_dir) if sql_dir else None, params)
     return run_models(
-        project, lk.lake_root(lake), selected=selected, chosen_inputs={k: dict(v) for k, v in (inputs or {}).items()},
+        project, lk.open_lake(lake), selected=selected, chosen_inputs={k: dict(v) for k, v in (inputs or {}).items()},
         full_refresh=full_refresh, dry_run=dry_run, wait=wait, skip_invalid=skip_invalid, report=report,
         started=started, progress=progress,
     )
