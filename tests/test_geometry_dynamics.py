@@ -13,6 +13,7 @@ import pytest
 
 from warehouse import models, writer
 from warehouse.contracts import DESCRIPTORS, GEOMETRY_STATE
+from warehouse.errors import WarehouseError
 from warehouse.lake import init_lake
 
 DRIFT = ("eff_rank", "sv_entropy", "sparsity", "act_norm")
@@ -239,12 +240,19 @@ def test_nan_from_another_tool_counts_as_null(tmp_path: Path) -> None:
     assert_matches(built(lake, only_analysis(lake)), expected(rows_null, 5))
 
 
-@pytest.mark.parametrize("window", [1, 2, 8])
+@pytest.mark.parametrize("window", [2, 8])
 def test_other_volatility_windows(tmp_path: Path, window: int) -> None:
     lake = init_lake(tmp_path / "lake")
     writer.write("geometry_state", hand_rows(), lake=lake)
     models.run(lake=lake, params={"geometry_dynamics": {"volatility_window": window}}, report=lambda _: None)
     got = built(lake, only_analysis(lake))
     assert_matches(got, expected(hand_rows(), window))
-    if window == 1:  # one velocity per window: never enough for a sample std
-        assert all(r["eff_rank_volatility"] is None for r in got.values())
+
+
+def test_a_window_of_one_capture_is_refused(tmp_path: Path) -> None:
+    """One velocity per window is never enough for a sample std: the analysis would be NULLs."""
+    lake = init_lake(tmp_path / "lake")
+    writer.write("geometry_state", hand_rows(), lake=lake)
+    with pytest.raises(WarehouseError, match=r"volatility_window = 1 is outside its range \[2, 100\]"):
+        models.run(lake=lake, params={"geometry_dynamics": {"volatility_window": 1}}, report=lambda _: None)
+    assert not (lake / "geometry_dynamics").exists()

@@ -342,6 +342,11 @@ def test_unknown_selection(lake: Path) -> None:
         models.run(lake=lake, selected=["nope+"], report=quiet)
 
 
+def test_a_missing_models_folder_is_refused(lake: Path, tmp_path: Path) -> None:
+    r = cli("models", "plan", "--lake", str(lake), "--sql", str(tmp_path / "nosuch"))
+    assert r.returncode == 2 and f"no models folder {tmp_path / 'nosuch' / 'models'}" in r.stderr
+
+
 # ======================================================================================
 # 2. Parameters reach the SQL only as literals
 # ======================================================================================

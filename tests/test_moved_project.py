@@ -48,6 +48,8 @@ def test_a_catalog_where_it_was_built_connects_and_checks_quietly(project: Path,
     monkeypatch.delenv("SQUIGGLE_LAKE", raising=False)
     assert connects_quietly(project / "warehouse.duckdb")
     assert connects_quietly(project / "warehouse.duckdb", lake=project / "lake")
+    with connect(project / "warehouse.duckdb") as con:  # the connection is free for the README's queries
+        assert con.sql("SELECT count(*) FROM runs").fetchall() == con.execute("SELECT count(*) FROM runs").fetchall()
     done = cli("check", cwd=project)  # the defaults: ./lake and ./warehouse.duckdb
     assert (done.returncode, done.stdout) == (0, "lake is clean\n"), done.stderr
 

@@ -605,9 +605,11 @@ def catalog_elsewhere(con: duckdb.DuckDBPyConnection, path: Path, lake: Path | N
     or None: it is no longer where it was built (a copied or moved project), the lake it
     reads is gone, or it reads another lake than ``lake``."""
     try:
+        # fetch every row: DuckDB 2 refuses other work on a connection with a result left unfetched
         cursor = con.execute(f"SELECT * FROM {CATALOG_ALIAS}.{BUILD_TABLE}")
-        built = dict(zip([d[0] for d in cursor.description], cursor.fetchone()))
-    except (duckdb.Error, TypeError):
+        (row,) = cursor.fetchall()
+        built = dict(zip([d[0] for d in cursor.description], row))
+    except (duckdb.Error, TypeError, ValueError):
         return None  # not a catalog (nothing to compare)
     built_lake, built_at = built.get("lake"), built.get("catalog")  # no catalog column: built before it was recorded
     if built_lake is None:

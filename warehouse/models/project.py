@@ -100,6 +100,8 @@ def load_project(sql_dir: Path | None = None, params: Mapping[str, Mapping[str, 
 
 
 def _load_specs(sql_dir: Path) -> dict[str, ModelSpec]:
+    if not (sql_dir / "models").is_dir():
+        raise ModelError(f"no models folder {sql_dir / 'models'}: --sql (or $SQUIGGLE_SQL) names a folder holding models/")
     specs: dict[str, ModelSpec] = {}
     for path in sorted((sql_dir / "models").glob("*.sql")):
         spec = parse_model_file(path)
