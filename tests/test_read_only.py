@@ -19,6 +19,7 @@ import pytest
 from model_fixtures import only_models_sql, read_rows, write_runs
 from reliability_fixtures import sha256s
 from warehouse import build_catalog, check_lake, cli, connect, models, write
+from warehouse.catalog import CatalogElsewhereWarning
 from warehouse.models.state import load_analyses
 from warehouse.lake import init_lake
 
@@ -91,9 +92,9 @@ def test_statements_that_would_write_the_catalog_fail_and_change_nothing(catalog
 def test_writing_needs_an_explicit_read_write_connection(catalogued: tuple[Path, Path], tmp_path: Path) -> None:
     _, db = catalogued
     copy = Path(shutil.copy(db, tmp_path / "copy.duckdb"))
-    with connect(copy, read_only=False) as con:
+    with pytest.warns(CatalogElsewhereWarning), connect(copy, read_only=False) as con:  # a copy, as it says
         con.execute("CREATE TABLE notes (a INTEGER)")
-    with connect(copy) as con:
+    with pytest.warns(CatalogElsewhereWarning), connect(copy) as con:
         assert con.execute("SELECT count(*) FROM notes").fetchone() == (0,)
         with pytest.raises(duckdb.Error, match="read-only"):
             con.execute("INSERT INTO notes VALUES (1)")
