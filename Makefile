@@ -15,7 +15,7 @@ BENCH_REPEAT ?= 3
 BENCH_MEMORY ?= 2GB
 BENCH_WORK   ?= .bench
 
-.PHONY: install torch demo models catalog check test test-faults example docs bench bench-100m clean
+.PHONY: install torch demo models catalog check test test-faults example docs bench bench-100m eval clean
 
 # The virtual environment, re-made when the project's dependencies change.
 $(VENV)/.installed: pyproject.toml
@@ -81,6 +81,15 @@ bench: $(VENV)/.bench-installed
 ## bench-100m: the same at 100 million rows (one round; needs about 25 GB of free disk under .bench/)
 bench-100m: $(VENV)/.bench-installed
 	$(BIN)/python bench/run.py --sizes 100000000 --repeat 1 --memory-limit $(BENCH_MEMORY) --work $(BENCH_WORK)
+
+# The change-point evaluation's dependencies (ruptures for the peers, statsmodels' real series).
+$(VENV)/.eval-installed: $(VENV)/.installed
+	$(BIN)/python -m pip install --quiet -e '.[test,eval]'
+	touch $@
+
+## eval: cpd@1 beside ruptures' detectors on labelled series -> bench/results/cpd_eval.md (EVAL_ARGS=--quick: a tiny suite)
+eval: $(VENV)/.eval-installed
+	$(BIN)/python bench/cpd_eval.py $(EVAL_ARGS)
 
 ## clean: remove the lake and the catalog; one named only by $SQUIGGLE_LAKE / $SQUIGGLE_DB is kept
 # (a data lake named in a shell profile must not go with the demo's)

@@ -1,7 +1,7 @@
 """The change-point evaluation: every detector on the same labelled series, in one process.
 
 Scores (``cpd_eval_metrics``): F1 with a 5-capture margin and Cover on the planted suite
-(overall and per change kind) and on the real series; false events per 1,000 captures on
+(overall, per change kind and per length) and on the real series; false events per 1,000 captures on
 the null series (per nuisance kind: every reported change there is false, the start not
 counted). Writes bench/results/cpd_eval.md and .json (or ``--out``).
 
@@ -42,7 +42,8 @@ def score(series: Sequence[gen.Series], predictions: Sequence[Sequence[int]]) ->
         scope = "real" if s.source != "generated" else "planted"
         f1 = metrics.f1([list(s.changes)], p, s.n)
         cover = metrics.cover([list(s.changes)], p, s.n)
-        for key in (scope, f"{scope}:{s.kind}" if scope == "planted" else f"real:{s.name}"):
+        keys = [scope, f"planted:{s.kind}", f"length:{s.n}"] if scope == "planted" else [scope, f"real:{s.name}"]
+        for key in keys:
             g = groups.setdefault(key, {"f1": [], "cover": []})
             g["f1"].append(f1)
             g["cover"].append(cover)
@@ -80,6 +81,7 @@ def markdown(report: dict) -> str:
         return f"| {label} | " + " | ".join(cells) + " |\n"
 
     planted = sorted(k for k in sc[names[0]] if k.startswith("planted:"))
+    lengths = sorted((k for k in sc[names[0]] if k.startswith("length:")), key=lambda k: int(k.split(":")[1]))
     real_keys = sorted(k for k in sc[names[0]] if k.startswith("real:"))
     nulls = sorted(k for k in sc[names[0]] if k.startswith("null:") and k != "null:all") + ["null:all"]
     s = report["suite"]
@@ -95,9 +97,11 @@ def markdown(report: dict) -> str:
         "the start counted as a change point; detectors and penalties as `bench/cpd_eval_detectors.py` states.\n\n",
         "## F1\n\n", head, row("planted, all", "planted", "f1"),
         *[row(k.split(":", 1)[1], k, "f1") for k in planted],
+        *[row(f"n = {k.split(':', 1)[1]}", k, "f1") for k in lengths],
         *[row(f"real: {k.split(':', 1)[1]}", k, "f1") for k in real_keys],
         "\n## Cover\n\n", head, row("planted, all", "planted", "cover"),
         *[row(k.split(":", 1)[1], k, "cover") for k in planted],
+        *[row(f"n = {k.split(':', 1)[1]}", k, "cover") for k in lengths],
         *[row(f"real: {k.split(':', 1)[1]}", k, "cover") for k in real_keys],
         "\n## False events per 1,000 captures of null series\n\n", head,
         *[row(k.split(":", 1)[1], k, "false_per_1000") for k in nulls],

@@ -70,9 +70,9 @@ def f1(annotations: Sequence[Iterable[int]], predictions: Iterable[int], n: int,
     return 0.0 if p + r == 0 else 2 * p * r / (p + r)
 
 
-def segments(points: Iterable[int], n: int) -> list[range]:
+def segments(points: Iterable[int], n: int, what: str = "change point") -> list[range]:
     """The segmentation of 0 .. n - 1 that the change points induce (each starts one segment)."""
-    starts = sorted(change_set(points, n))
+    starts = sorted(change_set(points, n, what))
     return [range(a, b) for a, b in zip(starts, starts[1:] + [n])]
 
 
@@ -85,9 +85,9 @@ def cover(annotations: Sequence[Iterable[int]], predictions: Iterable[int], n: i
     """The covering of each annotator's segmentation by the predicted one, averaged."""
     if not annotations:
         raise ValueError("no annotator: pass [[]] for a series annotated as having no change")
-    predicted = segments(predictions, n)
+    truths = [segments(a, n, "annotated change point") for a in annotations]
+    predicted = segments(predictions, n, "predicted change point")
     scores = []
-    for a in annotations:
-        truth = segments(a, n)
+    for truth in truths:
         scores.append(sum(len(s) * max(jaccard(s, p) for p in predicted) for s in truth) / n)
     return sum(scores) / len(scores)

@@ -1,0 +1,58 @@
+"""A tiny end-to-end run of the change-point evaluation (bench/cpd_eval.py) with cpd@1 through
+the real events_candidates model and the no-change detector (no ruptures needed)."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "bench"))
+import cpd_eval  # noqa: E402  (bench/ is a folder of scripts)
+import cpd_eval_detectors as detectors  # noqa: E402
+from cpd_eval_series import Series  # noqa: E402
+
+
+def step_series(name: str, n: int, at: int, steps: np.ndarray) -> Series:
+    rng = np.random.default_rng(0)
+    values = np.where(np.arange(n) >= at, 10.0, 0.0) + 0.01 * rng.standard_normal(n)
+    return Series(name, "level_step", values, steps, (at,), False)
+
+
+def test_cpd1_finds_a_clear_step_at_its_capture_index_on_irregular_steps() -> None:
+    # a jump of 1,000 noise units at capture 30 (step 30 * 7 + 3 on the irregular grid);
+    # a second series without one; cpd@1 reports the first capture of the new level
+    irregular = np.arange(60) * 7 + np.arange(60) % 3
+    quiet = Series("flat", "linear_trend", 0.01 * np.random.default_rng(1).standard_normal(40),
+                   np.arange(40) * 10, (), True)
+    got = detectors.warehouse_detector()([step_series("jump", 60, 30, irregular), quiet])
+    assert got == [[30], []]
+
+
+def test_quick_run_writes_the_table(tmp_path: Path) -> None:
+    out = tmp_path / "cpd_eval"
+    cpd_eval.main(["--lengths", "8", "64", "--noises", "0.5", "--seeds", "1", "--only", "cpd@1", "no change",
+                   "--out", str(out)])
+    report = json.loads(out.with_suffix(".json").read_text())
+    assert list(report["detectors"]) == ["cpd@1", "no change"]
+    none = report["detectors"]["no change"]["scores"]
+    # no change on a planted series of k changes: P = 1, R = 1 / (k + 1), F1 = 2 / (k + 2):
+    # 2/3 at 8 captures (one change), 1/2 at 64 (two); five kinds at each length
+    assert none["planted"]["f1"] == pytest.approx((2 / 3 + 1 / 2) / 2)
+    assert none["planted"]["series"] == 10
+    assert none["length:8"]["f1"] == pytest.approx(2 / 3) and none["length:64"]["f1"] == pytest.approx(1 / 2)
+    assert none["null:all"] == {"false_per_1000": 0.0, "events": 0, "captures": 7 * (8 + 64)}
+    cpd1 = report["detectors"]["cpd@1"]["scores"]
+    assert set(cpd1) == set(none)
+    assert 0 <= cpd1["planted"]["f1"] <= 1 and 0 <= cpd1["planted"]["cover"] <= 1
+    text = out.with_suffix(".md").read_text()
+    assert "| | cpd@1 | no change |" in text and "False events per 1,000 captures" in text
+    assert "| n = 64 | " in text
+
+
+def test_an_unknown_detector_is_refused(tmp_path: Path) -> None:
+    with pytest.raises(SystemExit, match="unknown or unavailable detector.*'cpd@9'"):
+        cpd_eval.main(["--quick", "--only", "cpd@9", "--out", str(tmp_path / "x")])
