@@ -26,6 +26,7 @@ those whose dependencies are installed, in table order. A new warehouse version 
 
 from __future__ import annotations
 
+import glob
 import math
 import tempfile
 from pathlib import Path
@@ -108,7 +109,8 @@ def read_candidates(lake: Path, series: Sequence[Series], model: str = "events_c
     from warehouse.scan import select_dataset
 
     dataset = contracts.DATASETS[model]
-    source = select_dataset(dataset, lk.parquet_glob(lake, dataset))
+    # the files, not their glob: a build without any candidate writes none
+    source = select_dataset(dataset, [Path(f) for f in sorted(glob.glob(lk.parquet_glob(lake, dataset)))])
     rows = duckdb.sql(
         f"SELECT run_id, step FROM ({source}) WHERE event_type = 'change_point' AND metric = '{MODULE}.{DESCRIPTOR}'"
     ).fetchall()

@@ -56,3 +56,15 @@ def test_quick_run_writes_the_table(tmp_path: Path) -> None:
 def test_an_unknown_detector_is_refused(tmp_path: Path) -> None:
     with pytest.raises(SystemExit, match="unknown or unavailable detector.*'cpd@9'"):
         cpd_eval.main(["--quick", "--only", "cpd@9", "--out", str(tmp_path / "x")])
+
+
+def test_without_the_eval_extra_cpd1_and_no_change_still_run(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    # a None in sys.modules makes the import fail as if the package were not installed
+    monkeypatch.setitem(sys.modules, "ruptures", None)
+    monkeypatch.setitem(sys.modules, "statsmodels", None)
+    assert list(detectors.available()) == ["cpd@1", "no change"]
+    out = tmp_path / "cpd_eval"
+    cpd_eval.main(["--lengths", "16", "--noises", "0.5", "--seeds", "1", "--out", str(out)])
+    report = json.loads(out.with_suffix(".json").read_text())
+    assert list(report["detectors"]) == ["cpd@1", "no change"]
+    assert report["suite"]["real"] == 0 and report["real_sources"] == []
