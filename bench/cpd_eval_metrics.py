@@ -10,8 +10,9 @@ Conventions followed (those of the paper):
   1 and, on a series without annotated changes, recall 1 (F1 = 1, Cover = 1).
 - Several annotators are supported as the paper defines them: ``annotations`` is a list of
   sets, one per annotator (a single annotation is a list of one).
-- True positives TP(T, X): each annotated point tau of T is matched to the closest unused
-  prediction x with |tau - x| <= margin (ties to the smaller index); a prediction matches at
+- True positives TP(T, X): each annotated point tau of T, in increasing order, is matched to
+  the closest unused prediction x with |tau - x| <= margin (ties to the smaller index); a
+  prediction matches at
   most one annotation, and duplicates count once (the inputs are sets).
 - Precision P = |TP(T*, X)| / |X|, with T* the union of the annotators' sets; recall
   R = (1/K) sum_k |TP(T_k, X)| / |T_k|; F1 = 2 P R / (P + R) (0 when both are 0).

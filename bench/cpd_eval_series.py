@@ -1,8 +1,8 @@
 """Labelled series for the change-point evaluation: planted changes and null nuisance (numpy).
 
 Every series is made from its own seed (``numpy.random.default_rng``), so a suite is the
-same on every machine. A series has ``values`` and ``steps`` (training steps: regular, or
-irregular gaps of 1 to 4 for every other series; the values are laid out per capture index,
+same on every machine. A series has ``values`` and ``steps`` (training steps: 10 apart, or
+for every other series of a suite irregular gaps of 10 to 40; the values are laid out per capture index,
 so a change is planted at a capture index whatever the spacing) and the capture indices of
 its planted changes (``changes``: the first capture of the new regime, or the middle of a
 slow transition). Null series have no change.
