@@ -12,8 +12,7 @@ Conventions followed (those of the paper):
   sets, one per annotator (a single annotation is a list of one).
 - True positives TP(T, X): each annotated point tau of T, in increasing order, is matched to
   the closest unused prediction x with |tau - x| <= margin (ties to the smaller index); a
-  prediction matches at
-  most one annotation, and duplicates count once (the inputs are sets).
+  prediction matches at most one annotation, and duplicates count once (the inputs are sets).
 - Precision P = |TP(T*, X)| / |X|, with T* the union of the annotators' sets; recall
   R = (1/K) sum_k |TP(T_k, X)| / |T_k|; F1 = 2 P R / (P + R) (0 when both are 0).
 - Cover C(G', G) = (1/n) sum over the annotated segments A of G of |A| max_{A' in G'}
