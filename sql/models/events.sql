@@ -87,10 +87,11 @@ metric_spans AS (
     GROUP BY run_id, layer
 ),
 
-candidates AS (
-    -- Both event types of the input analysis, with their direction of change. A candidate of a run missing from `runs`
-    -- has no cohort, and one without a pooled series has no t: neither can be placed, so
-    -- both are left out (and count for nothing).
+candidates AS MATERIALIZED (
+    -- Both event types of the input analysis, with their direction of change, read once
+    -- (the tolerances and the clusters both need them). A candidate of a run missing from
+    -- `runs` has no cohort, and one without a pooled series has no t: neither can be
+    -- placed, so both are left out (and count for nothing).
     SELECT
         c.event_id, c.run_id, r.cohort_id, c.layer, c.metric, c.step,
         {{ series.finite_or_null('c.score') }} AS score,
