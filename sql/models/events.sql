@@ -13,7 +13,7 @@
 --   of metric_size), aligned across the seeds in time order and clustered by gaps in
 --   normalised time t with a tolerance that follows how far the seeds' timing spreads:
 --   the widest range of t among the runs' k-th candidates (k = 1, 2, ...), at most
---   max_tolerance and half the median spacing of a run's own successive candidates, at
+--   max_tolerance and half the smallest spacing of a run's own successive candidates, at
 --   least min_tolerance. A cluster that at least half of the cohort's runs support is an
 --   event, with its support, strength, step and t statistics and the candidates and runs
 --   behind it. New runs recompute only their cohorts' events.
@@ -138,9 +138,10 @@ group_spreads AS (
 ),
 
 group_spacings AS (
-    -- two candidates of one run are two changes: half their typical spacing bounds the
-    -- tolerance, so a run's successive changes stay apart
-    SELECT cohort_id, layer, metric, direction, median(run_spacing) / 2 AS half_spacing
+    -- two candidates of one run are two changes: half their smallest spacing bounds the
+    -- tolerance, so a run's successive changes stay apart (a typical spacing would let a
+    -- run that fires often chain its own changes, and the other runs', into one cluster)
+    SELECT cohort_id, layer, metric, direction, min(run_spacing) / 2 AS half_spacing
     FROM ranked
     WHERE run_spacing IS NOT NULL
     GROUP BY cohort_id, layer, metric, direction
