@@ -90,8 +90,10 @@ def test_parameter_table_lists_every_parameter_from_the_headers() -> None:
     rows = [line for line in model_parameters().splitlines() if line.startswith("| `")]
     # written by hand from the headers of sql/models/*.sql
     assert rows == [
-        "| `events` | `tolerance` | `float` | `0.05` | `[0, 1]` | largest gap in normalised time t between "
-        "neighbouring candidates of one cluster |",
+        "| `events` | `min_tolerance` | `float` | `0.05` | `[0, 1]` | smallest gap tolerance in normalised time t: "
+        "gaps up to it never split an event |",
+        "| `events` | `max_tolerance` | `float` | `0.25` | `[0, 1]` | largest gap tolerance in t, however far the "
+        "seeds spread (at or below min_tolerance: a fixed tolerance) |",
         "| `events` | `sample_set` | `str` | `''` | any | sample set whose series give t; empty: per run, the "
         "alphabetically first with pooled rows |",
         "| `events_candidates` | `w` | `int` | `5` | `[2, 100]` | captures in the baseline window and in the post window |",

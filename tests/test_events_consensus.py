@@ -1,4 +1,11 @@
-"""events (consensus@1) against an independent python reading of design.md, and its BI view."""
+"""events (consensus@2) against an independent python reading of its rule, and its BI view.
+
+consensus@2: the candidates of a cohort grouped by layer, metric and direction of change
+(the sign of metric_size), clustered by gaps in normalised time t with a tolerance taken
+from the group itself: the widest range of t among the runs' k-th candidates, at most
+max_tolerance and half the smallest spacing of a run's own successive candidates, at least
+min_tolerance. A lake holding a consensus@1.1 analysis still reads it (the last tests).
+"""
 
 from __future__ import annotations
 
@@ -27,6 +34,7 @@ CANDIDATES = "cpd-hand"  # the analysis of events_candidates the tests write
 CAPTURE = "capture-v1"
 COMPOSITE = "__composite__"
 SLACK = 1e-12  # design reading: a gap equal to the tolerance up to rounding stays inside
+V1_MODEL = Path(__file__).parent / "data" / "models" / "events_consensus1_1.sql"  # the released consensus@1.1
 
 
 # -- inputs ------------------------------------------------------------------------------
@@ -49,7 +57,7 @@ def geometry_rows(
     run_id: str, steps: Iterable[int], *, layers=(0, 1), modules=("resid_post", "mlp_out"),
     sample_set: str = "eval", sample_id: str | None = None,
 ) -> list[dict[str, Any]]:
-    """Pooled rows of one run: only their steps matter to consensus@1."""
+    """Pooled rows of one run: only their steps matter to consensus events."""
     return [
         {
             "run_id": run_id, "analysis_id": CAPTURE, "step": step, "seed": 0, "sample_set": sample_set,
@@ -61,11 +69,19 @@ def geometry_rows(
     ]
 
 
-def candidate(run_id: str, event_id: str, layer: int, metric: str, step: int, score: float) -> dict[str, Any]:
+UP = 1.0  # metric_size of a rise (only its sign matters)
+
+
+def candidate(
+    run_id: str, event_id: str, layer: int, metric: str, step: int, score: float, size: float | None = UP,
+) -> dict[str, Any]:
+    """A candidate as cpd@1 writes one: a composite event carries no metric_size (its z is a
+    root mean square, without a sign)."""
     return {
         "run_id": run_id, "analysis_id": CANDIDATES, "event_id": event_id, "layer": layer, "metric": metric,
         "step": step, "start_step": step, "end_step": step, "score": score,
         "event_type": "change_point_composite" if metric == COMPOSITE else "change_point",
+        "metric_size": None if metric == COMPOSITE else size,
     }
 
 
@@ -126,13 +142,20 @@ def f32(x: float) -> float:
     return float(np.float32(x))
 
 
-def reference(
-    runs: list[dict], geometry: list[dict], candidates: list[dict], analysis_id: str,
-    tolerance: float = 0.05, sample_set: str = "",
-) -> list[dict[str, Any]]:
-    """design.md's consensus@1 with its exact readings, in plain python."""
+def finite(x: float | None) -> float | None:
+    return x if x is not None and math.isfinite(x) else None
+
+
+def direction(size: float | None) -> int:
+    """+1 for a rise, -1 for a fall, 0 without a usable sign (NULL, NaN, 0)."""
+    size = finite(size)
+    return 0 if not size else (1 if size > 0 else -1)
+
+
+def placed(runs: list[dict], geometry: list[dict], candidates: list[dict], sample_set: str = "") -> list[dict]:
+    """The candidates that can be placed (a cohort and a pooled series), with cohort, t,
+    score (NaN as NULL, float32 as stored) and direction."""
     cohort_of = {r["run_id"]: r["config_hash"] for r in runs}
-    cohort_size = Counter(cohort_of.values())
     pooled = [g for g in geometry if g["sample_id"] is None]
     analysed = {}
     for g in pooled:
@@ -143,7 +166,7 @@ def reference(
         if analysed.get(g["run_id"]) == g["sample_set"]:
             steps.setdefault((g["run_id"], g["layer"], g["module"]), []).append(g["step"])
             steps.setdefault((g["run_id"], g["layer"], COMPOSITE), []).append(g["step"])
-    placed: dict[tuple, list[dict]] = {}
+    out = []
     for c in candidates:
         module = COMPOSITE if c["metric"] == COMPOSITE else c["metric"].split(".")[0]
         grid = steps.get((c["run_id"], c["layer"], module))
@@ -151,36 +174,96 @@ def reference(
             continue
         first, last = min(grid), max(grid)
         t = 0.0 if last == first else (c["step"] - first) / (last - first)
-        score = c["score"] if c["score"] is not None and math.isfinite(c["score"]) else None
-        key = (cohort_of[c["run_id"]], c["layer"], c["metric"])
-        placed.setdefault(key, []).append(dict(c, t=t, score=None if score is None else f32(score)))
+        score = finite(c["score"])
+        out.append(dict(
+            c, cohort=cohort_of[c["run_id"]], t=t, score=None if score is None else f32(score),
+            direction=direction(c.get("metric_size")),
+        ))
+    return out
+
+
+def in_t_order(members: list[dict]) -> list[dict]:
+    return sorted(members, key=lambda c: (c["t"], c["run_id"], c["step"], c["event_id"]))
+
+
+def gap_clusters(members: list[dict], tolerance: float) -> list[list[dict]]:
+    """Neighbours in t order more than the tolerance (and the slack) apart start a new cluster."""
+    members = in_t_order(members)
+    clusters = [[members[0]]]
+    for prev, c in zip(members, members[1:]):
+        if c["t"] - prev["t"] > tolerance + SLACK:
+            clusters.append([])
+        clusters[-1].append(c)
+    return clusters
+
+
+def group_tolerance(members: list[dict], min_tolerance: float, max_tolerance: float) -> float:
+    """consensus@2's tolerance of one (cohort, layer, metric, direction)."""
+    by_run: dict[str, list[dict]] = {}
+    for c in members:
+        by_run.setdefault(c["run_id"], []).append(c)
+    orders = [sorted(cs, key=lambda c: (c["t"], c["step"], c["event_id"])) for cs in by_run.values()]
+    spreads = []
+    for k in range(max(map(len, orders))):
+        kth = [order[k]["t"] for order in orders if len(order) > k]
+        if len(kth) >= 2:
+            spreads.append(max(kth) - min(kth))
+    spacings = [b["t"] - a["t"] for order in orders for a, b in zip(order, order[1:])]
+    spread = max(spreads) if spreads else 0.0
+    half_spacing = min(spacings) / 2 if spacings else max_tolerance
+    return max(min_tolerance, min(spread, max_tolerance, half_spacing))
+
+
+def event_row(analysis_id: str, cohort: str, layer: int, metric: str, cluster: list[dict], total: int) -> dict:
+    supporting = sorted({c["run_id"] for c in cluster})
+    scores = [c["score"] for c in cluster if c["score"] is not None]
+    return {
+        "event_id": event_id(analysis_id, cohort, layer, metric, cluster[0]["event_id"]),
+        "analysis_id": analysis_id, "cohort_id": cohort, "layer": layer, "metric": metric,
+        "event_type": "consensus",
+        "step_median": round_half_away(median([c["step"] for c in cluster])),
+        "step_min": min(c["step"] for c in cluster), "step_max": max(c["step"] for c in cluster),
+        "t_median": median([c["t"] for c in cluster]),
+        "n_runs_supporting": len(supporting), "n_runs_total": total, "support": len(supporting) / total,
+        "strength": sum(scores) / len(scores) if scores else None,
+        "source_event_ids": [c["event_id"] for c in cluster], "source_run_ids": supporting,
+    }
+
+
+def supported_events(
+    groups: dict[tuple, list[dict]], tolerance_of, runs: list[dict], analysis_id: str,
+) -> list[dict[str, Any]]:
+    """Every cluster of every group that at least half of its cohort's runs support."""
+    cohort_size = Counter(r["config_hash"] for r in runs)
     events = []
-    for (cohort, layer, metric), members in placed.items():
-        members.sort(key=lambda c: (c["t"], c["run_id"], c["step"], c["event_id"]))
-        clusters = [[members[0]]]
-        for prev, c in zip(members, members[1:]):
-            if c["t"] - prev["t"] > tolerance + SLACK:
-                clusters.append([])
-            clusters[-1].append(c)
-        for cluster in clusters:
-            supporting = sorted({c["run_id"] for c in cluster})
-            total = cohort_size[cohort]
-            if 2 * len(supporting) < total:
-                continue
-            scores = [c["score"] for c in cluster if c["score"] is not None]
-            first_id = cluster[0]["event_id"]
-            events.append({
-                "event_id": event_id(analysis_id, cohort, layer, metric, first_id),
-                "analysis_id": analysis_id, "cohort_id": cohort, "layer": layer, "metric": metric,
-                "event_type": "consensus",
-                "step_median": round_half_away(median([c["step"] for c in cluster])),
-                "step_min": min(c["step"] for c in cluster), "step_max": max(c["step"] for c in cluster),
-                "t_median": median([c["t"] for c in cluster]),
-                "n_runs_supporting": len(supporting), "n_runs_total": total, "support": len(supporting) / total,
-                "strength": sum(scores) / len(scores) if scores else None,
-                "source_event_ids": [c["event_id"] for c in cluster], "source_run_ids": supporting,
-            })
+    for key, members in groups.items():
+        cohort, layer, metric = key[:3]
+        for cluster in gap_clusters(members, tolerance_of(members)):
+            if 2 * len({c["run_id"] for c in cluster}) >= cohort_size[cohort]:
+                events.append(event_row(analysis_id, cohort, layer, metric, cluster, cohort_size[cohort]))
     return events
+
+
+def reference(
+    runs: list[dict], geometry: list[dict], candidates: list[dict], analysis_id: str,
+    min_tolerance: float = 0.05, max_tolerance: float = 0.25, sample_set: str = "",
+) -> list[dict[str, Any]]:
+    """consensus@2 in plain python."""
+    groups: dict[tuple, list[dict]] = {}
+    for c in placed(runs, geometry, candidates, sample_set):
+        groups.setdefault((c["cohort"], c["layer"], c["metric"], c["direction"]), []).append(c)
+    return supported_events(groups, lambda m: group_tolerance(m, min_tolerance, max_tolerance), runs, analysis_id)
+
+
+def reference_v1(
+    runs: list[dict], geometry: list[dict], candidates: list[dict], analysis_id: str,
+    tolerance: float = 0.05, sample_set: str = "",
+) -> list[dict[str, Any]]:
+    """design.md's consensus@1 with its exact readings: one fixed tolerance, no direction."""
+    groups: dict[tuple, list[dict]] = {}
+    for c in placed(runs, geometry, candidates, sample_set):
+        groups.setdefault((c["cohort"], c["layer"], c["metric"]), []).append(c)
+    return supported_events(groups, lambda _: tolerance, runs, analysis_id)
 
 
 def event_id(analysis_id: str, cohort: str, layer: int, metric: str, first_source: str) -> str:
@@ -205,21 +288,111 @@ def assert_matches(got: list[dict], want: list[dict]) -> None:
                 assert g[col] == value, (key, col)
 
 
-def check(tmp_path: Path, runs, geometry, candidates, params: dict | None = None) -> dict[tuple, dict]:
-    """Build, compare with the reference, and return the rows by (cohort, layer, metric, first step)."""
+def check_rows(tmp_path: Path, runs, geometry, candidates, params: dict | None = None) -> list[dict]:
+    """Build, compare with the reference, and return the rows."""
     lake, _ = build(tmp_path, runs, geometry, candidates, params)
     [analysis] = analyses(lake)
     got = built(lake)
     assert_matches(got, reference(runs, geometry, candidates, analysis, **(params or {})))
-    return {(r["cohort_id"], r["layer"], r["metric"], r["step_min"]): r for r in got}
+    return got
+
+
+def check(tmp_path: Path, runs, geometry, candidates, params: dict | None = None) -> dict[tuple, dict]:
+    """check_rows, by (cohort, layer, metric, first step): one event per key."""
+    got = check_rows(tmp_path, runs, geometry, candidates, params)
+    by_key = {(r["cohort_id"], r["layer"], r["metric"], r["step_min"]): r for r in got}
+    assert len(by_key) == len(got)
+    return by_key
 
 
 # -- hand-checkable cases -----------------------------------------------------------------
 
 RP = "resid_post.eff_rank"
+DOWN = -0.5
+
+
+def test_seeds_reaching_a_transition_at_different_times_make_one_event(tmp_path: Path) -> None:
+    """Three seeds of about 3,000 steps reach the same rise at steps 1,675, 2,050 and 2,275
+    (t 0.56 to 0.75): one event that every seed supports, with its spread; consensus@1's
+    fixed tolerance of 0.05 in t would split it into three clusters of one run, none kept."""
+    runs = [run_row(f"k{i}", "K", i) for i in range(3)]
+    ends = {"k0": 3000, "k1": 2975, "k2": 3025}
+    geometry = [g for run, end in ends.items() for g in geometry_rows(run, range(0, end + 1, 25))]
+    # a run with no runs row: no cohort, so its late candidate neither counts nor widens the spread
+    geometry += geometry_rows("orphan", range(0, 3001, 25))
+    candidates = [
+        candidate("k0", "k0-grok", 0, RP, 1675, 3.0),
+        candidate("k1", "k1-grok", 0, RP, 2050, 4.0),
+        candidate("k2", "k2-grok", 0, RP, 2275, 5.0),
+        candidate("orphan", "orphan-grok", 0, RP, 2975, 9.0),
+    ]
+    t = [1675 / 3000, 2050 / 2975, 2275 / 3025]
+    assert t[1] - t[0] > 0.05 and t[2] - t[1] > 0.05  # apart under consensus@1
+    assert reference_v1(runs, geometry, candidates, "v1") == []
+    got = check(tmp_path, runs, geometry, candidates)
+    [event] = got.values()
+    assert event["source_event_ids"] == ["k0-grok", "k1-grok", "k2-grok"]
+    assert (event["n_runs_supporting"], event["n_runs_total"], event["support"]) == (3, 3, 1.0)
+    assert (event["step_min"], event["step_median"], event["step_max"]) == (1675, 2050, 2275)
+    assert event["t_median"] == pytest.approx(2050 / 2975)
+    assert event["strength"] == 4.0
+    assert event["source_run_ids"] == ["k0", "k1", "k2"]
+
+
+def test_a_runs_successive_changes_stay_apart(tmp_path: Path) -> None:
+    """Two rises of every seed, early and late: two events. And where the seeds' ranks do
+    not line up (m2 lacks the early rise, so its late one is its first), the tolerance stays
+    below half the spacing of a run's own rises, so m0's and m1's two rises are not joined."""
+    runs = [run_row(f"l{i}", "L", i) for i in range(3)] + [run_row(f"m{i}", "M", i) for i in range(3)]
+    geometry = [g for r in runs for g in geometry_rows(r["run_id"], range(0, 1001, 10))]
+    candidates = [
+        candidate("l0", "l0-early", 0, RP, 100, 1.0), candidate("l0", "l0-late", 0, RP, 800, 1.0),
+        candidate("l1", "l1-early", 0, RP, 130, 1.0), candidate("l1", "l1-late", 0, RP, 850, 1.0),
+        candidate("l2", "l2-early", 0, RP, 70, 1.0), candidate("l2", "l2-late", 0, RP, 760, 1.0),
+        candidate("m0", "m0-a", 0, RP, 300, 1.0), candidate("m0", "m0-b", 0, RP, 450, 1.0),
+        candidate("m1", "m1-a", 0, RP, 300, 1.0), candidate("m1", "m1-b", 0, RP, 450, 1.0),
+        candidate("m2", "m2-b", 0, RP, 450, 1.0),
+    ]
+    got = check(tmp_path, runs, geometry, candidates)
+    lc, mc = cohort_hash("L"), cohort_hash("M")
+    assert set(got) == {(lc, 0, RP, 70), (lc, 0, RP, 760), (mc, 0, RP, 300), (mc, 0, RP, 450)}
+    # L: rank spreads 0.06 and 0.09 (the widest), spacings 0.69 and more: tolerance 0.09
+    assert got[(lc, 0, RP, 70)]["source_event_ids"] == ["l2-early", "l0-early", "l1-early"]
+    assert got[(lc, 0, RP, 760)]["source_event_ids"] == ["l2-late", "l0-late", "l1-late"]
+    # M: the first ranks spread 0.15 (0.30, 0.30, 0.45) but half the smallest spacing is 0.075
+    assert got[(mc, 0, RP, 300)]["source_run_ids"] == ["m0", "m1"]
+    assert got[(mc, 0, RP, 450)]["source_run_ids"] == ["m0", "m1", "m2"]
+    assert (got[(mc, 0, RP, 300)]["support"], got[(mc, 0, RP, 450)]["support"]) == (pytest.approx(2 / 3), 1.0)
+
+
+def test_opposite_directions_never_merge(tmp_path: Path) -> None:
+    """A rise and a fall at the same moment are two events; so is a candidate without a sign
+    (NULL metric_size), which joins neither."""
+    runs = [run_row(f"n{i}", "N", i) for i in range(4)]
+    geometry = [g for r in runs for g in geometry_rows(r["run_id"], range(0, 101, 5))]
+    candidates = [
+        candidate("n0", "n0-up", 0, RP, 50, 1.0, size=2.0),
+        candidate("n1", "n1-up", 0, RP, 55, 2.0, size=0.1),
+        candidate("n2", "n2-down", 0, RP, 50, 3.0, size=DOWN),
+        candidate("n3", "n3-down", 0, RP, 50, 4.0, size=DOWN),
+        candidate("n0", "n0-down", 0, RP, 50, 5.0, size=DOWN),  # n0 falls too: both events count it
+        candidate("n1", "n1-unsigned", 0, RP, 50, 6.0, size=None),
+        candidate("n2", "n2-unsigned", 0, RP, 55, 6.0, size=0.0),
+    ]
+    n = cohort_hash("N")
+    events = sorted(check_rows(tmp_path, runs, geometry, candidates), key=lambda r: r["source_event_ids"])
+    assert [(r["source_event_ids"], r["n_runs_supporting"]) for r in events] == [
+        (["n0-down", "n2-down", "n3-down"], 3),
+        (["n0-up", "n1-up"], 2),
+        (["n1-unsigned", "n2-unsigned"], 2),
+    ]
+    assert {r["cohort_id"] for r in events} == {n} and all(r["n_runs_total"] == 4 for r in events)
+    assert len({r["event_id"] for r in events}) == 3
 
 
 def test_gap_above_tolerance_splits_gap_at_tolerance_joins(tmp_path: Path) -> None:
+    """The seeds spread by 0.05 and a0 and a1 are 0.05 apart: the tolerance is min_tolerance,
+    and a gap equal to it joins, one above it splits."""
     runs = [run_row("a0", "A", 0), run_row("a1", "A", 1)]
     geometry = geometry_rows("a0", range(0, 101, 5)) + geometry_rows("a1", range(0, 1001, 50))
     candidates = [
@@ -250,7 +423,9 @@ def test_support_threshold_and_a_run_with_several_candidates(tmp_path: Path) -> 
     runs = [run_row(f"b{i}", "B", i) for i in range(4)]
     geometry = [g for i in range(3) for g in geometry_rows(f"b{i}", range(0, 101))]
     candidates = [
-        # b0 three times and b1 once: 2 runs of 4 support the cluster (exactly half: kept)
+        # b0 three times and b1 once: 2 runs of 4 support the cluster (exactly half: kept);
+        # b0's candidates 0.02 and 0.03 apart keep the tolerance at min_tolerance, within
+        # which a run's candidates are one change found twice
         candidate("b0", "x1", 1, RP, 10, 1.0),
         candidate("b0", "x2", 1, RP, 12, 2.0),
         candidate("b1", "x3", 1, RP, 13, 3.0),
@@ -330,15 +505,17 @@ def test_different_step_grids_meet_in_t(tmp_path: Path) -> None:
     candidates = [
         candidate("f0", "f0-e", 0, RP, 50, 1.0),  # t 0.5
         candidate("f1", "f1-e", 0, RP, 520, 2.0),  # t 0.52
-        candidate("f2", "f2-e", 0, RP, 1020, 3.0),  # t 0.6666...: more than 0.05 after: alone
+        # t 0.6666...: the seeds spread by 1/6, so f2 joins (consensus@1 left it alone)
+        candidate("f2", "f2-e", 0, RP, 1020, 3.0),
+        candidate("f2", "f2-far", 0, RP, 1030, 3.0, size=DOWN),  # t 1.0, a fall: alone, 1 of 3
     ]
     got = check(tmp_path, runs, geometry, candidates)
     f = cohort_hash("F")
-    event = got[(f, 0, RP, 50)]  # 2 of 3 runs; f2's cluster (1 of 3) is dropped
+    event = got[(f, 0, RP, 50)]
     assert set(got) == {(f, 0, RP, 50)}
-    assert event["source_run_ids"] == ["f0", "f1"]
-    assert (event["step_median"], event["step_min"], event["step_max"]) == (285, 50, 520)
-    assert event["t_median"] == pytest.approx(0.51)
+    assert event["source_run_ids"] == ["f0", "f1", "f2"]
+    assert (event["step_median"], event["step_min"], event["step_max"]) == (520, 50, 1020)
+    assert event["t_median"] == pytest.approx(0.52)
 
 
 def test_sample_set_and_tolerance_parameters(tmp_path: Path) -> None:
@@ -358,18 +535,39 @@ def test_sample_set_and_tolerance_parameters(tmp_path: Path) -> None:
     # the alphabetically first pooled sample set: t 0.4 and 0.45 of 0..100
     assert [(r["source_event_ids"], r["t_median"]) for r in got] == [(["g0-e", "g1-e"], pytest.approx(0.425))]
     by_params = {}
-    for params in ({"sample_set": "b_set"}, {"sample_set": "b_set", "tolerance": 0.01}):
+    fixed = {"min_tolerance": 0.01, "max_tolerance": 0.01}
+    for params in ({"sample_set": "b_set"}, {"sample_set": "b_set", "min_tolerance": 0.0}, {"sample_set": "b_set", **fixed}):
         before = set(analyses(lake))
         run_models(lake, sql, params)
         [new] = set(analyses(lake)) - before
         by_params[tuple(params.values())] = rows = [r for r in built(lake) if r["analysis_id"] == new]
         assert_matches(rows, reference(runs, geometry, candidates, new, **params))
-    # b_set: t 0.2 and 0.225 of 0..200, together; 0.025 apart is above a tolerance of 0.01
-    assert [(r["source_event_ids"], r["t_median"]) for r in by_params[("b_set",)]] == [
-        (["g0-e", "g1-e"], pytest.approx(0.2125))
-    ]
-    assert [r["source_event_ids"] for r in by_params[("b_set", 0.01)]] == [["g0-e"], ["g1-e"]]
-    assert len(analyses(lake)) == 3
+    # b_set: t 0.2 and 0.225 of 0..200, together; without a floor the tolerance is their
+    # spread, 0.025, which still joins them; a fixed tolerance of 0.01 splits them
+    for key in (("b_set",), ("b_set", 0.0)):
+        assert [(r["source_event_ids"], r["t_median"]) for r in by_params[key]] == [
+            (["g0-e", "g1-e"], pytest.approx(0.2125))
+        ]
+    assert [r["source_event_ids"] for r in by_params[("b_set", 0.01, 0.01)]] == [["g0-e"], ["g1-e"]]
+    assert len(analyses(lake)) == 4
+
+
+def test_max_tolerance_bounds_the_spread_and_min_tolerance_wins_where_they_cross(tmp_path: Path) -> None:
+    runs = [run_row(f"k{i}", "K", i) for i in range(3)]
+    geometry = [g for r in runs for g in geometry_rows(r["run_id"], range(0, 3001, 25))]
+    candidates = [candidate(f"k{i}", f"k{i}-grok", 0, RP, step, 1.0) for i, step in enumerate([1675, 2050, 2275])]
+    lake, sql = build(tmp_path, runs, geometry, candidates, {"max_tolerance": 0.1})
+    [first] = analyses(lake)
+    # the seeds spread 0.2 in t; at most 0.1: the gap of 0.125 after 1,675 splits, 0.075 joins
+    rows = built(lake)
+    assert_matches(rows, reference(runs, geometry, candidates, first, max_tolerance=0.1))
+    assert [r["source_event_ids"] for r in rows] == [["k1-grok", "k2-grok"]]  # k0 alone: 1 of 3
+    crossed = {"min_tolerance": 0.13, "max_tolerance": 0.1}
+    run_models(lake, sql, crossed)
+    [second] = set(analyses(lake)) - {first}
+    rows = [r for r in built(lake) if r["analysis_id"] == second]
+    assert_matches(rows, reference(runs, geometry, candidates, second, **crossed))
+    assert [r["source_event_ids"] for r in rows] == [["k0-grok", "k1-grok", "k2-grok"]]  # a fixed 0.13
 
 
 def test_nan_score_counts_as_null_and_unplaceable_candidates_are_left_out(tmp_path: Path) -> None:
@@ -384,6 +582,7 @@ def test_nan_score_counts_as_null_and_unplaceable_candidates_are_left_out(tmp_pa
         candidate("h1", "h1-e", 0, RP, 35, 2.0),
         candidate("zz", "zz-e", 0, RP, 30, 1.0),  # a run missing from runs: no cohort
         candidate("h0", "h0-layer9", 9, RP, 30, 1.0),  # no series at layer 9: no t
+        candidate("h0", "h0-nan-size", 0, RP, 30, 1.0, size=float("nan")),  # no sign: not with the rises
     ]
     # the writer refuses NaN, so write the file as another tool would
     fields = [c.field for c in EVENTS_CANDIDATES.file_columns]
@@ -398,7 +597,8 @@ def test_nan_score_counts_as_null_and_unplaceable_candidates_are_left_out(tmp_pa
     [analysis] = analyses(lake)
     got = built(lake)
     assert_matches(got, reference(runs, geometry, candidates, analysis))
-    [event] = got
+    [event, unsigned] = sorted(got, key=lambda r: len(r["source_event_ids"]), reverse=True)
+    assert unsigned["source_event_ids"] == ["h0-nan-size"] and unsigned["support"] == 0.5
     assert event["source_event_ids"] == ["h0-e", "h1-nan", "h1-e"]
     assert event["strength"] == 3.0  # the NaN score is skipped, the candidate still counts
     assert (event["step_median"], event["n_runs_supporting"]) == (30, 2)
@@ -414,12 +614,12 @@ def test_event_ids_are_stable_and_name_the_analysis(tmp_path: Path) -> None:
     a = cohort_hash("A")
     # the first source event opens the cluster: ties in t, run and step go by event_id
     assert event["event_id"] == hashlib.sha256(f"{analysis}|{a}|0|{RP}|first".encode()).hexdigest()[:32]
-    assert analysis.startswith("consensus1_1-")
+    assert analysis.startswith("consensus2-")
     # a rebuild with nothing new does no work and keeps the ids
     [result] = models.run(lake=lake, sql_dir=sql, report=lambda _: None)
     assert not result.plan.build and [r["event_id"] for r in built(lake)] == [event["event_id"]]
     # another analysis of the same cluster: another id
-    run_models(lake, sql, {"tolerance": 0.1})
+    run_models(lake, sql, {"max_tolerance": 0.1})
     [other] = set(analyses(lake)) - {analysis}
     assert {r["event_id"] for r in built(lake)} == {event["event_id"], event_id(other, a, 0, RP, "first")}
 
@@ -439,13 +639,16 @@ def random_case(rng: np.random.Generator) -> tuple[list, list, list]:
             start, every = int(rng.integers(0, 3)) * 100, int(rng.integers(5, 40))
             grid = list(range(start, start + every * int(rng.integers(10, 60)) + 1, every))
             geometry += geometry_rows(run_id, grid)
+            lag = float(rng.uniform(-0.08, 0.08))  # this seed reaches every moment early or late
             for n in range(int(rng.integers(4, 25))):
-                # a few shared moments per cohort, jittered: clusters form, some gaps straddle 0.05
-                t = [0.2, 0.5, 0.8][n % 3] + k * 0.03 + float(rng.normal(0, 0.04))
+                # a few shared moments per cohort, jittered: clusters form, some gaps straddle
+                # the tolerances; mostly rises, some falls, a few without a sign
+                t = [0.2, 0.5, 0.8][n % 3] + k * 0.03 + lag + float(rng.normal(0, 0.03))
                 step = grid[int(np.clip(round(t * (len(grid) - 1)), 0, len(grid) - 1))]
+                size = [UP, UP, DOWN, None][int(rng.integers(0, 4))]
                 candidates.append(candidate(
                     run_id, f"{run_id}-{n}", int(rng.integers(0, 2)), metrics[int(rng.integers(0, 3))], step,
-                    float(rng.gamma(2.0, 1.5)),
+                    float(rng.gamma(2.0, 1.5)), size,
                 ))
     return runs, geometry, candidates
 
@@ -456,12 +659,13 @@ def test_random_cohorts_match_the_reference(tmp_path: Path, seed: int) -> None:
     lake, sql = build(tmp_path, runs, geometry, candidates)
     [first] = analyses(lake)
     got = built(lake)
-    assert len(got) >= 10
+    assert len(got) >= 5  # enough events to compare (the random case has 37 groups)
     assert_matches(got, reference(runs, geometry, candidates, first))
-    run_models(lake, sql, {"tolerance": 0.02})
+    params = {"min_tolerance": 0.02, "max_tolerance": 0.1}
+    run_models(lake, sql, params)
     [second] = set(analyses(lake)) - {first}
     rows = [r for r in built(lake) if r["analysis_id"] == second]
-    assert_matches(rows, reference(runs, geometry, candidates, second, tolerance=0.02))
+    assert_matches(rows, reference(runs, geometry, candidates, second, **params))
 
 
 def test_new_runs_recompute_only_their_cohorts(tmp_path: Path) -> None:
@@ -475,7 +679,8 @@ def test_new_runs_recompute_only_their_cohorts(tmp_path: Path) -> None:
     grid = list(range(0, 501, 10))
     new_runs = [run_row("P9", "P", 9), run_row("S0", "S", 0)]
     new_geometry = geometry_rows("P9", grid) + geometry_rows("S0", grid)
-    new_candidates = [candidate("P9", f"P9-{n}", n % 2, RP, grid[int(t * 50)], 2.0) for n, t in enumerate([0.2, 0.5, 0.8])]
+    # P9 is late: its candidates widen P's spread, so P's tolerance changes with it
+    new_candidates = [candidate("P9", f"P9-{n}", n % 2, RP, grid[int(t * 50)], 2.0) for n, t in enumerate([0.3, 0.6, 0.9])]
     new_candidates.append(candidate("S0", "S0-0", 0, RP, 250, 1.0))
     writer.write("runs", new_runs, lake=lake)
     writer.write("geometry_state", new_geometry, lake=lake)
@@ -510,7 +715,7 @@ def test_planted_events_become_consensus_events(demo_lake: Path, tmp_path: Path)
     shutil.copytree(demo_lake, lake)
     planted = pq.read_table(demo_lake / "_meta" / "demo" / "planted_events.parquet").to_pylist()
     candidates = [
-        candidate(p["run_id"], f"planted-{i}", p["layer"], p["metric"], p["step"], float(p["size"]))
+        candidate(p["run_id"], f"planted-{i}", p["layer"], p["metric"], p["step"], abs(p["size"]), p["size"])
         for i, p in enumerate(planted)
     ]
     writer.write("events_candidates", candidates, lake=lake)
@@ -539,7 +744,7 @@ def test_consensus_events_view(tmp_path: Path) -> None:
     ]
     lake, sql = build(tmp_path, runs, geometry, candidates)
     [first] = analyses(lake)
-    run_models(lake, sql, {"tolerance": 0.1})  # a parameter experiment, built last: not shown
+    run_models(lake, sql, {"max_tolerance": 0.1})  # a parameter experiment, built last: not shown
     [second] = set(analyses(lake)) - {first}
     db = build_catalog(lake, tmp_path / "warehouse.duckdb", sql_dir=sql)
     con = connect(db)
@@ -594,3 +799,57 @@ def test_consensus_events_view_without_build_history(tmp_path: Path) -> None:
     assert shown == 0 and built is False
     assert sorted(r["analysis_id"] for r in every) == ["producer-a", "producer-b"]
     assert all(r["layer"] == 2 for r in every)
+
+
+# -- a lake holding a consensus@1.1 analysis ------------------------------------------------
+
+
+def test_a_consensus1_1_analysis_still_reads_beside_consensus2(tmp_path: Path) -> None:
+    """The released consensus@1.1 (a copy of its model file) builds a lake's events; then
+    consensus@2 writes its analysis beside it. events_all holds both, the older rows are
+    consensus@1's (one fixed tolerance, rises and falls together), and the BI view shows
+    consensus@2's."""
+    runs, geometry, candidates = random_case(np.random.default_rng(11))
+    runs += [run_row(f"k{i}", "K", i) for i in range(3)]
+    geometry += [g for i in range(3) for g in geometry_rows(f"k{i}", range(0, 3001, 25))]
+    candidates += [candidate(f"k{i}", f"k{i}-grok", 0, RP, step, 1.0) for i, step in enumerate([1675, 2050, 2275])]
+    # a rise and a fall of one moment: one cluster in consensus@1, two events in consensus@2
+    candidates += [
+        candidate("k0", "k0-up", 1, RP, 500, 1.0), candidate("k1", "k1-up", 1, RP, 500, 1.0),
+        candidate("k1", "k1-down", 1, RP, 500, 1.0, DOWN), candidate("k2", "k2-down", 1, RP, 500, 1.0, DOWN),
+    ]
+    lake = init_lake(tmp_path / "lake")
+    writer.write("runs", runs, lake=lake)
+    writer.write("geometry_state", geometry, lake=lake)
+    writer.write("events_candidates", candidates, lake=lake)
+    sql = sql_without_other_models(tmp_path)
+    model = sql / "models" / "events.sql"
+    consensus2 = model.read_text()
+    model.write_text(V1_MODEL.read_text())
+    run_models(lake, sql)
+    [v1] = analyses(lake)
+    model.write_text(consensus2)
+    run_models(lake, sql)
+    [v2] = set(analyses(lake)) - {v1}
+    assert v1.startswith("consensus1_1-") and v2.startswith("consensus2-")
+    rows = built(lake)
+    old, new = ([r for r in rows if r["analysis_id"] == a] for a in (v1, v2))
+    assert_matches(old, reference_v1(runs, geometry, candidates, v1))
+    assert_matches(new, reference(runs, geometry, candidates, v2))
+    k = cohort_hash("K")
+    assert not any(r["cohort_id"] == k and r["layer"] == 0 for r in old)  # the spread transition: none
+    assert [r["n_runs_supporting"] for r in new if r["cohort_id"] == k and r["layer"] == 0] == [3]
+    assert [r["source_event_ids"] for r in old if r["cohort_id"] == k and r["layer"] == 1] == [
+        ["k0-up", "k1-down", "k1-up", "k2-down"]
+    ]
+    assert sorted(r["source_event_ids"] for r in new if r["cohort_id"] == k and r["layer"] == 1) == [
+        ["k0-up", "k1-up"], ["k1-down", "k2-down"]
+    ]
+    db = build_catalog(lake, tmp_path / "warehouse.duckdb", sql_dir=sql)
+    con = connect(db)
+    try:
+        every = dict(con.execute("SELECT analysis_id, count(*) FROM events_all GROUP BY analysis_id").fetchall())
+        shown = {a for (a,) in con.execute("SELECT DISTINCT analysis_id FROM consensus_events").fetchall()}
+    finally:
+        con.close()
+    assert every == {v1: len(old), v2: len(new)} and shown == {v2}

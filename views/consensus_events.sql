@@ -1,5 +1,5 @@
 -- name: consensus_events
--- description: Consensus events (events, consensus@1) of the current events analysis (`warehouse_current_analyses`), one row per event with its cohort's shared configuration, ordered by cohort and normalised time.
+-- description: Consensus events (the events model) of the current events analysis (`warehouse_current_analyses`), one row per event with its cohort's shared configuration, ordered by cohort and normalised time.
 -- column cohort_id: The cohort: runs.config_hash shared by its runs.
 -- column cohort_config_json: The configuration the cohort's runs share: config_json of its first run (by run_id) without the top-level seed.
 -- column n_runs_total: Runs in the cohort (every run with that config_hash).
