@@ -126,10 +126,9 @@ def shown_analyses(root: Path, project: Project) -> dict[str, Shown]:
                 f"parameters); {name}{ALL_SUFFIX} shows every analysis."))
         elif name not in project.by_target() and "run_id" in dataset.partition_by:
             _, chosen = newest_per_run(lake_mod.dataset_dir(root, dataset))
-            folders = lake_mod.partition_folders(lake_mod.dataset_dir(root, dataset), "analysis_id")
+            by_analysis = lake_mod.run_files_by_analysis(lake_mod.dataset_dir(root, dataset))
             hidden = tuple(sorted(
-                (run, analysis) for analysis, folder in folders.items()
-                for run in lake_mod.partition_folders(folder, "run_id") if chosen.get(run, analysis) != analysis
+                (run, analysis) for analysis, runs in by_analysis.items() for run in runs if chosen[run] != analysis
             ))
             out[name] = Shown(hidden=hidden, note=(
                 f"Shows each run's newest analysis, as the models read it; {name}{ALL_SUFFIX} shows every analysis."))

@@ -65,12 +65,10 @@ def misplaced(root: Path, dataset: contracts.Dataset) -> list[LeftOut]:
 
 def runs_without_runs_row(root: Path) -> list[LeftOut]:
     """Runs with geometry_state files but no ``runs`` partition: the models cannot place them in a cohort."""
-    geometry = contracts.DATASETS["geometry_state"]
-    base = lk.dataset_dir(root, geometry)
     captured: dict[str, list[str]] = {}
-    for analysis, folder in sorted(lk.partition_folders(base, "analysis_id").items()):
-        for run, run_folder in lk.partition_folders(folder, "run_id").items():
-            if lk.is_identifier(run) and lk.published_files(run_folder):  # an unsafe one is a problem of its own
+    for analysis, runs in lk.run_files_by_analysis(lk.dataset_dir(root, contracts.GEOMETRY_STATE)).items():
+        for run in runs:
+            if lk.is_identifier(run):  # an unsafe one is a problem of its own
                 captured.setdefault(run, []).append(analysis)
     registered = {r for r, f in lk.partition_folders(lk.dataset_dir(root, contracts.RUNS), "run_id").items()
                   if lk.published_files(f)}
@@ -86,13 +84,12 @@ def runs_without_runs_row(root: Path) -> list[LeftOut]:
 def outside_analysis(root: Path, dataset: contracts.Dataset, analysis: str, model: str) -> list[LeftOut]:
     """The runs of a dataset that ``model`` does not read because it is pinned to ``analysis``
     and they were captured only under others."""
-    base = lk.dataset_dir(root, dataset)
-    folders = lk.partition_folders(base, "analysis_id")
-    pinned = {r for r, f in lk.partition_folders(folders.get(analysis, base / "-"), "run_id").items() if lk.published_files(f)}
+    by_analysis = lk.run_files_by_analysis(lk.dataset_dir(root, dataset))
+    pinned = set(by_analysis.get(analysis, {}))
     others: dict[str, str] = {}
-    for other, folder in sorted(folders.items()):
-        for run, run_folder in lk.partition_folders(folder, "run_id").items():
-            if run not in pinned and lk.published_files(run_folder):
+    for other, runs in by_analysis.items():
+        for run in runs:
+            if run not in pinned:
                 others.setdefault(run, other)
     return [
         LeftOut(dataset.name, f"{dataset.name}/analysis_id={others[run]}/run_id={run}", (

@@ -156,6 +156,16 @@ def partition_folders(folder: Path, key: str) -> dict[str, Path]:
         return {}
 
 
+def run_files_by_analysis(base: Path) -> dict[str, dict[str, list[Path]]]:
+    """Below the folder of a dataset partitioned by analysis and run: per analysis, each
+    run's published files (runs without any are left out), sorted by analysis and run."""
+    out: dict[str, dict[str, list[Path]]] = {}
+    for analysis, folder in sorted(partition_folders(base, "analysis_id").items()):
+        runs = {run: published_files(f) for run, f in sorted(partition_folders(folder, "run_id").items())}
+        out[analysis] = {run: files for run, files in runs.items() if files}
+    return out
+
+
 def parquet_glob(root: Path, dataset: Dataset) -> str:
     """The absolute glob a reader uses for a dataset's files."""
     return str(dataset_dir(root, dataset) / file_pattern(dataset))

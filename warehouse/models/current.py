@@ -64,11 +64,8 @@ def newest_per_run(base: Path) -> tuple[dict[str, list[Path]], dict[str, str]]:
     """Below a captured dataset's folder ``base``: each run's files in its newest analysis
     (the one holding the run's newest file; ties by analysis id), and that analysis per run."""
     newest: dict[str, tuple[float, str, list[Path]]] = {}
-    for analysis, folder in sorted(lk.partition_folders(base, "analysis_id").items()):
-        for run, run_folder in lk.partition_folders(folder, "run_id").items():
-            files = lk.published_files(run_folder)
-            if not files:
-                continue
+    for analysis, runs in lk.run_files_by_analysis(base).items():
+        for run, files in runs.items():
             key = (max(p.stat().st_mtime for p in files), analysis, files)
             if run not in newest or key[:2] > newest[run][:2]:
                 newest[run] = key

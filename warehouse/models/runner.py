@@ -334,7 +334,7 @@ def _input(
         if not (base / f"analysis_id={analysis}").is_dir():
             raise ModelError(f"{model.spec.where()}: {dataset} has no analysis {analysis!r}")
         return Input(contract, analysis, listing.files_by_run(base / f"analysis_id={analysis}", contract), pinned=True)
-    elif analysis and not producer and not (base / f"analysis_id={analysis}").is_dir():
+    if analysis and not producer and not (base / f"analysis_id={analysis}").is_dir():
         return Input(contract, analysis, {}, unbuilt=True)
     if analysis:
         return Input(contract, analysis, listing.files_by_run(base / f"analysis_id={analysis}", contract))
