@@ -99,6 +99,19 @@ def outside_analysis(root: Path, dataset: contracts.Dataset, analysis: str, mode
     ]
 
 
+def older_analyses(root: Path, dataset: contracts.Dataset, read: dict[str, str]) -> list[LeftOut]:
+    """The analyses of a run that the models do not read because ``read`` (run -> analysis)
+    chose a newer one of that run."""
+    return [
+        LeftOut(dataset.name, f"{dataset.name}/analysis_id={analysis}/run_id={run}", (
+            f"an older capture of run {run}: the models read each run's newest analysis ({read[run]}); "
+            f"pin this one with --input MODEL.{dataset.name}={analysis}"
+        ), (run,))
+        for analysis, runs in lk.run_files_by_analysis(lk.dataset_dir(root, dataset)).items()
+        for run in runs if read.get(run, analysis) != analysis
+    ]
+
+
 def _entries(folder: Path) -> list[os.DirEntry]:
     try:
         with os.scandir(folder) as entries:

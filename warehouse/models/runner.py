@@ -31,7 +31,7 @@ import pyarrow.parquet as pq
 from .. import contracts, lake as lk
 from ..checked import recorded_clean, stamp, writer_clean
 from ..check import Problem, check_files
-from ..coverage import LeftOut, left_out, outside_analysis
+from ..coverage import LeftOut, left_out, older_analyses, outside_analysis
 from ..duck import memory_bytes, work_connection
 from ..scan import select_dataset
 from ..sql import quote_identifier as qi, quote_literal as ql
@@ -467,6 +467,7 @@ def run_models(
             report(f"left out: {item}")
         plans: dict[str, ModelPlan] = {}
         results = []
+        said: set[LeftOut] = set()  # each left-out line once per build, whichever model meets it first
         for name in names:
             spec = project.models[name].spec
             if spec.materialization == "view":
@@ -478,8 +479,10 @@ def run_models(
                 chosen_inputs=chosen_inputs.get(name), full_refresh=full_refresh, listing=listing, expected=expected,
             )
             plans[name] = plan
-            for item in _pinned_left_out(plan, root):
-                report(f"left out: {item}")
+            for item in _pinned_left_out(plan, root) + _older_left_out(plan, root):
+                if item not in said:
+                    said.add(item)
+                    report(f"left out: {item}")
             if dry_run:
                 results.append(ModelResult(plan, 0, 0, 0.0))
                 report(plan.describe())
@@ -517,6 +520,12 @@ def _pinned_left_out(plan: ModelPlan, root: Path) -> list[LeftOut]:
         if inp.pinned and inp.by_run
         for item in outside_analysis(root, inp.dataset, inp.analysis, plan.name)
     ]
+
+
+def _older_left_out(plan: ModelPlan, root: Path) -> list[LeftOut]:
+    """The older analyses of runs that a plan reads newest per run."""
+    return [item for inp in plan.inputs.values() if inp.analysis == NEWEST_PER_RUN
+            for item in older_analyses(root, inp.dataset, inp.sources)]
 
 
 def _refuse_unbuilt_inputs(plan: ModelPlan) -> None:
