@@ -1,55 +1,103 @@
 -- name: events_candidates
--- version: cpd@1
+-- version: cpd@2
 -- target: events_candidates
 -- materialization: lake
 -- incremental: run_id
 -- grain: run_id, event_type, layer, metric, step
--- param w: int = 5 in [2, 100] | captures in the baseline window and in the post window
--- param z_min: float = 4.0 > 0 | robust z from which a capture index is a candidate
--- param tolerance: int = 2 >= 0 | captures within which another layer's peak counts for coherence
+-- param min_scale: int = 4 in [2, 64] | smallest scale G, in captures on each side of a boundary
+-- param max_scale: int = 256 in [4, 4096] | largest scale; the scales are min_scale doubled up to it (a series uses those with 4 G <= its captures)
+-- param alpha: float = 0.05 in [0.0001, 0.5] | false-alarm level of each scale's threshold (the moving-sum threshold of Eichinger and Kirch, 2018)
+-- param clip: float = 3.0 in [0.5, 100] | winsorising: a capture further than clip robust units from its 3-point median is pulled back to that distance
+-- param noise_window: int = 64 in [4, 4096] | captures on each side over which the local noise level is taken (at least the scale)
+-- param tolerance: int = 2 >= 0 | captures (at least a quarter of the event's scale) within which another layer's event counts for coherence
 -- param sample_set: str = '' | sample set analysed; '' = per run, the alphabetically first with pooled rows
--- description: Change points of the pooled geometry series of every run (cpd@1): per
---   <module>.<descriptor> series, the median of the w captures from i against the median
---   of the w captures before it, in units of the series' first-difference noise; each run
---   of consecutive candidate indices is one event, reported at the index of the largest
---   mean contrast, scored by size, volatility change, coherence across layers and novelty.
---   Composite events do the same per layer on the root mean square of its metrics' z.
+-- description: Change points of the pooled geometry series of every run (cpd@2): per
+--   <module>.<descriptor> series (NULL captures skipped), three contrasts between the G
+--   captures before and from each capture, at scales G = min_scale, 2 min_scale, ...: a
+--   level shift (difference of means), a change of slope (a V-shaped contrast blind to a
+--   line) on values winsorised against their 3-point median, and a change of variance
+--   (difference of mean log absolute second differences, G >= 16). Each is studentised by
+--   the local noise (geometric mean of the second differences), centred and scaled by its
+--   own median and MAD over the series (trend, season and autocorrelation inflate both), and
+--   compared with a moving-sum threshold growing with log(n / G). Local maxima over half a
+--   scale are candidates; a candidate is dropped when one at a smaller scale lies within its
+--   scale (bottom-up merging), so one change gives one event. Diagnostics come from the
+--   detecting scale's windows. Composite events do the same per layer on the root mean
+--   square of its metrics' z.
 {% import 'macros/series.sql' as series %}
-{% set w = params.w %}
+{#- the scales, and the contrasts computed at each (variance from 16 captures: below, a
+    log-variance contrast cannot reach any useful threshold) -#}
+{% set ns = namespace(scales=[], contrasts=[]) %}
+{% for k in range(13) %}
+{%- set g = params.min_scale * 2 ** k %}
+{%- if g <= params.max_scale %}
+{%- set ns.scales = ns.scales + [g] %}
+{%- for kind in ['level', 'slope'] + (['variance'] if g >= 16 else []) %}
+{%- set ns.contrasts = ns.contrasts + [{'kind': kind, 'g': g, 'name': kind ~ '_' ~ g, 'rank': loop.index}] %}
+{%- endfor %}
+{%- endif %}
+{%- endfor %}
+{% set contrasts = ns.contrasts %}
+{#- the half-widths of the local noise windows: the scale, at least noise_window -#}
+{% set spans = namespace(list=[]) %}
+{% for g in ns.scales %}{% set spans.list = spans.list + [[g, params.noise_window] | max] %}{% endfor %}
+{% set noise_spans = spans.list | unique | list %}
 {#- the single-metric diagnostics, and the name of each one's JSON column (composite events) #}
 {% set diagnostics = ['metric_size', 'metric_z', 'baseline_median', 'baseline_mad',
                       'volatility_event', 'volatility_baseline', 'volatility_ratio'] %}
 {% set json_names = {'metric_size': 'metric_sizes_json'} %}
 
-{#- The indices of a series whose z reaches z_min, each tagged with its stretch of
-    consecutive indices (they share i - row_number). -#}
-{% macro candidate_stretches(source, z, series_keys) -%}
-SELECT
-        *,
-        i - row_number() OVER (PARTITION BY {{ series_keys }} ORDER BY i) AS stretch
-    FROM {{ source }}
-    WHERE {{ z }} >= {{ z_min }}
+{#- The moving-sum threshold for a series of n positions at scale g. -#}
+{% macro threshold(n, g) -%}
+(2 * ln({{ n }} / {{ g }}) + 0.5 * ln(ln({{ n }} / {{ g }})) + ln(1.5) - 0.5 * ln(pi())
+            - ln(-ln(sqrt(1 - {{ params.alpha }})))) / sqrt(2 * ln({{ n }} / {{ g }}))
 {%- endmacro %}
 
-{#- One row per stretch: its peak, the index of the largest `peak_by` (earliest on ties),
-    with the steps of the stretch's first and last index. -#}
-{% macro stretch_peaks(source, series_keys, peak_by) -%}
+{#- Flags the positions of `source` whose |z| of a contrast is at least the threshold and
+    the largest within half a scale (earliest on ties). -#}
+{% macro local_peaks(source, keys, index, n) -%}
 SELECT
-        *,
-        min(step) OVER stretch AS start_step,
-        max(step) OVER stretch AS end_step,
-        row_number() OVER (stretch ORDER BY {{ peak_by }} DESC, i) AS rank_in_stretch
+        {{ keys }}, {{ index }}, step,
+        {%- for c in contrasts %}
+        abs(z_{{ c.name }}) AS z_{{ c.name }},
+        abs(z_{{ c.name }}) >= {{ threshold(n, c.g) }}
+            AND abs(z_{{ c.name }}) > coalesce(max(abs(z_{{ c.name }})) OVER (by_index ROWS BETWEEN {{ c.g // 2 }} PRECEDING AND 1 PRECEDING), -1)
+            AND abs(z_{{ c.name }}) >= coalesce(max(abs(z_{{ c.name }})) OVER (by_index ROWS BETWEEN 1 FOLLOWING AND {{ c.g // 2 }} FOLLOWING), -1)
+            AS peak_{{ c.name }}{{ "," if not loop.last }}
+        {%- endfor %}
     FROM {{ source }}
-    WINDOW stretch AS (PARTITION BY {{ series_keys }}, stretch)
-    QUALIFY rank_in_stretch = 1
+    WINDOW by_index AS (PARTITION BY {{ keys }} ORDER BY {{ index }})
 {%- endmacro %}
 
--- A window pass over the analysed series takes each capture with the w - 1 after it, as
--- columns; the statistics of that window of w captures (median, MAD, mean, volatility)
--- are list functions over a list of w values, far cheaper than windowed medians, and are
--- computed once per window: a second pass pairs each capture's window (its post window)
--- with the one w captures earlier (its baseline). Events are then found on the candidate
--- rows only, and the cross-layer medians and composite JSON at the peaks only.
+{#- One row per flagged peak: its scale, contrast kind (and the kind's rank) and |z|. -#}
+{% macro peak_rows(source, keys, index) -%}
+{%- for c in contrasts %}
+    SELECT {{ keys }}, {{ index }} AS i, step, {{ c.g }} AS scale, '{{ c.kind }}' AS kind, {{ c.rank }} AS kind_rank, z_{{ c.name }} AS z
+    FROM {{ source }}
+    WHERE peak_{{ c.name }}
+    {%- if not loop.last %}
+    UNION ALL
+    {%- endif %}
+{%- endfor %}
+{%- endmacro %}
+
+{#- Bottom-up merging: a peak is dropped when another of the same series lies within its
+    scale and comes first (smaller scale, then larger |z|, kind, index). -#}
+{% macro merged(source, keys) -%}
+SELECT c.*
+    FROM {{ source }} AS c
+    ANTI JOIN {{ source }} AS o
+        ON {% for k in keys %}o.{{ k }} = c.{{ k }} AND {% endfor %}abs(o.i - c.i) < c.scale
+        AND (o.scale < c.scale
+             OR o.scale = c.scale AND (o.z > c.z
+                 OR o.z = c.z AND (o.kind_rank < c.kind_rank OR o.kind_rank = c.kind_rank AND o.i < c.i)))
+{%- endmacro %}
+
+-- One sort per series: running sums over the capture index give every window sum at every
+-- scale as a difference of two lagged running sums, so all scales and contrasts share one
+-- pass and cost the same per capture whatever the series length. Medians (the contrasts'
+-- centres and spreads) are per series; events and their window diagnostics are found on
+-- the peaks only.
 WITH pooled_sample_sets AS (
     {{ series.analysed_sample_sets(sample_set) }}
 ),
@@ -100,185 +148,289 @@ captures AS (
     SELECT * FROM sample_median_captures
 ),
 
-neighbours AS (
-    -- i is the capture index; d_a{k} the value k captures later (d_a0 the capture itself),
-    -- d_prev the one before. A NULL stays in its place: windows skip it, and i is still
-    -- the capture index.
-    SELECT
-        run_id, layer, module, step,
-        row_number() OVER by_step - 1 AS i,
-        count(*) OVER (PARTITION BY run_id, layer, module) AS n,
-        {%- for d in descriptors %}
-        lag({{ d }}) OVER by_step AS {{ d }}_prev,
-        {%- for k in range(1, w) %}
-        lead({{ d }}, {{ k }}) OVER by_step AS {{ d }}_a{{ k }},
-        {%- endfor %}
-        {{ d }} AS {{ d }}_a0{{ "," if not loop.last }}
-        {%- endfor %}
-    FROM captures
-    WINDOW by_step AS (PARTITION BY run_id, layer, module ORDER BY step)
-),
-
-series_noise AS (
-    -- Noise scale of each whole series from its first differences between consecutive
-    -- captures (a difference touching a NULL is NULL and skipped): a few level shifts
-    -- barely move their median. has_d: the series has a value of d at all (a layer
-    -- without one has no series of that metric, for coherence).
-    SELECT
-        run_id, layer, module,
-        {%- for d in descriptors %}
-        1.4826 * median(abs({{ d }}_a0 - {{ d }}_prev)) / sqrt(2) AS {{ d }}_sigma,
-        count({{ d }}_a0) > 0 AS has_{{ d }}{{ "," if not loop.last }}
-        {%- endfor %}
-    FROM neighbours
-    GROUP BY run_id, layer, module
-),
-
-window_lists AS (
-    -- The window of w captures from each capture on, and its w - 1 first differences (a
-    -- difference touching a NULL is NULL; the statistics skip NULLs). A window is the post
-    -- window P of its first capture and the baseline B of the capture w later, so its
-    -- statistics are computed once and serve both.
-    SELECT
-        run_id, layer, module, step, i, n,
-        {%- for d in descriptors %}
-        [{% for k in range(w) %}{{ d }}_a{{ k }}{{ ", " if not loop.last }}{% endfor %}] AS {{ d }}_window,
-        [{% for k in range(1, w) %}{{ d }}_a{{ k }} - {{ d }}_a{{ k - 1 }}{{ ", " if not loop.last }}{% endfor %}] AS {{ d }}_window_diffs{{ "," if not loop.last }}
-        {%- endfor %}
-    FROM neighbours
-),
-
-window_medians AS (
-    SELECT
-        *,
-        {%- for d in descriptors %}
-        list_median({{ d }}_window) AS {{ d }}_median{{ "," if not loop.last }}
-        {%- endfor %}
-    FROM window_lists
-),
-
-window_stats AS (
-    -- median, MAD, mean and volatility (population std of the first differences) per window
-    SELECT
-        run_id, layer, module, step, i, n,
-        {%- for d in descriptors %}
-        {{ d }}_median,
-        list_median(list_transform({{ d }}_window, lambda x: abs(x - {{ d }}_median))) AS {{ d }}_mad,
-        list_avg({{ d }}_window) AS {{ d }}_mean,
-        list_stddev_pop({{ d }}_window_diffs) AS {{ d }}_volatility{{ "," if not loop.last }}
-        {%- endfor %}
-    FROM window_medians
-),
-
-paired_windows AS (
-    -- at i the baseline B = x_{i-w..i-1} is the window from i - w, the post window
-    -- P = x_{i..i+w-1} the window from i
-    SELECT
-        run_id, layer, module, step, i, n,
-        {%- for d in descriptors %}
-        lag({{ d }}_median, {{ w }}) OVER by_step AS {{ d }}_baseline_median,
-        lag({{ d }}_mad, {{ w }}) OVER by_step AS {{ d }}_baseline_mad,
-        lag({{ d }}_mean, {{ w }}) OVER by_step AS {{ d }}_baseline_mean,
-        lag({{ d }}_volatility, {{ w }}) OVER by_step AS {{ d }}_volatility_baseline,
-        {{ d }}_median AS {{ d }}_post_median,
-        {{ d }}_mean AS {{ d }}_post_mean,
-        {{ d }}_volatility AS {{ d }}_volatility_event{{ "," if not loop.last }}
-        {%- endfor %}
-    FROM window_stats
-    WINDOW by_step AS (PARTITION BY run_id, layer, module ORDER BY step)
-),
-
-scored_windows AS (
-    -- only where both windows lie inside the series: w <= i <= n - w (filtered after the
-    -- lags above, which need the earlier captures)
-    SELECT p.*, {% for d in descriptors %}s.{{ d }}_sigma{{ ", " if not loop.last }}{% endfor %}
-    FROM paired_windows AS p
-    JOIN series_noise AS s ON p.run_id = s.run_id AND p.layer = s.layer AND p.module = s.module
-    WHERE p.i BETWEEN {{ w }} AND p.n - {{ w }}
-),
-
-metrics AS (
-    -- one row per (run, layer, metric, i): the metric's window statistics at i
+metric_values AS (
+    -- one row per (run, layer, metric, step) with a value: a NULL capture takes no index
     {%- for d in descriptors %}
-    SELECT
-        run_id, layer, module, module || '.{{ d }}' AS metric, step, i,
-        {{ d }}_sigma AS sigma,
-        {{ d }}_baseline_median AS baseline_median,
-        {{ d }}_baseline_mad AS baseline_mad,
-        {{ d }}_post_median - {{ d }}_baseline_median AS metric_size,
-        -- the mean contrast picks the peak: it is largest exactly at a clean step, where
-        -- the medians tie across the w captures around it
-        abs({{ d }}_post_mean - {{ d }}_baseline_mean) AS mean_contrast,
-        {{ d }}_volatility_baseline AS volatility_baseline,
-        {{ d }}_volatility_event AS volatility_event
-    FROM scored_windows
+    SELECT run_id, layer, module || '.{{ d }}' AS metric, step, {{ d }} AS x
+    FROM captures
+    WHERE {{ d }} IS NOT NULL
     {%- if not loop.last %}
     UNION ALL
     {%- endif %}
     {%- endfor %}
 ),
 
-metric_scores AS (
-    -- The floors of m and of the volatility denominator are maxima of formula terms, so a
-    -- NULL term gives NULL (DuckDB's greatest would skip it): a series without any two
-    -- consecutive values has no noise scale, hence no z.
+indexed AS (
+    -- j: the capture index in the series; the neighbours for the 3-point median and the
+    -- second difference
     SELECT
         *,
-        abs(metric_size) / (1.4826 * CASE WHEN sigma IS NOT NULL AND baseline_mad IS NOT NULL
-            THEN greatest(baseline_mad, sigma / 1.4826, 1e-6 * abs(baseline_median), 1e-12) END) AS metric_z,
-        volatility_event / CASE WHEN volatility_baseline IS NOT NULL
-            THEN greatest(volatility_baseline, 1e-12) END AS volatility_ratio
-    FROM metrics
+        row_number() OVER by_step - 1 AS j,
+        count(*) OVER (PARTITION BY run_id, layer, metric) AS n,
+        lag(x) OVER by_step AS x_prev,
+        lead(x) OVER by_step AS x_next
+    FROM metric_values
+    WINDOW by_step AS (PARTITION BY run_id, layer, metric ORDER BY step)
 ),
 
-metric_candidates AS (
-    -- candidate indices; consecutive ones share i - row_number (a NULL z is no candidate,
-    -- so it breaks a run)
-    {{ candidate_stretches('metric_scores', 'metric_z', 'run_id, layer, metric') }}
+smoothed AS (
+    -- m: the 3-point median (the value itself at either end); e: the second difference
+    SELECT
+        *,
+        CASE WHEN x_prev IS NULL OR x_next IS NULL THEN x
+             ELSE greatest(least(x_prev, x), least(greatest(x_prev, x), x_next)) END AS m,
+        x_next - 2 * x + x_prev AS e
+    FROM indexed
+),
+
+series_scales AS (
+    -- the robust spread of the values around their 3-point median (for winsorising), the
+    -- floor added inside the logarithm of |e|, and the median value (subtracted before the
+    -- running sums, which then stay small)
+    SELECT
+        run_id, layer, metric,
+        1.4826 * median(abs(x - m)) AS spread,
+        1e-9 * coalesce(median(abs(e)), 0) + 1e-300 AS log_floor,
+        median(x) AS centre
+    FROM smoothed
+    GROUP BY run_id, layer, metric
+),
+
+prepared AS (
+    -- y: the winsorised value (centred); u: the log absolute second difference
+    SELECT
+        s.run_id, s.layer, s.metric, s.step, s.j, s.n,
+        s.m - c.centre + least(greatest(s.x - s.m, -{{ params.clip }} * c.spread), {{ params.clip }} * c.spread) AS y,
+        ln(abs(s.e) + c.log_floor) AS u
+    FROM smoothed AS s
+    JOIN series_scales AS c ON s.run_id = c.run_id AND s.layer = c.layer AND s.metric = c.metric
+),
+
+running_sums AS (
+    -- inclusive running sums over the capture index (u is NULL at either end: counted apart)
+    SELECT
+        *,
+        sum(y) OVER running AS cy,
+        sum(j * y) OVER running AS cjy,
+        sum(coalesce(u, 0)) OVER running AS cu,
+        count(u) OVER running AS cun,
+        sum(coalesce(u, 0)) OVER series AS cu_total,
+        count(u) OVER series AS cun_total
+    FROM prepared
+    WINDOW
+        series AS (PARTITION BY run_id, layer, metric),
+        running AS (series ORDER BY j ROWS UNBOUNDED PRECEDING)
+),
+
+window_sums AS (
+    -- Sums over the left window [i - G, i) and the right window [i, i + G) of every scale
+    -- (NULL where a window leaves the series), and the local noise windows [i - L, i + L)
+    -- cut at the series' ends.
+    SELECT
+        run_id, layer, metric, step, j, n,
+        {%- for g in ns.scales %}
+        CASE WHEN j >= {{ g }} AND j + {{ g }} <= n THEN lag(cy, 1, 0) OVER by_j - lag(cy, {{ g + 1 }}, 0) OVER by_j END AS yl_{{ g }},
+        CASE WHEN j >= {{ g }} AND j + {{ g }} <= n THEN lead(cy, {{ g - 1 }}) OVER by_j - lag(cy, 1, 0) OVER by_j END AS yr_{{ g }},
+        CASE WHEN j >= {{ g }} AND j + {{ g }} <= n THEN lag(cjy, 1, 0) OVER by_j - lag(cjy, {{ g + 1 }}, 0) OVER by_j END AS jl_{{ g }},
+        CASE WHEN j >= {{ g }} AND j + {{ g }} <= n THEN lead(cjy, {{ g - 1 }}) OVER by_j - lag(cjy, 1, 0) OVER by_j END AS jr_{{ g }},
+        {%- if g >= 16 %}
+        CASE WHEN j >= {{ g + 1 }} AND j + {{ g }} <= n - 1 THEN lag(cu, 1, 0) OVER by_j - lag(cu, {{ g + 1 }}, 0) OVER by_j END AS ul_{{ g }},
+        CASE WHEN j >= {{ g + 1 }} AND j + {{ g }} <= n - 1 THEN lead(cu, {{ g - 1 }}) OVER by_j - lag(cu, 1, 0) OVER by_j END AS ur_{{ g }},
+        {%- endif %}
+        {%- endfor %}
+        {%- for span in noise_spans %}
+        (coalesce(lead(cu, {{ span - 1 }}) OVER by_j, cu_total) - coalesce(lag(cu, {{ span + 1 }}) OVER by_j, 0))
+            / nullif(coalesce(lead(cun, {{ span - 1 }}) OVER by_j, cun_total) - coalesce(lag(cun, {{ span + 1 }}) OVER by_j, 0), 0) AS ubar_{{ span }}{{ "," if not loop.last }}
+        {%- endfor %}
+    FROM running_sums
+    WINDOW by_j AS (PARTITION BY run_id, layer, metric ORDER BY j)
+),
+
+studentised AS (
+    -- z1 of every contrast: its estimate over its standard deviation under independent
+    -- noise of the local level sigma = exp(mean u + 0.635...) / sqrt 6 (E ln|N(0, 1)| =
+    -- -0.635...; a second difference has variance 6 sigma^2); a scale the series is too short
+    -- for (n < 4 G) has none
+    SELECT
+        run_id, layer, metric, step, j, n,
+        {%- for c in contrasts %}
+        {%- set noise = 'exp(ubar_' ~ ([c.g, params.noise_window] | max) ~ ' + 0.6351814227307392) / sqrt(6)' %}
+        CASE WHEN n >= {{ 4 * c.g }} THEN
+        {%- if c.kind == 'level' %}
+            (yr_{{ c.g }} - yl_{{ c.g }}) / {{ c.g }} * sqrt({{ c.g }} / 2) / ({{ noise }})
+        {%- elif c.kind == 'slope' %}
+            -- sum of (|t| - G/2) y / 2 over both windows, |t| = j - i + 1/2 on the right, i - 1/2 - j on the left
+            ((jr_{{ c.g }} - (j - 0.5) * yr_{{ c.g }}) + ((j - 0.5) * yl_{{ c.g }} - jl_{{ c.g }})
+                - {{ c.g / 2 }} * (yr_{{ c.g }} + yl_{{ c.g }})) / 2 / sqrt({{ c.g * (c.g * c.g - 1) / 24 }}) / ({{ noise }})
+        {%- else %}
+            (ur_{{ c.g }} - ul_{{ c.g }}) / {{ c.g }} * sqrt({{ c.g }} / 2) / 1.1107207345395915
+        {%- endif %}
+        END AS z1_{{ c.name }}{{ "," if not loop.last }}
+        {%- endfor %}
+    FROM window_sums
+),
+
+contrast_centres AS (
+    SELECT
+        run_id, layer, metric,
+        {%- for c in contrasts %}
+        median(z1_{{ c.name }}) AS centre_{{ c.name }}{{ "," if not loop.last }}
+        {%- endfor %}
+    FROM studentised
+    GROUP BY run_id, layer, metric
+),
+
+contrast_spreads AS (
+    -- kappa >= 1: how much trend, season or autocorrelation widen a contrast beyond
+    -- independent noise (never narrower: a quiet stretch does not sharpen the test)
+    SELECT
+        s.run_id, s.layer, s.metric,
+        {%- for c in contrasts %}
+        any_value(c.centre_{{ c.name }}) AS centre_{{ c.name }},
+        greatest(1, 1.4826 * median(abs(s.z1_{{ c.name }} - c.centre_{{ c.name }}))) AS kappa_{{ c.name }}{{ "," if not loop.last }}
+        {%- endfor %}
+    FROM studentised AS s
+    JOIN contrast_centres AS c ON s.run_id = c.run_id AND s.layer = c.layer AND s.metric = c.metric
+    GROUP BY s.run_id, s.layer, s.metric
+),
+
+normalised AS (
+    SELECT
+        s.run_id, s.layer, s.metric, s.step, s.j, s.n,
+        {%- for c in contrasts %}
+        (s.z1_{{ c.name }} - k.centre_{{ c.name }}) / k.kappa_{{ c.name }} AS z_{{ c.name }}{{ "," if not loop.last }}
+        {%- endfor %}
+    FROM studentised AS s
+    JOIN contrast_spreads AS k ON s.run_id = k.run_id AND s.layer = k.layer AND s.metric = k.metric
 ),
 
 metric_peaks AS (
-    -- each stretch of candidates is one event, reported at its largest mean contrast
-    -- (earliest on ties), with the steps of its first and last index
-    {{ stretch_peaks('metric_candidates', 'run_id, layer, metric', 'mean_contrast') }}
+    {{ local_peaks('normalised', 'run_id, layer, metric', 'j', 'n') }}
 ),
 
-peak_layer_ratios AS (
-    -- the median volatility_ratio over the run's layers (the peak's own included) at each
-    -- peak's metric and capture index; computed at the peaks only
-    SELECT r.run_id, r.metric, r.i, median(r.volatility_ratio) AS volatility_ratio_agg
-    FROM metric_scores AS r
-    JOIN (SELECT DISTINCT run_id, metric, i FROM metric_peaks) AS p
-        ON r.run_id = p.run_id AND r.metric = p.metric AND r.i = p.i
-    GROUP BY r.run_id, r.metric, r.i
+metric_peak_rows AS (
+    {{ peak_rows('metric_peaks', 'run_id, layer, metric', 'j') }}
 ),
 
-composite_scores AS (
-    -- Per (run, layer, i): the root mean square of the z of the layer's metrics with a
-    -- value at i (metrics align by capture index: the modules of a layer share steps, and
-    -- min() names that step).
+metric_events AS (
+    {{ merged('metric_peak_rows', ['run_id', 'layer', 'metric']) }}
+),
+
+composite_z AS (
+    -- per (run, layer, step): the root mean square of the z of the layer's metrics with a z
+    -- there; metrics align by step
     SELECT
-        run_id, layer, i,
-        min(step) AS step,
-        sqrt(avg(metric_z * metric_z)) AS composite_z
-    FROM metric_scores
-    GROUP BY run_id, layer, i
+        run_id, layer, step,
+        {%- for c in contrasts %}
+        sqrt(avg(z_{{ c.name }} * z_{{ c.name }})) AS z_{{ c.name }}{{ "," if not loop.last }}
+        {%- endfor %}
+    FROM normalised
+    GROUP BY run_id, layer, step
 ),
 
-composite_candidates AS (
-    {{ candidate_stretches('composite_scores', 'composite_z', 'run_id, layer') }}
+composite_indexed AS (
+    -- the layer's steps indexed in order; n: its longest metric series
+    SELECT
+        c.*,
+        row_number() OVER (PARTITION BY c.run_id, c.layer ORDER BY c.step) - 1 AS jj,
+        l.n
+    FROM composite_z AS c
+    JOIN (SELECT run_id, layer, max(n) AS n FROM indexed GROUP BY run_id, layer) AS l
+        ON c.run_id = l.run_id AND c.layer = l.layer
 ),
 
 composite_peaks AS (
-    -- a composite event peaks at its largest composite z (earliest on ties)
-    {{ stretch_peaks('composite_candidates', 'run_id, layer', 'composite_z') }}
+    {{ local_peaks('composite_indexed', 'run_id, layer', 'jj', 'n') }}
+),
+
+composite_peak_rows AS (
+    {{ peak_rows('composite_peaks', 'run_id, layer', 'jj') }}
+),
+
+composite_events AS (
+    {{ merged('composite_peak_rows', ['run_id', 'layer']) }}
+),
+
+event_anchors AS (
+    -- Every window to describe, as (run, layer, metric, index i, scale G): a metric event's
+    -- windows at its own index in every layer having that metric (for volatility_ratio_agg),
+    -- and a composite event's at each metric of its layer with a capture at its step.
+    SELECT e.run_id, e.layer AS event_layer, e.metric AS event_metric, e.step AS event_step,
+           'change_point' AS event_type, x.layer, x.metric, e.i, e.scale
+    FROM metric_events AS e
+    JOIN (SELECT DISTINCT run_id, layer, metric FROM indexed) AS x
+        ON x.run_id = e.run_id AND x.metric = e.metric
+    UNION ALL
+    SELECT e.run_id, e.layer, '__composite__', e.step, 'change_point_composite', x.layer, x.metric, x.j, e.scale
+    FROM composite_events AS e
+    JOIN indexed AS x ON x.run_id = e.run_id AND x.layer = e.layer AND x.step = e.step
+),
+
+window_members AS (
+    -- the captures of each anchored series in [i - G, i + G), by an equi-join on the index
+    SELECT a.*, v.j, v.x, v.x_prev
+    FROM (SELECT *, unnest(range(i - scale, i + scale)) AS member FROM event_anchors) AS a
+    JOIN indexed AS v ON v.run_id = a.run_id AND v.layer = a.layer AND v.metric = a.metric AND v.j = a.member
+),
+
+window_medians AS (
+    -- only whole windows (2 G captures); x_prev is inside a window from its second capture on
+    SELECT
+        run_id, event_layer, event_metric, event_step, event_type, layer, metric, i, scale,
+        median(x) FILTER (WHERE j < i) AS baseline_median,
+        median(x) FILTER (WHERE j >= i) AS post_median,
+        stddev_pop(x - x_prev) FILTER (WHERE j > i - scale AND j < i) AS volatility_baseline,
+        stddev_pop(x - x_prev) FILTER (WHERE j > i) AS volatility_event
+    FROM window_members
+    GROUP BY ALL
+    HAVING count(*) = 2 * scale
+),
+
+window_mads AS (
+    SELECT w.run_id, w.event_layer, w.event_metric, w.event_step, w.event_type, w.layer, w.metric,
+           median(abs(w.x - m.baseline_median)) AS baseline_mad
+    FROM window_members AS w
+    JOIN window_medians AS m USING (run_id, event_layer, event_metric, event_step, event_type, layer, metric)
+    WHERE w.j < w.i
+    GROUP BY ALL
+),
+
+window_stats AS (
+    SELECT
+        m.*,
+        d.baseline_mad,
+        m.post_median - m.baseline_median AS metric_size,
+        m.volatility_event / greatest(m.volatility_baseline, 1e-12) AS volatility_ratio
+    FROM window_medians AS m
+    JOIN window_mads AS d USING (run_id, event_layer, event_metric, event_step, event_type, layer, metric)
+),
+
+layer_ratios AS (
+    -- per metric event: the median volatility ratio over the layers' windows at its index
+    SELECT run_id, event_layer, event_metric, event_step, median(volatility_ratio) AS volatility_ratio_agg
+    FROM window_stats
+    WHERE event_type = 'change_point'
+    GROUP BY run_id, event_layer, event_metric, event_step
+),
+
+metric_diagnostics AS (
+    -- an event's own windows, and the median volatility ratio over the layers at its index
+    SELECT
+        e.*,
+        o.baseline_median, o.baseline_mad, o.metric_size, o.volatility_baseline, o.volatility_event, o.volatility_ratio,
+        r.volatility_ratio_agg
+    FROM metric_events AS e
+    JOIN layer_ratios AS r
+        ON r.run_id = e.run_id AND r.event_layer = e.layer AND r.event_metric = e.metric AND r.event_step = e.step
+    JOIN window_stats AS o
+        ON o.event_type = 'change_point' AND o.run_id = e.run_id AND o.event_layer = e.layer
+        AND o.event_metric = e.metric AND o.event_step = e.step AND o.layer = e.layer
 ),
 
 layer_metrics AS (
-    -- every metric of every layer of the run (the layer has captures of its module), and
-    -- whether it has some value: a layer with none has no series of that metric
+    -- every metric of every layer of the run (a layer without a value of it has no series)
     {%- for d in descriptors %}
-    SELECT run_id, layer, module || '.{{ d }}' AS metric, has_{{ d }} AS has_values FROM series_noise
+    SELECT DISTINCT run_id, layer, module || '.{{ d }}' AS metric FROM captures
     {%- if not loop.last %}
     UNION ALL
     {%- endif %}
@@ -286,25 +438,29 @@ layer_metrics AS (
 ),
 
 composite_metrics AS (
-    -- every metric of the layer at a composite peak (one without any value too), NULL
-    -- where it has no value there
+    -- every metric of the layer at a composite event (NULL where it has no whole window)
     SELECT
-        c.run_id, c.layer, c.i, lm.metric,
+        c.run_id, c.layer, c.step, lm.metric,
         {%- for col in diagnostics %}
-        m.{{ col }}{{ "," if not loop.last }}
+        {%- if col == 'metric_z' %}
+        CAST(NULL AS DOUBLE) AS metric_z{{ "," if not loop.last }}
+        {%- else %}
+        s.{{ col }}{{ "," if not loop.last }}
+        {%- endif %}
         {%- endfor %}
-    FROM composite_peaks AS c
+    FROM composite_events AS c
     JOIN layer_metrics AS lm ON c.run_id = lm.run_id AND c.layer = lm.layer
-    LEFT JOIN metric_scores AS m ON c.run_id = m.run_id AND c.layer = m.layer AND lm.metric = m.metric AND c.i = m.i
+    LEFT JOIN window_stats AS s
+        ON s.event_type = 'change_point_composite' AND s.run_id = c.run_id AND s.event_layer = c.layer
+        AND s.event_step = c.step AND s.metric = lm.metric
 ),
 
 composite_diagnostics AS (
-    -- The median of the metrics' volatility ratios at the peak, and the JSON objects keyed
-    -- by metric, in metric order (the same bytes for the same values). Each number is the
-    -- FLOAT the single-metric column would hold, in its shortest text that reads back to
-    -- it (finite by construction: the denominators have floors); null for NULL.
+    -- The median of the metrics' volatility ratios, and the JSON objects keyed by metric, in
+    -- metric order. Each number is the FLOAT a single-metric column would hold, in its
+    -- shortest text that reads back to it; null for NULL.
     SELECT
-        run_id, layer, i,
+        run_id, layer, step,
         median(volatility_ratio) AS structure_ratio,
         {%- for col in diagnostics %}
         '{' || string_agg(
@@ -313,46 +469,56 @@ composite_diagnostics AS (
         ) || '}' AS {{ json_names.get(col, col ~ '_json') }}{{ "," if not loop.last }}
         {%- endfor %}
     FROM composite_metrics
-    GROUP BY run_id, layer, i
+    GROUP BY run_id, layer, step
+),
+
+series_steps AS (
+    -- the step of every capture index, for the windows' first and last steps
+    SELECT run_id, layer, metric, j, step FROM indexed
+),
+
+composite_steps AS (
+    SELECT run_id, layer, jj, step FROM composite_indexed
 ),
 
 all_events AS (
     SELECT
-        p.run_id, p.layer, p.metric, 'change_point' AS event_type, p.i, p.step, p.start_step, p.end_step,
-        p.metric_z AS magnitude,
-        p.volatility_ratio AS structure_ratio,
-        {%- for col in diagnostics %}
-        p.{{ col }},
-        {%- endfor %}
-        r.volatility_ratio_agg,
-        -- the per-metric JSON is for composite events only
+        e.run_id, e.layer, e.metric, 'change_point' AS event_type, e.i, e.scale, e.step,
+        b.step AS start_step, f.step AS end_step,
+        e.z AS magnitude,
+        e.volatility_ratio AS structure_ratio,
+        e.metric_size, e.z AS metric_z, e.baseline_median, e.baseline_mad,
+        e.volatility_event, e.volatility_baseline, e.volatility_ratio, e.volatility_ratio_agg,
         {%- for col in diagnostics %}
         CAST(NULL AS VARCHAR) AS {{ json_names.get(col, col ~ '_json') }}{{ "," if not loop.last }}
         {%- endfor %}
-    FROM metric_peaks AS p
-    JOIN peak_layer_ratios AS r ON p.run_id = r.run_id AND p.metric = r.metric AND p.i = r.i
+    FROM metric_diagnostics AS e
+    JOIN series_steps AS b ON b.run_id = e.run_id AND b.layer = e.layer AND b.metric = e.metric AND b.j = e.i - e.scale
+    JOIN series_steps AS f ON f.run_id = e.run_id AND f.layer = e.layer AND f.metric = e.metric AND f.j = e.i + e.scale - 1
     UNION ALL
     SELECT
-        c.run_id, c.layer, '__composite__' AS metric, 'change_point_composite' AS event_type, c.i, c.step,
-        c.start_step, c.end_step,
-        c.composite_z AS magnitude,
+        c.run_id, c.layer, '__composite__', 'change_point_composite', c.i, c.scale, c.step,
+        b.step, f.step,
+        c.z,
         j.structure_ratio,
         -- the single-metric diagnostics are NULL on a composite event
         {%- for col in diagnostics + ['volatility_ratio_agg'] %}
-        NULL AS {{ col }},
+        NULL,
         {%- endfor %}
         {%- for col in diagnostics %}
         j.{{ json_names.get(col, col ~ '_json') }}{{ "," if not loop.last }}
         {%- endfor %}
-    FROM composite_peaks AS c
-    JOIN composite_diagnostics AS j ON c.run_id = j.run_id AND c.layer = j.layer AND c.i = j.i
+    FROM composite_events AS c
+    JOIN composite_diagnostics AS j ON c.run_id = j.run_id AND c.layer = j.layer AND c.step = j.step
+    JOIN composite_steps AS b ON b.run_id = c.run_id AND b.layer = c.layer AND b.jj = c.i - c.scale
+    JOIN composite_steps AS f ON f.run_id = c.run_id AND f.layer = c.layer AND f.jj = c.i + c.scale - 1
 ),
 
 layers_with_series AS (
     -- the layers with a series of each metric, and of the composite (a series of any metric)
-    SELECT run_id, layer, metric FROM layer_metrics WHERE has_values
+    SELECT DISTINCT run_id, layer, metric FROM indexed
     UNION ALL
-    SELECT DISTINCT run_id, layer, '__composite__' AS metric FROM layer_metrics WHERE has_values
+    SELECT DISTINCT run_id, layer, '__composite__' AS metric FROM indexed
 ),
 
 other_layers AS (
@@ -363,14 +529,15 @@ other_layers AS (
 ),
 
 nearby_layers AS (
-    -- other layers with an event of the same metric whose peak index is within tolerance
+    -- other layers with an event of the same metric whose index is within the tolerance
+    -- (at least a quarter of this event's scale: a broad change is located less sharply)
     SELECT e.run_id, e.layer, e.metric, e.i, count(DISTINCT o.layer) AS n_nearby
     FROM all_events AS e
     JOIN all_events AS o
         ON e.run_id = o.run_id
         AND e.metric = o.metric
         AND o.layer <> e.layer
-        AND abs(o.i - e.i) <= {{ tolerance }}
+        AND abs(o.i - e.i) <= greatest({{ tolerance }}, e.scale // 4)
     GROUP BY e.run_id, e.layer, e.metric, e.i
 ),
 
