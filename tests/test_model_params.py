@@ -16,8 +16,12 @@ from warehouse.models import ModelError, load_project
 # sample_set texts) takes any value.
 EXPECTED = {
     ("geometry_dynamics", "volatility_window"): ([2, 5, 100], [-3, 0, 1, 101]),
-    ("events_candidates", "w"): ([2, 100], [0, 1, 101]),
-    ("events_candidates", "z_min"): ([0.001, 4.0, 50.0], [0.0, -1.0]),
+    ("events_candidates", "min_scale"): ([2, 4, 64], [-4, 0, 1, 65]),
+    ("events_candidates", "max_scale"): ([4, 256, 4096], [-256, 0, 3, 4097]),
+    ("events_candidates", "alpha"): ([0.0001, 0.05, 0.5], [0.0, -0.05, 0.6, 1.0]),
+    ("events_candidates", "trend_scale"): ([2, 64, 4096], [0, 1, 4097]),
+    ("events_candidates", "clip"): ([0.5, 3.0, 100.0], [0.0, -3.0, 0.4, 101.0]),
+    ("events_candidates", "noise_window"): ([4, 64, 4096], [0, 3, 4097]),
     ("events_candidates", "tolerance"): ([0, 2, 40], [-1]),
     ("events", "min_tolerance"): ([0.0, 0.05, 1.0], [-0.01, 1.01]),
     ("events", "max_tolerance"): ([0.0, 0.25, 1.0], [-0.01, 1.01]),

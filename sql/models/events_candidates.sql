@@ -7,6 +7,7 @@
 -- param min_scale: int = 4 in [2, 64] | smallest scale G, in captures on each side of a boundary
 -- param max_scale: int = 256 in [4, 4096] | largest scale; the scales are min_scale doubled up to it (a series uses those with 4 G <= its captures)
 -- param alpha: float = 0.05 in [0.0001, 0.5] | false-alarm level of each scale's threshold (the moving-sum threshold of Eichinger and Kirch, 2018)
+-- param trend_scale: int = 64 in [2, 4096] | from this scale up the level contrast is blind to a local line (a trend over a wide window is no level shift)
 -- param clip: float = 3.0 in [0.5, 100] | winsorising: a capture further than clip robust units from its 3-point median is pulled back to that distance
 -- param noise_window: int = 64 in [4, 4096] | captures on each side over which the local noise level is taken (at least the scale)
 -- param tolerance: int = 2 >= 0 | captures (at least a quarter of the event's scale) within which another layer's event counts for coherence
@@ -14,7 +15,7 @@
 -- description: Change points of the pooled geometry series of every run (cpd@2): per
 --   <module>.<descriptor> series (NULL captures skipped), three contrasts between the G
 --   captures before and from each capture, at scales G = min_scale, 2 min_scale, ...: a
---   level shift (difference of means), a change of slope (a V-shaped contrast blind to a
+--   level shift (difference of means; from trend_scale up, blind to a line), a change of slope (a V-shaped contrast blind to a
 --   line) on values winsorised against their 3-point median, and a change of variance
 --   (difference of mean log absolute second differences, G >= 16). Each is studentised by
 --   the local noise (geometric mean of the second differences), centred and scaled by its
@@ -25,6 +26,9 @@
 --   detecting scale's windows. Composite events do the same per layer on the root mean
 --   square of its metrics' z.
 {% import 'macros/series.sql' as series %}
+{% if params.min_scale > params.max_scale %}
+{{ refuse('parameter min_scale = %d is above max_scale = %d: no scale is left' % (params.min_scale, params.max_scale)) }}
+{% endif %}
 {#- the scales, and the contrasts computed at each (variance from 16 captures: below, a
     log-variance contrast cannot reach any useful threshold) -#}
 {% set ns = namespace(scales=[], contrasts=[]) %}
@@ -249,15 +253,22 @@ window_sums AS (
 studentised AS (
     -- z1 of every contrast: its estimate over its standard deviation under independent
     -- noise of the local level sigma = exp(mean u + 0.635...) / sqrt 6 (E ln|N(0, 1)| =
-    -- -0.635...; a second difference has variance 6 sigma^2); a scale the series is too short
-    -- for (n < 4 G) has none
+    -- -0.635...; a second difference has variance 6 sigma^2), floored at 1e-6 of the series'
+    -- median level (a piecewise flat series has no noise at all); a scale the series is too
+    -- short for (n < 4 G) has none
     SELECT
-        run_id, layer, metric, step, j, n,
+        w.run_id, w.layer, w.metric, w.step, w.j, w.n,
         {%- for c in contrasts %}
-        {%- set noise = 'exp(ubar_' ~ ([c.g, params.noise_window] | max) ~ ' + 0.6351814227307392) / sqrt(6)' %}
+        {%- set noise = 'greatest(exp(ubar_' ~ ([c.g, params.noise_window] | max) ~ ' + 0.6351814227307392) / sqrt(6), noise_floor)' %}
         CASE WHEN n >= {{ 4 * c.g }} THEN
-        {%- if c.kind == 'level' %}
+        {%- if c.kind == 'level' and c.g < params.trend_scale %}
             (yr_{{ c.g }} - yl_{{ c.g }}) / {{ c.g }} * sqrt({{ c.g }} / 2) / ({{ noise }})
+        {%- elif c.kind == 'level' %}
+            -- the step less its least-squares line, sign(t) / 2 - b t with b = 3 G / (4 G^2 - 1): the
+            -- sum of (sign(t) / 2) y less b times the sum of t y, t = j - i + 1/2 on both sides
+            ((yr_{{ c.g }} - yl_{{ c.g }}) / 2 - {{ 3 * c.g / (4 * c.g * c.g - 1) }}
+                * ((jr_{{ c.g }} - (j - 0.5) * yr_{{ c.g }}) + (jl_{{ c.g }} - (j - 0.5) * yl_{{ c.g }})))
+                / sqrt({{ c.g / 2 * (c.g * c.g - 1) / (4 * c.g * c.g - 1) }}) / ({{ noise }})
         {%- elif c.kind == 'slope' %}
             -- sum of (|t| - G/2) y / 2 over both windows, |t| = j - i + 1/2 on the right, i - 1/2 - j on the left
             ((jr_{{ c.g }} - (j - 0.5) * yr_{{ c.g }}) + ((j - 0.5) * yl_{{ c.g }} - jl_{{ c.g }})
@@ -267,7 +278,9 @@ studentised AS (
         {%- endif %}
         END AS z1_{{ c.name }}{{ "," if not loop.last }}
         {%- endfor %}
-    FROM window_sums
+    FROM window_sums AS w
+    JOIN (SELECT run_id, layer, metric, 1e-6 * abs(centre) + 1e-12 AS noise_floor FROM series_scales) AS f
+        ON w.run_id = f.run_id AND w.layer = f.layer AND w.metric = f.metric
 ),
 
 contrast_centres AS (
@@ -438,18 +451,21 @@ layer_metrics AS (
 ),
 
 composite_metrics AS (
-    -- every metric of the layer at a composite event (NULL where it has no whole window)
+    -- every metric of the layer at a composite event: its |z| of the event's contrast at
+    -- the step, and its own windows' diagnostics (NULL where it has no whole window)
     SELECT
         c.run_id, c.layer, c.step, lm.metric,
-        {%- for col in diagnostics %}
-        {%- if col == 'metric_z' %}
-        CAST(NULL AS DOUBLE) AS metric_z{{ "," if not loop.last }}
-        {%- else %}
+        abs(CASE
+            {%- for k in contrasts %}
+            WHEN c.kind = '{{ k.kind }}' AND c.scale = {{ k.g }} THEN z.z_{{ k.name }}
+            {%- endfor %}
+        END) AS metric_z,
+        {%- for col in diagnostics if col != 'metric_z' %}
         s.{{ col }}{{ "," if not loop.last }}
-        {%- endif %}
         {%- endfor %}
     FROM composite_events AS c
     JOIN layer_metrics AS lm ON c.run_id = lm.run_id AND c.layer = lm.layer
+    LEFT JOIN normalised AS z ON z.run_id = c.run_id AND z.layer = c.layer AND z.metric = lm.metric AND z.step = c.step
     LEFT JOIN window_stats AS s
         ON s.event_type = 'change_point_composite' AND s.run_id = c.run_id AND s.event_layer = c.layer
         AND s.event_step = c.step AND s.metric = lm.metric

@@ -79,8 +79,17 @@ def jinja_environment(sql_dir: Path) -> jinja2.Environment:
         autoescape=False,
         keep_trailing_newline=True,
     )
-    env.globals.update(descriptors=list(contracts.DESCRIPTORS), modules=list(contracts.MODULES))
+    env.globals.update(descriptors=list(contracts.DESCRIPTORS), modules=list(contracts.MODULES), refuse=_refuse)
     return env
+
+
+class _Refused(jinja2.TemplateError):
+    """A template's own refusal of its parameters (``refuse('...')``)."""
+
+
+def _refuse(message: str) -> None:
+    """Lets a template refuse a combination of parameters that no single range can express."""
+    raise _Refused(message)
 
 
 def compile_model(spec: ModelSpec, params: Mapping[str, Any], env: jinja2.Environment) -> CompiledModel:
@@ -124,6 +133,8 @@ def _render(spec: ModelSpec, values: Mapping[str, Any], env: jinja2.Environment,
     context = {k: sql_literal(v) for k, v in values.items()} | {"params": typed, "adding": adding}
     try:
         return env.from_string(spec.template).render(**context)
+    except _Refused as exc:
+        raise ModelError(f"model {spec.name}: {exc}") from None
     except jinja2.TemplateError as exc:
         raise ModelError(f"{spec.where()}: cannot render the template: {exc}") from None
 
