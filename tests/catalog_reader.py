@@ -20,7 +20,8 @@ from pathlib import Path
 
 import warehouse
 
-MODEL_TARGETS = ("geometry_dynamics", "events_candidates", "events", "probe_summaries", "signatures", "matches")
+MODEL_TARGETS = ("geometry_dynamics", "events_candidates", "events", "probe_summaries", "probe_events_candidates",
+                 "signatures", "matches")
 
 
 def one_round(con) -> tuple[list[str], dict[str, int], tuple]:

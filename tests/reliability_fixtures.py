@@ -98,7 +98,8 @@ def run_unprivileged(code: str, cwd: Path) -> subprocess.CompletedProcess:
 # Comparing builds
 
 
-MODEL_TARGETS = ("events_candidates", "geometry_dynamics", "events", "probe_summaries", "signatures", "matches")
+MODEL_TARGETS = ("events_candidates", "geometry_dynamics", "events", "probe_summaries", "probe_events_candidates", "signatures",
+                 "matches")
 ENGINE_STATE = ("_meta/analyses", "_meta/snapshots", "_meta/build.lock", ".staging")
 
 

@@ -106,6 +106,8 @@ def test_parameter_table_lists_every_parameter_from_the_headers() -> None:
         "| `matches` | `tolerance` | `float` | `0.05` | `[0, 1]` | largest \\|delta t\\| (inclusive) at which two "
         "events of the same layer and metric match |",
         "| `matches` | `top_k` | `int` | `10` | `>= 1` | partners kept per signature (at least 1), best score first |",
+        "| `probe_events_candidates` | `tolerance_captures` | `int` | `2` | `>= 0` | captures, in units of the run's "
+        "median step spacing, within which change points are one event |",
         "| `probe_summaries` | `module` | `str` | `'resid_post'` | `{resid_pre, attn_out, mlp_out, resid_post, logits}` "
         "| module whose pooled series are summarised |",
         "| `probe_summaries` | `sample_set` | `str` | `''` | any | sample set analysed; empty: per run the "

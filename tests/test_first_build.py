@@ -54,7 +54,7 @@ def test_a_lake_without_geometry_builds_to_nothing_to_do(tmp_path: Path, content
         writer.write("runs", [run_row("r1")], lake=lake)
     out = build(lake, db=tmp_path / "w.duckdb")
     lines = [line for line in out.splitlines() if " -> " in line]
-    assert len(lines) == 6 and all("nothing to do" in line for line in lines), out
+    assert len(lines) == 7 and all("nothing to do" in line for line in lines), out
     assert not (lake / "_meta" / "analyses").exists() or not any((lake / "_meta" / "analyses").iterdir())
     # and the next build, once geometry arrives, is a first build like any other
     capture(lake, "r1", 0)

@@ -27,6 +27,7 @@ EXPECTED = {
     ("events", "max_tolerance"): ([0.0, 0.25, 1.0], [-0.01, 1.01]),
     ("matches", "tolerance"): ([0.0, 0.05, 1.0], [-0.01, 1.5]),
     ("matches", "top_k"): ([1, 10, 500], [0, -2]),
+    ("probe_events_candidates", "tolerance_captures"): ([0, 2, 40], [-1, -5]),
     ("probe_summaries", "module"): (["resid_pre", "attn_out", "mlp_out", "resid_post", "logits"], ["resid", "", "MLP_OUT"]),
     ("signatures", "bins"): ([2, 16, 64], [1, 0, -16]),
 }

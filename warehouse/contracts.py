@@ -409,7 +409,8 @@ PROBE_EVENTS_CANDIDATES = Dataset(
         ts("created_at_utc"),
     ),
     primary_key=("run_id", "family_id", "seed", "probe_name", "probe_config_hash", "event_id"),
-    partition_by=("run_id",),
+    partition_by=("analysis_id", "run_id"),
+    path_columns=(s("analysis_id"),),
 )
 
 GEOMETRY_STATE = Dataset(

@@ -11,7 +11,7 @@ from sqlglot import exp
 from sqlglot.lineage import Node, lineage as sqlglot_lineage
 
 from .compile import DIALECT, contract_schema
-from .project import Project, load_project
+from .project import ENGINE_COLUMNS, Project, load_project
 from .spec import ModelError
 
 from .. import contracts
@@ -37,8 +37,11 @@ def _trace(project: Project, model_name: str, col: str, depth: int, lines: list[
     lines.append(f"{'  ' * depth}{model.spec.target}.{col}  ({model_name} {model.spec.version})")
     producers = project.by_target()
     for table, source_col in sorted(_sources(root)):
-        if table in producers and producers[table] != model_name:
+        if table in producers and producers[table] != model_name and source_col not in ENGINE_COLUMNS:
             _trace(project, producers[table], source_col, depth + 1, lines)
+        elif table in producers:
+            # analysis_id and the like: the engine writes them into every row of the model
+            lines.append(f"{'  ' * (depth + 1)}{table}.{source_col}  (written by the engine)")
         else:
             kind = contracts.DATASETS[table].kind if table in contracts.DATASETS else "table"
             lines.append(f"{'  ' * (depth + 1)}{table}.{source_col}  ({kind})")

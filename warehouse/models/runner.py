@@ -573,7 +573,7 @@ def execute(
         return ModelResult(plan, 0, 0, 0.0, skipped)
     with lk.scratch_dir(root, BUILD_STAGING_PREFIX) as staging:
         units = sorted(plan.build)
-        staged = _compute(plan, units, staging, excluded, progress) if units else {}
+        staged = _compute(plan, units, staging, excluded, progress, input_versions(plan, records)) if units else {}
         _check_output(plan, staged)
         contents = _run_contents(plan, staging / "out") if _runs_in_one_unit(plan) and units else {}
         kept = _unchanged_runs(plan, root, record, contents)
@@ -584,6 +584,13 @@ def execute(
                 _checked_by_unit(plan, root, listing), contents)
         partitions = len({f.parent for n, files in staged.values() if n for f in files})
         return ModelResult(plan, rows, partitions, seconds, skipped)
+
+
+def input_versions(plan: ModelPlan, records: Mapping[str, dict]) -> dict[str, str]:
+    """The version of the model that wrote each input analysis the plan reads, from that
+    analysis's record: inputs without one (captures, an analysis written outside the
+    engine) are left out."""
+    return {d: records[i.analysis]["version"] for d, i in sorted(plan.inputs.items()) if i.analysis in records}
 
 
 def _engine_outputs(plan: ModelPlan, records: dict[str, dict], root: Path) -> set[Path]:
@@ -696,10 +703,11 @@ def _model_sql(plan: ModelPlan) -> str:
 
 def _compute(
     plan: ModelPlan, units: list[str], staging: Path, excluded: set[Path],
-    progress: Callable[[Progress], None] | None = None,
+    progress: Callable[[Progress], None] | None = None, versions: Mapping[str, str] | None = None,
 ) -> dict[str, tuple[int, list[Path]]]:
     """Run the model for ``units`` into ``staging/out`` without the ``excluded`` input files;
-    rows and files per unit.
+    rows and files per unit. ``versions``: the model version behind each input analysis
+    (:func:`input_versions`), for the SQL to read.
 
     A ``run_id`` model computes each run from that run's inputs alone, so its runs are
     computed in batches whose input files stay within a share of DuckDB's memory limit
@@ -717,6 +725,11 @@ def _compute(
         # Ids the SQL may need (e.g. inside stable hashes) but cannot hold as text: they
         # derive from its fingerprint. It reads them with getvariable('analysis_id').
         con.execute(f"SET VARIABLE analysis_id = {ql(plan.analysis_id)}")
+        # The version of the model behind each input analysis, which the SQL cannot know
+        # either: getvariable('input_versions')['events_candidates'] (NULL for an input
+        # without one). Not part of the SQL, so an upstream version leaves the logic as it is.
+        pairs = ", ".join(f"{ql(d)}: {ql(v)}" for d, v in (versions or {}).items())
+        con.execute(f"SET VARIABLE input_versions = MAP {{{pairs}}}::MAP(VARCHAR, VARCHAR)")
         query = output_sql(plan, dt.datetime.now(dt.timezone.utc))
         budget = batch_bytes(con)
         if by_run and spec.incremental == "run_id":
