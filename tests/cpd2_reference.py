@@ -27,7 +27,7 @@ KINDS = ("level", "slope", "variance")
 class Params:
     min_scale: int = 4
     max_scale: int = 256
-    alpha: float = 0.05
+    alpha: float = 0.01
     trend_scale: int = 64
     clip: float = 3.0
     noise_window: int = 64
@@ -65,6 +65,7 @@ def median3(x: np.ndarray) -> np.ndarray:
     m = x.copy()
     if len(x) >= 3:
         m[1:-1] = np.median(np.stack([x[:-2], x[1:-1], x[2:]]), axis=0)
+        m[0], m[-1] = np.median(x[:3]), np.median(x[-3:])  # at either end, the end's three
     return m
 
 

@@ -96,17 +96,28 @@ def test_parameter_table_lists_every_parameter_from_the_headers() -> None:
         "seeds spread (at or below min_tolerance: a fixed tolerance) |",
         "| `events` | `sample_set` | `str` | `''` | any | sample set whose series give t; empty: per run, the "
         "alphabetically first with pooled rows |",
-        "| `events_candidates` | `w` | `int` | `5` | `[2, 100]` | captures in the baseline window and in the post window |",
-        "| `events_candidates` | `z_min` | `float` | `4.0` | `> 0` | robust z from which a capture index is a candidate |",
-        "| `events_candidates` | `tolerance` | `int` | `2` | `>= 0` | captures within which another layer's peak "
-        "counts for coherence |",
-        "| `events_candidates` | `sample_set` | `str` | `''` | any | sample set analysed; '' = per run, the "
-        "alphabetically first with pooled rows |",
+        "| `events_candidates` | `min_scale` | `int` | `4` | `[2, 64]` | smallest scale G, in captures "
+        "on each side of a boundary |",
+        "| `events_candidates` | `max_scale` | `int` | `256` | `[4, 4096]` | largest scale; the scales "
+        "are min_scale doubled up to it (a series uses those with 4 G <= its captures) |",
+        "| `events_candidates` | `alpha` | `float` | `0.01` | `[0.0001, 0.5]` | false-alarm level of "
+        "each scale and contrast (the moving-sum threshold of Eichinger and Kirch, 2018, for one "
+        "series) |",
+        "| `events_candidates` | `trend_scale` | `int` | `64` | `[2, 4096]` | from this scale up the "
+        "level contrast is blind to a local line (a trend over a wide window is no level shift) |",
+        "| `events_candidates` | `clip` | `float` | `3.0` | `[0.5, 100]` | winsorising: a capture "
+        "further than clip robust units from its 3-point median is pulled back to that distance |",
+        "| `events_candidates` | `noise_window` | `int` | `64` | `[4, 4096]` | captures on each side "
+        "over which the local noise level is taken (at least the scale) |",
+        "| `events_candidates` | `tolerance` | `int` | `2` | `>= 0` | captures (at least a quarter of "
+        "the event's scale) within which another layer's event counts for coherence |",
+        "| `events_candidates` | `sample_set` | `str` | `''` | any | sample set analysed; '' = per run, "
+        "the alphabetically first with pooled rows |",
         "| `geometry_dynamics` | `volatility_window` | `int` | `5` | `[2, 100]` | captures in the volatility window |",
         "| `matches` | `tolerance` | `float` | `0.05` | `[0, 1]` | largest \\|delta t\\| (inclusive) at which two "
         "events of the same layer and metric match |",
         "| `matches` | `top_k` | `int` | `10` | `>= 1` | partners kept per signature (at least 1), best score first |",
-        "| `probe_events_candidates` | `tolerance_captures` | `int` | `2` | `>= 0` | captures, in units of the run's "
+        "| `probe_events_candidates` | `tolerance_captures` | `int` | `2` | `[0, 1000]` | captures, in units of the run's "
         "median step spacing, within which change points are one event |",
         "| `probe_summaries` | `module` | `str` | `'resid_post'` | `{resid_pre, attn_out, mlp_out, resid_post, logits}` "
         "| module whose pooled series are summarised |",

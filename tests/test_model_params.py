@@ -18,7 +18,7 @@ EXPECTED = {
     ("geometry_dynamics", "volatility_window"): ([2, 5, 100], [-3, 0, 1, 101]),
     ("events_candidates", "min_scale"): ([2, 4, 64], [-4, 0, 1, 65]),
     ("events_candidates", "max_scale"): ([4, 256, 4096], [-256, 0, 3, 4097]),
-    ("events_candidates", "alpha"): ([0.0001, 0.05, 0.5], [0.0, -0.05, 0.6, 1.0]),
+    ("events_candidates", "alpha"): ([0.0001, 0.01, 0.5], [0.0, -0.05, 0.6, 1.0]),
     ("events_candidates", "trend_scale"): ([2, 64, 4096], [0, 1, 4097]),
     ("events_candidates", "clip"): ([0.5, 3.0, 100.0], [0.0, -3.0, 0.4, 101.0]),
     ("events_candidates", "noise_window"): ([4, 64, 4096], [0, 3, 4097]),
@@ -27,7 +27,7 @@ EXPECTED = {
     ("events", "max_tolerance"): ([0.0, 0.25, 1.0], [-0.01, 1.01]),
     ("matches", "tolerance"): ([0.0, 0.05, 1.0], [-0.01, 1.5]),
     ("matches", "top_k"): ([1, 10, 500], [0, -2]),
-    ("probe_events_candidates", "tolerance_captures"): ([0, 2, 40], [-1, -5]),
+    ("probe_events_candidates", "tolerance_captures"): ([0, 2, 1000], [-1, 1001]),
     ("probe_summaries", "module"): (["resid_pre", "attn_out", "mlp_out", "resid_post", "logits"], ["resid", "", "MLP_OUT"]),
     ("signatures", "bins"): ([2, 16, 64], [1, 0, -16]),
 }

@@ -6,7 +6,7 @@
 -- grain: run_id, event_type, layer, metric, step
 -- param min_scale: int = 4 in [2, 64] | smallest scale G, in captures on each side of a boundary
 -- param max_scale: int = 256 in [4, 4096] | largest scale; the scales are min_scale doubled up to it (a series uses those with 4 G <= its captures)
--- param alpha: float = 0.05 in [0.0001, 0.5] | false-alarm level of each scale's threshold (the moving-sum threshold of Eichinger and Kirch, 2018)
+-- param alpha: float = 0.01 in [0.0001, 0.5] | false-alarm level of each scale and contrast (the moving-sum threshold of Eichinger and Kirch, 2018, for one series)
 -- param trend_scale: int = 64 in [2, 4096] | from this scale up the level contrast is blind to a local line (a trend over a wide window is no level shift)
 -- param clip: float = 3.0 in [0.5, 100] | winsorising: a capture further than clip robust units from its 3-point median is pulled back to that distance
 -- param noise_window: int = 64 in [4, 4096] | captures on each side over which the local noise level is taken (at least the scale)
@@ -15,8 +15,9 @@
 -- description: Change points of the pooled geometry series of every run (cpd@2): per
 --   <module>.<descriptor> series (NULL captures skipped), three contrasts between the G
 --   captures before and from each capture, at scales G = min_scale, 2 min_scale, ...: a
---   level shift (difference of means; from trend_scale up, blind to a line), a change of slope (a V-shaped contrast blind to a
---   line) on values winsorised against their 3-point median, and a change of variance
+--   level shift (difference of means; from trend_scale up, blind to a line) and a change
+--   of slope (a V-shaped contrast blind to a line), both on values winsorised against
+--   their 3-point median (at either end, that of the end's three), and a change of variance
 --   (difference of mean log absolute second differences, G >= 16). Each is studentised by
 --   the local noise (geometric mean of the second differences), centred and scaled by its
 --   own median and MAD over the series (trend, season and autocorrelation inflate both), and
@@ -50,6 +51,11 @@
 {% set diagnostics = ['metric_size', 'metric_z', 'baseline_median', 'baseline_mad',
                       'volatility_event', 'volatility_baseline', 'volatility_ratio'] %}
 {% set json_names = {'metric_size': 'metric_sizes_json'} %}
+
+{#- The median of three values. -#}
+{% macro median3(a, b, c) -%}
+greatest(least({{ a }}, {{ b }}), least(greatest({{ a }}, {{ b }}), {{ c }}))
+{%- endmacro %}
 
 {#- The moving-sum threshold for a series of n positions at scale g. -#}
 {% macro threshold(n, g) -%}
@@ -172,17 +178,23 @@ indexed AS (
         row_number() OVER by_step - 1 AS j,
         count(*) OVER (PARTITION BY run_id, layer, metric) AS n,
         lag(x) OVER by_step AS x_prev,
-        lead(x) OVER by_step AS x_next
+        lead(x) OVER by_step AS x_next,
+        lag(x, 2) OVER by_step AS x_prev2,
+        lead(x, 2) OVER by_step AS x_next2
     FROM metric_values
     WINDOW by_step AS (PARTITION BY run_id, layer, metric ORDER BY step)
 ),
 
 smoothed AS (
-    -- m: the 3-point median (the value itself at either end); e: the second difference
+    -- m: the 3-point median; at either end, the median of the end's three captures (a
+    -- first capture far from the rest, as at initialisation, is winsorised too); e: the
+    -- second difference
     SELECT
         *,
-        CASE WHEN x_prev IS NULL OR x_next IS NULL THEN x
-             ELSE greatest(least(x_prev, x), least(greatest(x_prev, x), x_next)) END AS m,
+        CASE WHEN x_prev IS NULL AND x_next2 IS NOT NULL THEN {{ median3('x', 'x_next', 'x_next2') }}
+             WHEN x_next IS NULL AND x_prev2 IS NOT NULL THEN {{ median3('x', 'x_prev', 'x_prev2') }}
+             WHEN x_prev IS NULL OR x_next IS NULL THEN x
+             ELSE {{ median3('x_prev', 'x', 'x_next') }} END AS m,
         x_next - 2 * x + x_prev AS e
     FROM indexed
 ),

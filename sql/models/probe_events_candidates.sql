@@ -5,7 +5,7 @@
 -- incremental: run_id
 -- runs: family_id IS NOT NULL AND probe_name IS NOT NULL
 -- grain: run_id, event_id
--- param tolerance_captures: int = 2 >= 0 | captures, in units of the run's median step spacing, within which change points are one event
+-- param tolerance_captures: int = 2 in [0, 1000] | captures, in units of the run's median step spacing, within which change points are one event
 -- description: Layer C event candidates of the probe runs (probe_cpd@1): a probe run's
 --   single-metric change points (events_candidates rows of event_type change_point) over
 --   all its layers and metrics, in step order, grouped by gaps: a gap of more than
