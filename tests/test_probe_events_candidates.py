@@ -159,8 +159,8 @@ def assert_matches(got: dict[tuple, dict], want: dict[tuple, dict]) -> None:
 REGULAR = list(range(0, 400, 10))  # 40 captures, every 10 steps
 # 10 gaps of 2, 11 of 10, 6 of 100: the median gap is 10 (the mean 27)
 IRREGULAR = list(range(0, 22, 2)) + list(range(30, 140, 10)) + list(range(230, 800, 100))
-# 10 gaps of 5, 10 of 6: the median of the even count is 5.5
-HALVES = list(range(0, 55, 5)) + list(range(56, 111, 6))
+# 20 gaps of 5, 20 of 6: the median of the even count is 5.5
+HALVES = list(range(0, 105, 5)) + list(range(106, 221, 6))
 # (run, family, seed, probe, hash, steps, plants (layer, module, descriptor, step, shift))
 PLANTED_RUNS = [
     ("pa0", "A", 0, "p", "h1", REGULAR, [
@@ -171,7 +171,7 @@ PLANTED_RUNS = [
         (0, "resid_post", "eff_rank", 60, 0.1), (1, "resid_post", "eff_rank", 90, 0.1),
     ]),
     ("pb0", "B", 0, "p", None, HALVES, [
-        (0, "resid_post", "sparsity", 56, 0.1), (1, "resid_post", "sparsity", 56, 0.08),
+        (0, "resid_post", "sparsity", 106, 0.1), (1, "resid_post", "sparsity", 106, 0.08),
     ]),
     ("pshort", "B", 1, "p", "h1", list(range(0, 80, 10)), [(0, "resid_post", "eff_rank", 40, 0.1)]),
     ("train0", None, 0, None, None, REGULAR, [(0, "resid_post", "eff_rank", 150, 0.1)]),
@@ -258,7 +258,7 @@ def test_planted_shifts_come_out_as_events(planted) -> None:
     assert {k for k in rows if k[0] == "pa1"} == {("pa1", 60), ("pa1", 90)}
     assert rows[("pa1", 60)]["timewarp_tolerance_steps"] == 20
     # pb0: median gap 5.5; both layers shift at one step; no probe hash reads as ''
-    b = rows[("pb0", 56)]
+    b = rows[("pb0", 106)]
     assert b["layers"] == [0, 1] and b["timewarp_tolerance_steps"] == 11 and b["probe_config_hash"] == ""
 
 
@@ -306,7 +306,7 @@ def test_parameter_out_of_range_is_refused_before_anything_runs(planted) -> None
     before = snapshot(lake, content=True)
     with pytest.raises(ModelError) as err:
         models.run(lake=lake, sql_dir=sql, params={MODEL: {"tolerance_captures": -1}}, report=quiet)
-    assert str(err.value) == f"model {MODEL}: parameter tolerance_captures = -1 is outside its range >= 0"
+    assert str(err.value) == f"model {MODEL}: parameter tolerance_captures = -1 is outside its range [0, 1000]"
     assert snapshot(lake, content=True) == before
 
 

@@ -53,7 +53,7 @@ MAX_STEP = 20_000
 TOKENS = 32  # tokens per sample in a capture: a per-sample matrix has 32 rows
 N_TRACKED = 8  # samples with per-sample geometry rows (s000..s007)
 N_SAMPLES = 24  # samples of fixed_v1 (4 per family)
-PROBE_STEPS = np.array([0, 4, 8, 14, 20, 28, 38, 50, 64, 80, 100, 125, 160, 200], dtype=np.int64)
+PROBE_STEPS = np.array([0, 2, 4, 6, 8, 10, 12, 14, 17, 20, 24, 28, 33, 38, 44, 50, 57, 64, 72, 80, 100, 125, 160, 200], dtype=np.int64)
 BATCH, SEQ_LEN = 64, 256
 
 TREND_SLOPE = 0.07  # largest trend change between consecutive captures, in noise sigmas
