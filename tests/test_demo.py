@@ -267,7 +267,7 @@ def test_geometry_shape(lake: Path) -> None:
         if run.startswith("c"):
             assert n_steps >= 60 and n_samples >= 8, run
         else:
-            assert 12 <= n_steps <= 16, run
+            assert 16 <= n_steps <= 32, run  # a probe: short, but long enough for cpd@2 (16 captures)
     steps = np.array(con.sql("select distinct step from g where run_id = 'c1-s0' order by step").fetchnumpy()["step"])
     gaps = np.diff(steps)
     assert len(set(gaps.tolist())) > 10, "the capture grid is irregular"
