@@ -441,8 +441,8 @@ _F32_DIAGNOSTICS = (
     ("magnitude_eff", "magnitude * structure_modifier."),
     ("coherence", "Share of the run's other layers with an event of the same metric nearby."),
     ("novelty", "1 / (1 + number of earlier events in the same series)."),
-    ("metric_size", "Median after minus baseline median (signed)."),
-    ("metric_z", "Robust z of metric_size."),
+    ("metric_size", "Median of the post window minus baseline median (signed)."),
+    ("metric_z", "The change's z: its contrast at the detecting scale, normalised (cpd@2); robust z of metric_size (cpd@1)."),
     ("baseline_median", "Median of the baseline window."),
     ("baseline_mad", "Median absolute deviation of the baseline window."),
     ("volatility_event", "Std of the first differences inside the post window."),
@@ -472,8 +472,10 @@ EVENTS_CANDIDATES = Dataset(
         i16("layer"),
         s("metric"),
         i64("step", doc="Step of the event's peak (the first capture at the new level)."),
-        i64("start_step", nullable=True, doc="First step of the window of candidate captures."),
-        i64("end_step", nullable=True, doc="Last step of the window of candidate captures."),
+        i64("start_step", nullable=True, doc="First step of the event's window: the first capture of the "
+            "detecting scale's baseline window (cpd@2), of the candidate captures (cpd@1)."),
+        i64("end_step", nullable=True, doc="Last step of the event's window: the last capture of the "
+            "detecting scale's post window (cpd@2), of the candidate captures (cpd@1)."),
         s("event_type", enum=("change_point", "change_point_composite")),
         f32("score", doc="magnitude_eff * coherence * novelty."),
     )
