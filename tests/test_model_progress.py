@@ -57,6 +57,30 @@ def test_one_batch_when_the_budget_holds_every_run(lake: Path, dyn_sql: Path, mo
     assert [(p.done, p.total, p.rows) for p in heard] == [(1, 1, 4 * ROWS_PER_RUN)]
 
 
+def test_a_model_s_batch_divisor_shrinks_its_batches(lake: Path, dyn_sql: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """``-- batch_divisor: N``: a batch reads at most memory_limit / N input bytes. A divisor
+    larger than the memory limit leaves each run a batch of its own, with the same rows."""
+    monkeypatch.delenv("SQUIGGLE_BATCH_BYTES", raising=False)
+    heard: list[Progress] = []
+    models.run(lake=lake, report=lambda _: None, progress=heard.append)
+    assert [(p.done, p.total) for p in heard] == [(1, 1)]  # the default: one batch holds every run
+    model = dyn_sql / "models" / f"{DYN}.sql"
+    model.write_text(model.read_text().replace("-- grain:", "-- batch_divisor: 1000000000000\n-- grain:", 1))
+    heard.clear()
+    results = models.run(lake=lake, report=lambda _: None, progress=heard.append, full_refresh=True)
+    assert [(p.done, p.total) for p in heard] == [(k, 4) for k in (1, 2, 3, 4)]
+    assert results[0].rows == 4 * ROWS_PER_RUN
+
+
+@pytest.mark.parametrize("value", ["0", "-3", "many", "1.5"])
+def test_a_bad_batch_divisor_is_refused(lake: Path, dyn_sql: Path, value: str) -> None:
+    model = dyn_sql / "models" / f"{DYN}.sql"
+    model.write_text(model.read_text().replace("-- grain:", f"-- batch_divisor: {value}\n-- grain:", 1))
+    with pytest.raises(models.ModelError, match=f"batch_divisor must be a whole number, 1 or more; got '{value}'"):
+        models.run(lake=lake, report=lambda _: None)
+    assert not (lake / DYN).exists()
+
+
 @pytest.mark.parametrize(
     ("done", "total", "rows", "seconds", "text"),
     [

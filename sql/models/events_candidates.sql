@@ -4,6 +4,7 @@
 -- materialization: lake
 -- incremental: run_id
 -- grain: run_id, event_type, layer, metric, step
+-- batch_divisor: 256
 -- param min_scale: int = 4 in [2, 64] | smallest scale G, in captures on each side of a boundary
 -- param max_scale: int = 256 in [4, 4096] | largest scale; the scales are min_scale doubled up to it (a series uses those with 4 G <= its captures)
 -- param alpha: float = 0.01 in [0.0001, 0.5] | false-alarm level of each scale and contrast (the moving-sum threshold of Eichinger and Kirch, 2018, for one series)
@@ -63,32 +64,31 @@ greatest(least({{ a }}, {{ b }}), least(greatest({{ a }}, {{ b }}), {{ c }}))
             - ln(-ln(sqrt(1 - {{ params.alpha }})))) / sqrt(2 * ln({{ n }} / {{ g }}))
 {%- endmacro %}
 
-{#- Flags the positions of `source` whose |z| of a contrast is at least the threshold and
-    the largest within half a scale (earliest on ties). -#}
-{% macro local_peaks(source, keys, index, n) -%}
-SELECT
-        {{ keys }}, {{ index }}, step,
-        {%- for c in contrasts %}
-        abs(z_{{ c.name }}) AS z_{{ c.name }},
-        abs(z_{{ c.name }}) >= {{ threshold(n, c.g) }}
-            AND abs(z_{{ c.name }}) > coalesce(max(abs(z_{{ c.name }})) OVER (by_index ROWS BETWEEN {{ c.g // 2 }} PRECEDING AND 1 PRECEDING), -1)
-            AND abs(z_{{ c.name }}) >= coalesce(max(abs(z_{{ c.name }})) OVER (by_index ROWS BETWEEN 1 FOLLOWING AND {{ c.g // 2 }} FOLLOWING), -1)
-            AS peak_{{ c.name }}{{ "," if not loop.last }}
-        {%- endfor %}
-    FROM {{ source }}
-    WINDOW by_index AS (PARTITION BY {{ keys }} ORDER BY {{ index }})
-{%- endmacro %}
-
-{#- One row per flagged peak: its scale, contrast kind (and the kind's rank) and |z|. -#}
-{% macro peak_rows(source, keys, index) -%}
+{#- One row per (series, contrast, position) of `source` whose |z| reaches the threshold:
+    its scale, contrast kind (and the kind's rank) and |z|. A position that beats one of
+    them within half a scale reaches the threshold too, so local maxima are found among
+    these rows alone. -#}
+{% macro above_threshold(source, keys, index, n) -%}
 {%- for c in contrasts %}
-    SELECT {{ keys }}, {{ index }} AS i, step, {{ c.g }} AS scale, '{{ c.kind }}' AS kind, {{ c.rank }} AS kind_rank, z_{{ c.name }} AS z
+    SELECT {{ keys }}, {{ index }} AS i, step, {{ c.g }} AS scale, '{{ c.kind }}' AS kind, {{ c.rank }} AS kind_rank,
+        abs(z_{{ c.name }}) AS z
     FROM {{ source }}
-    WHERE peak_{{ c.name }}
+    WHERE abs(z_{{ c.name }}) >= {{ threshold(n, c.g) }}
     {%- if not loop.last %}
     UNION ALL
     {%- endif %}
 {%- endfor %}
+{%- endmacro %}
+
+{#- The rows of `source` that are the largest |z| of their series and contrast within half a
+    scale: none larger or equal before, none larger after (the earliest wins a tie). -#}
+{% macro local_maxima(source, keys) -%}
+SELECT c.*
+    FROM {{ source }} AS c
+    ANTI JOIN {{ source }} AS o
+        ON {% for k in keys %}o.{{ k }} = c.{{ k }} AND {% endfor %}o.scale = c.scale AND o.kind = c.kind
+        AND o.i <> c.i AND abs(o.i - c.i) <= c.scale // 2
+        AND (o.z > c.z OR o.z = c.z AND o.i < c.i)
 {%- endmacro %}
 
 {#- Bottom-up merging: a peak is dropped when another of the same series lies within its
@@ -329,51 +329,59 @@ normalised AS (
     JOIN contrast_spreads AS k ON s.run_id = k.run_id AND s.layer = k.layer AND s.metric = k.metric
 ),
 
-metric_peaks AS (
-    {{ local_peaks('normalised', 'run_id, layer, metric', 'j', 'n') }}
+metric_above AS (
+    {{ above_threshold('normalised', 'run_id, layer, metric', 'j', 'n') }}
 ),
 
-metric_peak_rows AS (
-    {{ peak_rows('metric_peaks', 'run_id, layer, metric', 'j') }}
+metric_peaks AS (
+    {{ local_maxima('metric_above', ['run_id', 'layer', 'metric']) }}
 ),
 
 metric_events AS (
-    {{ merged('metric_peak_rows', ['run_id', 'layer', 'metric']) }}
+    {{ merged('metric_peaks', ['run_id', 'layer', 'metric']) }}
+),
+
+layer_steps AS (
+    -- the layer's steps (with a value of any metric) indexed in order; n: its longest series
+    SELECT
+        run_id, layer, step,
+        row_number() OVER (PARTITION BY run_id, layer ORDER BY step) - 1 AS jj,
+        max(n) OVER (PARTITION BY run_id, layer) AS n
+    FROM (SELECT run_id, layer, step, max(n) AS n FROM indexed GROUP BY run_id, layer, step)
 ),
 
 composite_z AS (
-    -- per (run, layer, step): the root mean square of the z of the layer's metrics with a z
-    -- there; metrics align by step
+    -- Per (run, layer, step): the root mean square of the z of the layer's metrics with a z
+    -- there (metrics align by step). Computed only where some metric reaches its threshold:
+    -- the root mean square never exceeds the largest |z|, and a longer series has the higher
+    -- threshold, so nowhere else can the composite reach the layer's.
     SELECT
-        run_id, layer, step,
+        z.run_id, z.layer, z.step,
         {%- for c in contrasts %}
-        sqrt(avg(z_{{ c.name }} * z_{{ c.name }})) AS z_{{ c.name }}{{ "," if not loop.last }}
+        sqrt(avg(z.z_{{ c.name }} * z.z_{{ c.name }})) AS z_{{ c.name }}{{ "," if not loop.last }}
         {%- endfor %}
-    FROM normalised
-    GROUP BY run_id, layer, step
+    FROM normalised AS z
+    SEMI JOIN (SELECT DISTINCT run_id, layer, step FROM metric_above) AS a
+        ON z.run_id = a.run_id AND z.layer = a.layer AND z.step = a.step
+    GROUP BY z.run_id, z.layer, z.step
 ),
 
 composite_indexed AS (
-    -- the layer's steps indexed in order; n: its longest metric series
-    SELECT
-        c.*,
-        row_number() OVER (PARTITION BY c.run_id, c.layer ORDER BY c.step) - 1 AS jj,
-        l.n
+    SELECT c.*, l.jj, l.n
     FROM composite_z AS c
-    JOIN (SELECT run_id, layer, max(n) AS n FROM indexed GROUP BY run_id, layer) AS l
-        ON c.run_id = l.run_id AND c.layer = l.layer
+    JOIN layer_steps AS l ON c.run_id = l.run_id AND c.layer = l.layer AND c.step = l.step
+),
+
+composite_above AS (
+    {{ above_threshold('composite_indexed', 'run_id, layer', 'jj', 'n') }}
 ),
 
 composite_peaks AS (
-    {{ local_peaks('composite_indexed', 'run_id, layer', 'jj', 'n') }}
-),
-
-composite_peak_rows AS (
-    {{ peak_rows('composite_peaks', 'run_id, layer', 'jj') }}
+    {{ local_maxima('composite_above', ['run_id', 'layer']) }}
 ),
 
 composite_events AS (
-    {{ merged('composite_peak_rows', ['run_id', 'layer']) }}
+    {{ merged('composite_peaks', ['run_id', 'layer']) }}
 ),
 
 event_anchors AS (
@@ -506,7 +514,7 @@ series_steps AS (
 ),
 
 composite_steps AS (
-    SELECT run_id, layer, jj, step FROM composite_indexed
+    SELECT run_id, layer, jj, step FROM layer_steps
 ),
 
 all_events AS (

@@ -731,7 +731,7 @@ def _compute(
         pairs = ", ".join(f"{ql(d)}: {ql(v)}" for d, v in (versions or {}).items())
         con.execute(f"SET VARIABLE input_versions = MAP {{{pairs}}}::MAP(VARCHAR, VARCHAR)")
         query = output_sql(plan, dt.datetime.now(dt.timezone.utc))
-        budget = batch_bytes(con)
+        budget = batch_bytes(con, spec.batch_divisor)
         if by_run and spec.incremental == "run_id":
             steps = [(batch, None) for batch in _batches(plan, units, excluded, budget)]
         elif plan.added:
@@ -790,16 +790,17 @@ def _groups(plan: ModelPlan, con: duckdb.DuckDBPyConnection, excluded: set[Path]
     ] or [None]
 
 
-def batch_bytes(con: duckdb.DuckDBPyConnection) -> int:
+def batch_bytes(con: duckdb.DuckDBPyConnection, divisor: int = 32) -> int:
     """The input bytes (Parquet on disk) a batch of runs may read: ``$SQUIGGLE_BATCH_BYTES``,
-    else 1/32 of the connection's memory limit. Decoded, sorted and widened by a window over
-    every lag a model needs, a batch's input takes up to about 16 times its size on disk."""
+    else the connection's memory limit / ``divisor`` (the model's ``batch_divisor``, 32 by
+    default). Decoded, sorted and widened by a window over every lag a model needs, a batch's
+    input takes up to about 16 times its size on disk."""
     if os.environ.get("SQUIGGLE_BATCH_BYTES"):
         value = os.environ["SQUIGGLE_BATCH_BYTES"]
         if not value.isdigit() or int(value) < 1:
             raise ModelError(f"SQUIGGLE_BATCH_BYTES={value!r} is not a number of bytes (1 or more)")
         return int(value)
-    return memory_bytes(con.execute("SELECT current_setting('memory_limit')").fetchone()[0]) // 32
+    return memory_bytes(con.execute("SELECT current_setting('memory_limit')").fetchone()[0]) // divisor
 
 
 def _batches(plan: ModelPlan, units: list[str], excluded: set[Path], budget: int) -> list[list[str]]:

@@ -33,6 +33,12 @@ engine renders it with the Jinja variable ``adding`` true, and the SQL merges th
 into its previous output, which it reads as ``previous_output`` (the new runs' ids are
 ``added_runs(run_id)``). The merged table must equal a full build's.
 
+A model may declare ``-- batch_divisor: N`` (an integer, 1 or more; default 32): a batch
+of its input reads at most the memory limit / N bytes of Parquet. A model that widens each
+input row into many more columns than the usual window pass (``events_candidates``, every
+scale's window sums) declares a larger divisor and is computed in smaller batches, so its
+memory stays within the limit.
+
 A model may declare ``-- runs: CONDITION`` (on the columns of ``runs``): it reads only
 the runs that satisfy it, and the engine gives it only those runs' files, so other runs
 neither cost it time nor make it out of date. The condition is part of its logic.
@@ -132,6 +138,7 @@ class ModelSpec:
     batch_by: tuple[str, tuple[str, ...]] | None = None  # (input dataset, its grouping columns)
     additions: str | None = None  # input dataset whose new runs the model can merge in
     runs: str | None = None  # condition on `runs`: the only runs whose files the model reads
+    batch_divisor: int = 32  # a batch reads at most memory_limit / batch_divisor input bytes
 
     @property
     def contract(self) -> contracts.Dataset | None:
@@ -163,6 +170,7 @@ def parse_model_file(path: Path) -> ModelSpec:
         batch_by=_parse_batch_by(fields.get("batch_by"), path),
         additions=fields.get("additions"),
         runs=fields.get("runs"),
+        batch_divisor=_parse_batch_divisor(fields.get("batch_divisor"), path),
     )
     _validate(spec)
     return spec
@@ -196,6 +204,14 @@ def _parse_header(lines: list[str], path: Path) -> tuple[dict[str, str], dict[st
             fields[key] = value.strip()
             last = key
     return fields, params
+
+
+def _parse_batch_divisor(text: str | None, path: Path) -> int:
+    if text is None:
+        return 32
+    if not text.strip().isdigit() or int(text) < 1:
+        raise ModelError(f"{path}: batch_divisor must be a whole number, 1 or more; got {text!r}")
+    return int(text)
 
 
 def _parse_batch_by(text: str | None, path: Path) -> tuple[str, tuple[str, ...]] | None:
