@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import re
 import shutil
 import statistics
@@ -138,6 +139,7 @@ def build(lake: Path, sql: Path, env: dict[str, str], work: Path) -> dict:
     """One first build of events_candidates alone on a fresh copy of ``lake``, measured (or
     its error, if it fails)."""
     copy = fresh_copy(lake, work / "round" / "lake")
+    load = os.getloadavg()[0]
     argv = [sys.executable, "-m", "warehouse.cli", "models", "run", "--lake", str(copy), "--sql", str(sql),
             "--select", "events_candidates"]
     try:
@@ -150,7 +152,7 @@ def build(lake: Path, sql: Path, env: dict[str, str], work: Path) -> dict:
     found = BUILD_LINE.search(m.stdout)
     if not found:
         raise SystemExit(f"no events_candidates line in the build's output:\n{m.stdout}")
-    return {"seconds": m.seconds, "cpu_seconds": m.cpu_seconds, "peak_rss_mib": m.peak_rss_mib,
+    return {"seconds": m.seconds, "cpu_seconds": m.cpu_seconds, "peak_rss_mib": m.peak_rss_mib, "load_average": load,
             "model_seconds": float(found.group(2)), "output_rows": int(found.group(1).replace(",", ""))}
 
 
@@ -177,6 +179,7 @@ def measure_shape(shape: Shape, sql: dict[str, Path], repeat: int, env: dict[str
             "samples": samples, "median_seconds": seconds, "rows_per_second": shape.rows / seconds,
             "median_cpu_seconds": statistics.median(s["cpu_seconds"] for s in samples),
             "max_peak_rss_mib": max(s["peak_rss_mib"] for s in samples),
+            "max_load_average": max(s["load_average"] for s in samples),
             "output_rows": samples[0]["output_rows"],
         }
     return out
@@ -190,7 +193,9 @@ def markdown(report: dict) -> str:
         " (the model alone, every run computed) in a process of its own, interpreter start-up included; peak RSS is"
         " that process's (the largest of the builds). Rows are pooled geometry_state rows of one module, all six"
         f" descriptors filled, {report['layers']} layers per run: the same rows laid out as series of different"
-        " lengths. Time per row is against the shortest series' shape of the same model and batches."
+        " lengths. Time per row is against the shortest series' shape of the same model and batches. CPU seconds"
+        " are user + system time of the build (steadier than wall time on a shared machine); load before is the"
+        " largest 1-minute load average seen before a build of the row (2 cores)."
         f" Whole run: {report['seconds']:.0f} s.\n",
     ]
     for config in report["configs"]:
@@ -204,22 +209,22 @@ def _table(config: dict) -> list[str]:
     batch = config["batch_bytes"]
     lines = [
         f"## Batches of at most {batch:,} input bytes\n" if batch else "## The engine's default batches\n",
-        "| captures per series | runs | rows | model | seconds | rows/s | time per row vs shortest | peak RSS (MiB)"
-        " | candidates |",
-        "|---:|---:|---:|---|---:|---:|---:|---:|---:|",
+        "| captures per series | runs | rows | model | seconds | CPU seconds | rows/s | time per row vs shortest"
+        " | peak RSS (MiB) | candidates | load before |",
+        "|---:|---:|---:|---|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for s in shapes:
         for v in versions:
             r = s["versions"][v]
             head = f"| {s['shape']['captures']:,} | {s['shape']['runs']:,} | {s['rows']:,} | {v} |"
             if "error" in r:
-                lines.append(f"{head} failed: {r['error'][:160]} | | | | |")
+                lines.append(f"{head} failed: {r['error'][:160]} | | | | | | |")
                 continue
             first = shapes[0]["versions"][v]
             relative = (f"{r['median_seconds'] / s['rows'] / (first['median_seconds'] / shapes[0]['rows']):.2f}"
                         if "error" not in first else "-")
-            lines.append(f"{head} {r['median_seconds']:.1f} | {r['rows_per_second']:,.0f} | {relative}"
-                         f" | {r['max_peak_rss_mib']:.0f} | {r['output_rows']:,} |")
+            lines.append(f"{head} {r['median_seconds']:.1f} | {r['median_cpu_seconds']:.1f} | {r['rows_per_second']:,.0f}"
+                         f" | {relative} | {r['max_peak_rss_mib']:.0f} | {r['output_rows']:,} | {r['max_load_average']:.1f} |")
     if len(versions) == 2:
         ratios = [f"{_ratio(s, *versions)} at {s['shape']['captures']:,} captures" for s in shapes]
         lines += ["", f"{versions[0]} / {versions[1]} time: " + ", ".join(ratios) + ".", ""]
