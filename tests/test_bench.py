@@ -29,7 +29,7 @@ from models import MODEL_LINE, Recorder, Settings, SpillWatch, cpd1_build, fresh
 
 
 SMALL = 2 * 3 * 13_824  # nearest to this: two cohorts, of 3 and 4 training runs (7 runs, not 3)
-SMALL_ROWS = 7 * 13_824 + 3 * 336  # and of the probe family's three runs
+SMALL_ROWS = 7 * 13_824 + 3 * 576  # and of the probe family's three runs (24 captures x 24 series)
 
 
 @pytest.fixture(scope="module")
@@ -51,7 +51,7 @@ def test_layout_of_a_million_rows() -> None:
     # 1,000,000 / 13,824 rows = 72.3 training runs; cohorts of 3, 4, 5, 4 seeds in turn: 16
     # cohorts hold 64 runs, 17 hold 67, 18 hold 71 (the nearest), 19 hold 76; one family per 4 cohorts
     assert (layout.cohorts, layout.families, layout.training_runs) == (18, 5, 71)
-    assert layout.rows == 71 * 13_824 + 15 * 336 == 986_544
+    assert layout.rows == 71 * 13_824 + 15 * 576 == 990_144
 
 
 def test_ten_million_rows_make_cohorts_of_their_own() -> None:
