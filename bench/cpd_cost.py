@@ -30,7 +30,6 @@ smaller batches than the engine gives it at 2GB. Writes bench/results/cpd_cost.m
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import re
 import shutil
@@ -45,6 +44,7 @@ import pyarrow as pa
 
 import frozen_cpd1
 import machine
+from report import save
 from measure import CommandFailed, measure
 from models import Settings, fresh_copy
 
@@ -274,10 +274,8 @@ def main(argv: list[str] | None = None) -> None:
             for batch in batches],
     }
     report["seconds"] = time.perf_counter() - started
-    args.out.parent.mkdir(parents=True, exist_ok=True)
     text = markdown(report)
-    args.out.with_suffix(".md").write_text(text)
-    args.out.with_suffix(".json").write_text(json.dumps(report, indent=2) + "\n")
+    save(args.out, text, report)
     print(text)
 
 

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import argparse
 import importlib.metadata
-import json
 import sys
 import time
 from pathlib import Path
@@ -26,6 +25,7 @@ import cpd_eval_metrics as metrics
 import cpd_eval_real as real
 import cpd_eval_series as gen
 import machine
+from report import save
 
 RESULTS = Path(__file__).resolve().parent / "results"
 DEFAULT = {"lengths": [8, 32, 128, 512, 2000, 10000], "noises": [0.2, 1.0], "seeds": 2}
@@ -180,10 +180,8 @@ def main(argv: Sequence[str] | None = None) -> None:
     args = parser.parse_args(argv)
     base = QUICK if args.quick else DEFAULT
     report = run(args.lengths or base["lengths"], args.noises or base["noises"], args.seeds or base["seeds"], args.only)
-    args.out.parent.mkdir(parents=True, exist_ok=True)
     text = markdown(report)
-    args.out.with_suffix(".md").write_text(text)
-    args.out.with_suffix(".json").write_text(json.dumps(report, indent=2) + "\n")
+    save(args.out, text, report)
     print(text)
 
 

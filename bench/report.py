@@ -19,6 +19,13 @@ GB = 10**9
 MIB = 2**20
 
 
+def save(out: Path, text: str, data: dict) -> None:
+    """A standalone benchmark's results: ``out`` with .md (the rendered report) and .json."""
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.with_suffix(".md").write_text(text)
+    out.with_suffix(".json").write_text(json.dumps(data, indent=2) + "\n")
+
+
 def merge(entries: list[dict], path: Path = RESULTS / "bench.json") -> list[dict]:
     """The results in ``path`` with ``entries`` replacing those of the same size and memory limit."""
     old = json.loads(path.read_text())["sizes"] if path.is_file() else []
