@@ -401,7 +401,7 @@ event_anchors AS (
 
 window_members AS (
     -- the captures of each anchored series in [i - G, i + G), by an equi-join on the index
-    SELECT a.*, v.j, v.x, v.x_prev
+    SELECT a.*, v.j, v.step, v.x, v.x_prev
     FROM (SELECT *, unnest(range(i - scale, i + scale)) AS member FROM event_anchors) AS a
     JOIN indexed AS v ON v.run_id = a.run_id AND v.layer = a.layer AND v.metric = a.metric AND v.j = a.member
 ),
@@ -410,6 +410,8 @@ window_medians AS (
     -- only whole windows (2 G captures); x_prev is inside a window from its second capture on
     SELECT
         run_id, event_layer, event_metric, event_step, event_type, layer, metric, i, scale,
+        min(step) AS start_step,
+        max(step) AS end_step,
         median(x) FILTER (WHERE j < i) AS baseline_median,
         median(x) FILTER (WHERE j >= i) AS post_median,
         stddev_pop(x - x_prev) FILTER (WHERE j > i - scale AND j < i) AS volatility_baseline,
@@ -450,6 +452,7 @@ metric_diagnostics AS (
     -- an event's own windows, and the median volatility ratio over the layers at its index
     SELECT
         e.*,
+        o.start_step, o.end_step,
         o.baseline_median, o.baseline_mad, o.metric_size, o.volatility_baseline, o.volatility_event, o.volatility_ratio,
         r.volatility_ratio_agg
     FROM metric_events AS e
@@ -508,19 +511,20 @@ composite_diagnostics AS (
     GROUP BY run_id, layer, step
 ),
 
-series_steps AS (
-    -- the step of every capture index, for the windows' first and last steps
-    SELECT run_id, layer, metric, j, step FROM indexed
-),
-
-composite_steps AS (
-    SELECT run_id, layer, jj, step FROM layer_steps
+composite_bounds AS (
+    -- the steps of a composite event's first and last window captures, in one equi-join
+    -- (two lookups of the same steps invite a join of the steps with themselves)
+    SELECT c.run_id, c.layer, c.step, min(l.step) AS start_step, max(l.step) AS end_step
+    FROM (SELECT run_id, layer, step, unnest([i - scale, i + scale - 1]) AS jj FROM composite_events) AS c
+    JOIN layer_steps AS l ON l.run_id = c.run_id AND l.layer = c.layer AND l.jj = c.jj
+    GROUP BY c.run_id, c.layer, c.step
+    HAVING count(*) = 2
 ),
 
 all_events AS (
     SELECT
         e.run_id, e.layer, e.metric, 'change_point' AS event_type, e.i, e.scale, e.step,
-        b.step AS start_step, f.step AS end_step,
+        e.start_step, e.end_step,
         e.z AS magnitude,
         e.volatility_ratio AS structure_ratio,
         e.metric_size, e.z AS metric_z, e.baseline_median, e.baseline_mad,
@@ -529,12 +533,10 @@ all_events AS (
         CAST(NULL AS VARCHAR) AS {{ json_names.get(col, col ~ '_json') }}{{ "," if not loop.last }}
         {%- endfor %}
     FROM metric_diagnostics AS e
-    JOIN series_steps AS b ON b.run_id = e.run_id AND b.layer = e.layer AND b.metric = e.metric AND b.j = e.i - e.scale
-    JOIN series_steps AS f ON f.run_id = e.run_id AND f.layer = e.layer AND f.metric = e.metric AND f.j = e.i + e.scale - 1
     UNION ALL
     SELECT
         c.run_id, c.layer, '__composite__', 'change_point_composite', c.i, c.scale, c.step,
-        b.step, f.step,
+        b.start_step, b.end_step,
         c.z,
         j.structure_ratio,
         -- the single-metric diagnostics are NULL on a composite event
@@ -546,8 +548,7 @@ all_events AS (
         {%- endfor %}
     FROM composite_events AS c
     JOIN composite_diagnostics AS j ON c.run_id = j.run_id AND c.layer = j.layer AND c.step = j.step
-    JOIN composite_steps AS b ON b.run_id = c.run_id AND b.layer = c.layer AND b.jj = c.i - c.scale
-    JOIN composite_steps AS f ON f.run_id = c.run_id AND f.layer = c.layer AND f.jj = c.i + c.scale - 1
+    JOIN composite_bounds AS b ON b.run_id = c.run_id AND b.layer = c.layer AND b.step = c.step
 ),
 
 layers_with_series AS (
