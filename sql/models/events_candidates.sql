@@ -213,9 +213,11 @@ series_scales AS (
 ),
 
 prepared AS (
-    -- y: the winsorised value (centred); u: the log absolute second difference
+    -- y: the winsorised value (centred); u: the log absolute second difference; the floor
+    -- of the noise level, 1e-6 of the median level (a piecewise flat series has no noise)
     SELECT
         s.run_id, s.layer, s.metric, s.step, s.j, s.n,
+        1e-6 * abs(c.centre) + 1e-12 AS noise_floor,
         s.m - c.centre + least(greatest(s.x - s.m, -{{ params.clip }} * c.spread), {{ params.clip }} * c.spread) AS y,
         ln(abs(s.e) + c.log_floor) AS u
     FROM smoothed AS s
@@ -240,8 +242,9 @@ running_sums AS (
 
 window_sums AS (
     -- Sums over the left window [i - G, i) and the right window [i, i + G) of every scale
-    -- (NULL where a window leaves the series), and the local noise windows [i - L, i + L)
-    -- cut at the series' ends.
+    -- (NULL where a window leaves the series), and the local noise level over [i - L, i + L)
+    -- cut at the series' ends: sigma = exp(mean u + 0.635...) / sqrt 6 (E ln|N(0, 1)| =
+    -- -0.635...; a second difference has variance 6 sigma^2), floored
     SELECT
         run_id, layer, metric, step, j, n,
         {%- for g in ns.scales %}
@@ -255,8 +258,10 @@ window_sums AS (
         {%- endif %}
         {%- endfor %}
         {%- for span in noise_spans %}
-        (coalesce(lead(cu, {{ span - 1 }}) OVER by_j, cu_total) - coalesce(lag(cu, {{ span + 1 }}) OVER by_j, 0))
-            / nullif(coalesce(lead(cun, {{ span - 1 }}) OVER by_j, cun_total) - coalesce(lag(cun, {{ span + 1 }}) OVER by_j, 0), 0) AS ubar_{{ span }}{{ "," if not loop.last }}
+        greatest(exp(
+            (coalesce(lead(cu, {{ span - 1 }}) OVER by_j, cu_total) - coalesce(lag(cu, {{ span + 1 }}) OVER by_j, 0))
+            / nullif(coalesce(lead(cun, {{ span - 1 }}) OVER by_j, cun_total) - coalesce(lag(cun, {{ span + 1 }}) OVER by_j, 0), 0)
+            + 0.6351814227307392) / sqrt(6), noise_floor) AS sigma_{{ span }}{{ "," if not loop.last }}
         {%- endfor %}
     FROM running_sums
     WINDOW by_j AS (PARTITION BY run_id, layer, metric ORDER BY j)
@@ -264,59 +269,44 @@ window_sums AS (
 
 studentised AS (
     -- z1 of every contrast: its estimate over its standard deviation under independent
-    -- noise of the local level sigma = exp(mean u + 0.635...) / sqrt 6 (E ln|N(0, 1)| =
-    -- -0.635...; a second difference has variance 6 sigma^2), floored at 1e-6 of the series'
-    -- median level (a piecewise flat series has no noise at all); a scale the series is too
-    -- short for (n < 4 G) has none
+    -- noise of the local level; a scale the series is too short for (n < 4 G) has none
     SELECT
-        w.run_id, w.layer, w.metric, w.step, w.j, w.n,
+        run_id, layer, metric, step, j, n,
         {%- for c in contrasts %}
-        {%- set noise = 'greatest(exp(ubar_' ~ ([c.g, params.noise_window] | max) ~ ' + 0.6351814227307392) / sqrt(6), noise_floor)' %}
+        {%- set noise = 'sigma_' ~ ([c.g, params.noise_window] | max) %}
         CASE WHEN n >= {{ 4 * c.g }} THEN
         {%- if c.kind == 'level' and c.g < params.trend_scale %}
-            (yr_{{ c.g }} - yl_{{ c.g }}) / {{ c.g }} * sqrt({{ c.g }} / 2) / ({{ noise }})
+            (yr_{{ c.g }} - yl_{{ c.g }}) / {{ c.g }} * sqrt({{ c.g }} / 2) / {{ noise }}
         {%- elif c.kind == 'level' %}
             -- the step less its least-squares line, sign(t) / 2 - b t with b = 3 G / (4 G^2 - 1): the
             -- sum of (sign(t) / 2) y less b times the sum of t y, t = j - i + 1/2 on both sides
             ((yr_{{ c.g }} - yl_{{ c.g }}) / 2 - {{ 3 * c.g / (4 * c.g * c.g - 1) }}
                 * ((jr_{{ c.g }} - (j - 0.5) * yr_{{ c.g }}) + (jl_{{ c.g }} - (j - 0.5) * yl_{{ c.g }})))
-                / sqrt({{ c.g / 2 * (c.g * c.g - 1) / (4 * c.g * c.g - 1) }}) / ({{ noise }})
+                / sqrt({{ c.g / 2 * (c.g * c.g - 1) / (4 * c.g * c.g - 1) }}) / {{ noise }}
         {%- elif c.kind == 'slope' %}
             -- sum of (|t| - G/2) y / 2 over both windows, |t| = j - i + 1/2 on the right, i - 1/2 - j on the left
             ((jr_{{ c.g }} - (j - 0.5) * yr_{{ c.g }}) + ((j - 0.5) * yl_{{ c.g }} - jl_{{ c.g }})
-                - {{ c.g / 2 }} * (yr_{{ c.g }} + yl_{{ c.g }})) / 2 / sqrt({{ c.g * (c.g * c.g - 1) / 24 }}) / ({{ noise }})
+                - {{ c.g / 2 }} * (yr_{{ c.g }} + yl_{{ c.g }})) / 2 / sqrt({{ c.g * (c.g * c.g - 1) / 24 }}) / {{ noise }}
         {%- else %}
             (ur_{{ c.g }} - ul_{{ c.g }}) / {{ c.g }} * sqrt({{ c.g }} / 2) / 1.1107207345395915
         {%- endif %}
         END AS z1_{{ c.name }}{{ "," if not loop.last }}
         {%- endfor %}
-    FROM window_sums AS w
-    JOIN (SELECT run_id, layer, metric, 1e-6 * abs(centre) + 1e-12 AS noise_floor FROM series_scales) AS f
-        ON w.run_id = f.run_id AND w.layer = f.layer AND w.metric = f.metric
-),
-
-contrast_centres AS (
-    SELECT
-        run_id, layer, metric,
-        {%- for c in contrasts %}
-        median(z1_{{ c.name }}) AS centre_{{ c.name }}{{ "," if not loop.last }}
-        {%- endfor %}
-    FROM studentised
-    GROUP BY run_id, layer, metric
+    FROM window_sums
 ),
 
 contrast_spreads AS (
-    -- kappa >= 1: how much trend, season or autocorrelation widen a contrast beyond
-    -- independent noise (never narrower: a quiet stretch does not sharpen the test)
+    -- each contrast's centre, and kappa >= 1: how much trend, season or autocorrelation
+    -- widen it beyond independent noise (never narrower: a quiet stretch does not sharpen
+    -- the test)
     SELECT
-        s.run_id, s.layer, s.metric,
+        run_id, layer, metric,
         {%- for c in contrasts %}
-        any_value(c.centre_{{ c.name }}) AS centre_{{ c.name }},
-        greatest(1, 1.4826 * median(abs(s.z1_{{ c.name }} - c.centre_{{ c.name }}))) AS kappa_{{ c.name }}{{ "," if not loop.last }}
+        median(z1_{{ c.name }}) AS centre_{{ c.name }},
+        greatest(1, 1.4826 * mad(z1_{{ c.name }})) AS kappa_{{ c.name }}{{ "," if not loop.last }}
         {%- endfor %}
-    FROM studentised AS s
-    JOIN contrast_centres AS c ON s.run_id = c.run_id AND s.layer = c.layer AND s.metric = c.metric
-    GROUP BY s.run_id, s.layer, s.metric
+    FROM studentised
+    GROUP BY run_id, layer, metric
 ),
 
 normalised AS (
