@@ -19,10 +19,10 @@ second, time per row against the 64-capture shape of the same model, the largest
 and cpd@2's time over cpd@1's. A build that fails (out of memory, say) ends that model's
 builds on that shape: the table gives its error. Each of ``--batch-bytes`` is measured: the
 engine's batch size (``SQUIGGLE_BATCH_BYTES``, input bytes on disk per batch of runs), or
-``default``, the engine's own (1/32 of the memory limit, 62.5 MB at 2GB). The default list
-also takes 8 MB batches: cpd@2 widens every capture into dozens of window columns and needs
-smaller batches than the engine gives it at 2GB. Writes bench/results/cpd_cost.md and .json
-(or ``--out``).
+``default``, the engine's own: the memory limit over the model's ``batch_divisor`` (cpd@2
+declares 256, 8 MB at 2GB, as it widens every capture into dozens of window columns; cpd@1
+takes the engine's 32, 62.5 MB). The default list also takes 8 MB batches, the same for both
+models. Writes bench/results/cpd_cost.md and .json (or ``--out``).
 
     python bench/cpd_cost.py [--rows 10000000] [--repeat 3] [--memory-limit 2GB] [--batch-bytes default 8000000]
 """
