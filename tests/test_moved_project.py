@@ -51,7 +51,9 @@ def test_a_catalog_where_it_was_built_connects_and_checks_quietly(project: Path,
     with connect(project / "warehouse.duckdb") as con:  # the connection is free for the README's queries
         assert con.sql("SELECT count(*) FROM runs").fetchall() == con.execute("SELECT count(*) FROM runs").fetchall()
     done = cli("check", cwd=project)  # the defaults: ./lake and ./warehouse.duckdb
-    assert (done.returncode, done.stdout) == (0, "lake is clean\n"), done.stderr
+    # nothing but the notes on its 4-capture series, too short for the change-point model
+    said = [line for line in done.stdout.splitlines() if not line.startswith("note: ")]
+    assert (done.returncode, said) == (0, ["lake is clean"]), done.stdout + done.stderr
 
 
 def test_a_copied_project_warns_and_is_reported_until_its_catalog_is_rebuilt(project: Path, tmp_path: Path, monkeypatch) -> None:

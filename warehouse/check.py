@@ -28,7 +28,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from .contracts import DATASETS, IDENTIFIER_COLUMNS, IDENTIFIER_PATTERN, Column, Dataset
-from .coverage import runs_without_runs_row
+from .coverage import LeftOut, min_series_captures, runs_without_runs_row, short_series
 from .duck import apply_resource_settings
 from .errors import WarehouseError, shown_value
 from .lake import RESERVED_DIRS, STAGING_DIR, TEMP_PREFIX, dataset_dir, is_identifier, is_stale, lake_root, open_lake
@@ -134,6 +134,23 @@ def check_lake(lake: str | os.PathLike | None = None) -> list[Problem]:
                 adder(None)(entry, "stray_file", f"loose file at the lake root: {_what_file(entry.name)}")
     problems += [Problem(item.dataset, item.path, "missing_run", item.reason) for item in runs_without_runs_row(root)]
     return sorted(problems, key=lambda p: (p.path, p.kind))  # stable: keeps scan order within
+
+
+def short_series_notes(lake: str | os.PathLike | None = None) -> list[LeftOut]:
+    """Not problems of the data, but what the models will leave out of it: the runs whose
+    series the repository's change-point model (at its default parameters) is given too few
+    captures to test, each run in its newest capture. ``warehouse check`` prints them as
+    notes, without failing."""
+    root = open_lake(lake)
+    from .models import load_project  # here: the model engine imports this module
+    from .models.current import newest_per_run
+
+    model = load_project().models.get("events_candidates")
+    floor = min_series_captures(model.spec.name, model.params) if model else None
+    if floor is None:
+        return []
+    files, _ = newest_per_run(dataset_dir(root, DATASETS["geometry_state"]))
+    return short_series(root, files, floor, str(model.params.get("sample_set", "")))
 
 
 def check_files(root: Path, dataset: Dataset, paths: Sequence[Path], *, nonfinite_is_null: bool = False) -> list[Problem]:

@@ -1,12 +1,14 @@
 """What the models cannot read of a lake, and why: every build says it, and so does ``warehouse check``.
 
-Two things keep captured data out of the models without any file being invalid:
+Three things keep captured data out of the models without any file being invalid:
 
 - a folder in a dataset's partition levels that is not ``key=value`` with the dataset's
   keys in order (``geometry_state/run_id=r1/analysis_id=a/`` instead of
   ``geometry_state/analysis_id=a/run_id=r1/``): no reader's glob reaches its files;
 - geometry of a run that has no ``runs`` row: its cohort is unknown, so the cross-run
-  models (consensus events) and the views joining ``runs`` cannot place it.
+  models (consensus events) and the views joining ``runs`` cannot place it;
+- series too short for the change-point model (``events_candidates`` tests a series only
+  from 4 x ``min_scale`` captures on): they can give no change point.
 """
 
 from __future__ import annotations
@@ -14,9 +16,13 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterable
+from typing import Iterable, Mapping, Sequence
+
+import duckdb
 
 from . import contracts, lake as lk
+from .scan import select_dataset
+from .sql import quote_literal
 
 
 @dataclass(frozen=True)
@@ -110,6 +116,75 @@ def older_analyses(root: Path, dataset: contracts.Dataset, read: dict[str, str])
         for analysis, runs in lk.run_files_by_analysis(lk.dataset_dir(root, dataset)).items()
         for run in runs if read.get(run, analysis) != analysis
     ]
+
+
+def min_series_captures(model: str, params: Mapping[str, object]) -> int | None:
+    """The captures below which ``model`` cannot test a geometry series, for the models that
+    have such a floor: the change-point model from cpd@2 on, 4 x its smallest scale (a
+    version without ``min_scale`` declares none)."""
+    return 4 * int(params["min_scale"]) if model == "events_candidates" and "min_scale" in params else None
+
+
+def short_series(
+    root: Path, files_by_run: Mapping[str, Sequence[Path]], min_captures: int, sample_set: str = ""
+) -> list[LeftOut]:
+    """The runs with <module>.<descriptor> series too short for the change-point model: fewer
+    than ``min_captures`` finite captures in the sample set it reads (``sample_set``, else
+    the alphabetically first with pooled rows, else the first with per-sample rows, whose
+    steps count once). One item per run; a descriptor a run never fills is no series."""
+    files = [f for run in sorted(files_by_run) for f in files_by_run[run]]
+    if not files or min_captures <= 1:
+        return []
+    try:
+        counts = _short_series_counts(files, min_captures, sample_set)
+    except duckdb.Error:
+        return []  # an unreadable or drifted file: the build's input check and `warehouse check` name it
+    found = []
+    for run, short, total, fewest in counts:
+        found.append(LeftOut("geometry_state", files_by_run[run][0].parent.relative_to(root).as_posix(), (
+            f"{short} of run {run}'s {total} series have fewer than {min_captures} captures (the shortest: "
+            f"{fewest}): events_candidates tests a series only from 4 x min_scale = {min_captures} captures on, so "
+            "they give no change point (a smaller --param events_candidates.min_scale tests shorter series)"
+        ), (run,)))
+    return found
+
+
+def _short_series_counts(files: list[Path], min_captures: int, sample_set: str) -> list[tuple[str, int, int, int]]:
+    """Per run with a short series: (run, short series, series, captures of the shortest)."""
+    lengths = "\n    UNION ALL\n    ".join(
+        f"SELECT run_id, layer, module, count(DISTINCT step) FILTER (WHERE isfinite({d})) AS n FROM chosen_rows "
+        "GROUP BY run_id, layer, module"
+        for d in contracts.DESCRIPTORS
+    )
+    wanted = quote_literal(sample_set)
+    query = f"""
+WITH geometry AS ({select_dataset(contracts.GEOMETRY_STATE, files)}),
+chosen_sets AS (
+    SELECT run_id, coalesce(min(sample_set) FILTER (WHERE sample_id IS NULL), min(sample_set)) AS sample_set
+    FROM geometry
+    WHERE {wanted} = '' OR sample_set = {wanted}
+    GROUP BY run_id
+),
+chosen_rows AS (
+    -- pooled rows of the chosen set, or its per-sample rows where it has no pooled ones
+    SELECT g.*
+    FROM geometry AS g
+    JOIN chosen_sets AS c ON g.run_id = c.run_id AND g.sample_set = c.sample_set
+    WHERE g.sample_id IS NULL OR NOT EXISTS (
+        SELECT 1 FROM geometry AS p WHERE p.run_id = g.run_id AND p.sample_set = g.sample_set AND p.sample_id IS NULL)
+),
+series AS (
+    {lengths}
+)
+SELECT run_id, count(*) FILTER (WHERE n < {int(min_captures)}), count(*), min(n)
+FROM series
+WHERE n > 0
+GROUP BY run_id
+HAVING min(n) < {int(min_captures)}
+ORDER BY run_id
+"""
+    with duckdb.connect() as con:
+        return [tuple(row) for row in con.execute(query).fetchall()]
 
 
 def _entries(folder: Path) -> list[os.DirEntry]:

@@ -31,7 +31,7 @@ import pyarrow.parquet as pq
 from .. import contracts, lake as lk
 from ..checked import recorded_clean, stamp, writer_clean
 from ..check import Problem, check_files
-from ..coverage import LeftOut, left_out, older_analyses, outside_analysis
+from ..coverage import LeftOut, left_out, min_series_captures, older_analyses, outside_analysis, short_series
 from ..duck import memory_bytes, work_connection
 from ..scan import select_dataset
 from ..sql import quote_identifier as qi, quote_literal as ql
@@ -479,7 +479,7 @@ def run_models(
                 chosen_inputs=chosen_inputs.get(name), full_refresh=full_refresh, listing=listing, expected=expected,
             )
             plans[name] = plan
-            for item in _pinned_left_out(plan, root) + _older_left_out(plan, root):
+            for item in _pinned_left_out(plan, root) + _older_left_out(plan, root) + _short_left_out(plan, root):
                 if item not in said:
                     said.add(item)
                     report(f"left out: {item}")
@@ -526,6 +526,16 @@ def _older_left_out(plan: ModelPlan, root: Path) -> list[LeftOut]:
     """The older analyses of runs that a plan reads newest per run."""
     return [item for inp in plan.inputs.values() if inp.analysis == NEWEST_PER_RUN
             for item in older_analyses(root, inp.dataset, inp.sources)]
+
+
+def _short_left_out(plan: ModelPlan, root: Path) -> list[LeftOut]:
+    """The series of the runs this build computes that are too short for the model to test."""
+    floor = min_series_captures(plan.name, plan.model.params)
+    inp = plan.inputs.get("geometry_state")
+    if floor is None or inp is None or not inp.by_run:
+        return []
+    runs = inp.files if WHOLE in plan.build else {r: inp.files[r] for r in plan.build if r in inp.files}
+    return short_series(root, runs, floor, str(plan.model.params.get("sample_set", "")))
 
 
 def _refuse_unbuilt_inputs(plan: ModelPlan) -> None:
