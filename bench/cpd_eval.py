@@ -25,7 +25,7 @@ import cpd_eval_metrics as metrics
 import cpd_eval_real as real
 import cpd_eval_series as gen
 import machine
-from report import save
+from report import only_named, save
 
 RESULTS = Path(__file__).resolve().parent / "results"
 DEFAULT = {"lengths": [8, 32, 128, 512, 2000, 10000], "noises": [0.2, 1.0], "seeds": 2}
@@ -150,12 +150,7 @@ def run(lengths: Sequence[int], noises: Sequence[float], seeds: int, only: Seque
     """The whole evaluation: the suite, every available detector (or ``only`` those), scores."""
     start = time.perf_counter()
     series = list(gen.suite(lengths, noises, seeds)) + real.available()
-    chosen = detectors.available()
-    if only:
-        unknown = [n for n in only if n not in chosen]
-        if unknown:
-            raise SystemExit(f"unknown or unavailable detector(s) {unknown}; available: {list(chosen)}")
-        chosen = {n: chosen[n] for n in only}
+    chosen = only_named(detectors.available(), only, "detector")
     results = evaluate(series, chosen)
     nulls = [s for s in series if s.null]
     return {

@@ -24,7 +24,7 @@ import machine
 import match_eval_matchers as matchers
 import match_eval_real as real
 import match_eval_sets as gen
-from report import save
+from report import only_named, save
 
 RESULTS = Path(__file__).resolve().parent / "results"
 DEFAULT = {"per_class": (10, 20), "sets": None, "real": list(real.ALLOWED)}
@@ -135,12 +135,7 @@ def run(seed: int, per_class: Sequence[int], set_names: Sequence[str] | None, re
         only: Sequence[str] | None = None) -> dict:
     """The whole evaluation: the sets, every available matcher (or ``only`` those), errors."""
     start = time.perf_counter()
-    chosen = matchers.available()
-    if only:
-        unknown = [n for n in only if n not in chosen]
-        if unknown:
-            raise SystemExit(f"unknown or unavailable matcher(s) {unknown}; available: {list(chosen)}")
-        chosen = {n: chosen[n] for n in only}
+    chosen = only_named(matchers.available(), only, "matcher")
     sets = gen.suite(seed, *per_class, only=set_names) + real.available(list(real_names))
     results = evaluate(sets, chosen)
     return {

@@ -26,6 +26,17 @@ def save(out: Path, text: str, data: dict) -> None:
     out.with_suffix(".json").write_text(json.dumps(data, indent=2) + "\n")
 
 
+def only_named(available: dict, only: list[str] | None, what: str) -> dict:
+    """The entries of ``available`` named in ``only`` (all of them when it names none); an
+    unknown name ends the run, naming the ones available."""
+    if not only:
+        return available
+    unknown = [n for n in only if n not in available]
+    if unknown:
+        raise SystemExit(f"unknown or unavailable {what}(s) {unknown}; available: {list(available)}")
+    return {n: available[n] for n in only}
+
+
 def merge(entries: list[dict], path: Path = RESULTS / "bench.json") -> list[dict]:
     """The results in ``path`` with ``entries`` replacing those of the same size and memory limit."""
     old = json.loads(path.read_text())["sizes"] if path.is_file() else []
