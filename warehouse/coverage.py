@@ -151,30 +151,33 @@ def short_series(
 
 def _short_series_counts(files: list[Path], min_captures: int, sample_set: str) -> list[tuple[str, int, int, int]]:
     """Per run with a short series: (run, short series, series, captures of the shortest)."""
-    lengths = "\n    UNION ALL\n    ".join(
-        f"SELECT run_id, layer, module, count(DISTINCT step) FILTER (WHERE isfinite({d})) AS n FROM chosen_rows "
-        "GROUP BY run_id, layer, module"
-        for d in contracts.DESCRIPTORS
-    )
     wanted = quote_literal(sample_set)
+    descriptors = ", ".join(contracts.DESCRIPTORS)
     query = f"""
 WITH geometry AS ({select_dataset(contracts.GEOMETRY_STATE, files)}),
 chosen_sets AS (
-    SELECT run_id, coalesce(min(sample_set) FILTER (WHERE sample_id IS NULL), min(sample_set)) AS sample_set
+    -- the chosen set (else the first with pooled rows, else the first), and whether its
+    -- series are its pooled rows or the medians of its per-sample rows
+    SELECT
+        run_id,
+        coalesce(min(sample_set) FILTER (WHERE sample_id IS NULL), min(sample_set)) AS sample_set,
+        count(*) FILTER (WHERE sample_id IS NULL) > 0 AS pooled
     FROM geometry
     WHERE {wanted} = '' OR sample_set = {wanted}
     GROUP BY run_id
 ),
-chosen_rows AS (
-    -- pooled rows of the chosen set, or its per-sample rows where it has no pooled ones
-    SELECT g.*
-    FROM geometry AS g
-    JOIN chosen_sets AS c ON g.run_id = c.run_id AND g.sample_set = c.sample_set
-    WHERE g.sample_id IS NULL OR NOT EXISTS (
-        SELECT 1 FROM geometry AS p WHERE p.run_id = g.run_id AND p.sample_set = g.sample_set AND p.sample_id IS NULL)
+chosen_values AS (
+    UNPIVOT (
+        SELECT g.run_id, g.layer, g.module, g.step, {descriptors}
+        FROM geometry AS g
+        JOIN chosen_sets AS c ON g.run_id = c.run_id AND g.sample_set = c.sample_set AND (g.sample_id IS NULL) = c.pooled
+    ) ON {descriptors} INTO NAME descriptor VALUE x
 ),
 series AS (
-    {lengths}
+    -- captures per series: steps with a finite value (a per-sample step counts once)
+    SELECT run_id, layer, module, descriptor, count(DISTINCT step) FILTER (WHERE isfinite(x)) AS n
+    FROM chosen_values
+    GROUP BY run_id, layer, module, descriptor
 )
 SELECT run_id, count(*) FILTER (WHERE n < {int(min_captures)}), count(*), min(n)
 FROM series
