@@ -16,14 +16,16 @@ BENCH_MEMORY ?= 2GB
 BENCH_WORK   ?= .bench
 # The change-point cost benchmark: pooled geometry_state rows of each series length.
 CPD_ROWS     ?= 10000000
+# The HTML report's file: beside the catalog.
+REPORT ?= $(dir $(DB))report.html
 
-.PHONY: install torch demo models catalog check test test-faults example docs bench bench-100m bench-cpd eval eval-cpd eval-match clean
+.PHONY: install torch chromium demo models report catalog check test test-faults example docs bench bench-100m bench-cpd eval eval-cpd eval-match clean
 
 # The virtual environment, re-made when the project's dependencies change.
 $(VENV)/.installed: pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e '.[test]'
+	$(BIN)/python -m pip install --quiet -e '.[test,plots]'
 	touch $@
 
 install: $(VENV)/.installed
@@ -35,20 +37,33 @@ $(VENV)/.torch: $(VENV)/.installed
 
 torch: $(VENV)/.torch
 
+# Debian's Chromium, for the test that renders the report in a real browser (installed when missing).
+SUDO := $(if $(filter 0,$(shell id -u)),,sudo)
+chromium:
+	@command -v chromium >/dev/null 2>&1 || command -v chromium-browser >/dev/null 2>&1 || { \
+	  echo "installing Debian's chromium for the report's browser test"; \
+	  $(SUDO) apt-get install -y -q chromium >/dev/null 2>&1 || \
+	  { $(SUDO) apt-get update -q >/dev/null && $(SUDO) apt-get install -y -q chromium >/dev/null; }; }
+
 # The benchmark's own dependencies (pandas for the baseline, matplotlib for the plot).
 $(VENV)/.bench-installed: $(VENV)/.installed
 	$(BIN)/python -m pip install --quiet -e '.[test,bench]'
 	touch $@
 
-## demo: write the demo lake, build every model and the catalog, score them against the planted truth
+## demo: write the demo lake, build every model and the catalog, score them against the planted truth, write the report
 demo: install
 	SQUIGGLE_DB=$(DB) $(WH) demo --lake $(LAKE)
 	$(MAKE) --no-print-directory models
 	$(WH) scorecard --lake $(LAKE) --db $(DB)
+	$(MAKE) --no-print-directory report
 
 ## models: run the models that are out of date, then rebuild the catalog if anything changed
 models: install
 	$(WH) models run --lake $(LAKE) --db $(DB)
+
+## report: write the offline HTML report of the catalog to $(REPORT)
+report: install
+	$(WH) report --lake $(LAKE) --db $(DB) --output $(REPORT)
 
 ## catalog: rebuild only the catalog file
 catalog: install
@@ -58,8 +73,8 @@ catalog: install
 check: install
 	$(WH) check --lake $(LAKE)
 
-## test: the model lock check and the test suite (PyTorch included: its tests must run, not skip)
-test: install torch
+## test: the model lock check and the test suite (PyTorch and Chromium included: their tests must run, not skip)
+test: install torch chromium
 	$(WH) models check
 	SQUIGGLE_REQUIRE_TORCH=1 $(BIN)/python -m pytest -q
 
@@ -112,4 +127,4 @@ ifneq ($(strip $(FROM_ENV)),)
 	@echo "make clean: not removing $(strip $(FROM_ENV)), named by SQUIGGLE_LAKE / SQUIGGLE_DB; name it: make clean LAKE=$(LAKE) DB=$(DB)" >&2
 	@exit 2
 endif
-	rm -rf $(LAKE) $(DB) $(DB).tmp-*
+	rm -rf $(LAKE) $(DB) $(DB).tmp-* $(REPORT)

@@ -74,6 +74,7 @@ def test_make_demo_uses_the_lake_given_and_its_hints_work_outside_the_venv(tmp_p
     assert r.returncode == 0, r.stderr
     assert f"models run --lake {lake} --db {db}" in r.stdout
     assert (lake / "geometry_dynamics").is_dir() and db.is_file()
+    assert f"report written: {tmp_path / 'report.html'} (" in r.stdout  # the report, beside the catalog
     assert {p: p.exists() for p in before} == before  # ./lake and ./warehouse.duckdb untouched
 
     hints = r.stdout.split("  next (", 1)[1].splitlines()[1:4]

@@ -114,6 +114,20 @@ def _scorecard(args: argparse.Namespace) -> int:
     return 0
 
 
+def _report(args: argparse.Namespace) -> int:
+    from .report import Limits, write_report
+
+    for flag in ("max_cohorts", "max_matches"):
+        if getattr(args, flag) < 1:
+            raise WarehouseError(f"--{flag.replace('_', '-')} must be at least 1, not {getattr(args, flag)}")
+    limits = Limits(cohorts=args.max_cohorts, matches=args.max_matches)
+    report = write_report(args.output, db=args.db, lake=args.lake, cohort=args.cohort, run=args.run, limits=limits)
+    for note in report.notes:
+        print(f"note: {note}")
+    print(report.describe())
+    return 0
+
+
 def _docs(args: argparse.Namespace) -> int:
     from .docs import update_readme
 
@@ -233,6 +247,13 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--force", action="store_true", help="for lock: re-pin a version that was never released")
     p.add_argument("--sql", help="the models' folder (default $SQUIGGLE_SQL or the repository's sql/)")
     p.add_argument("--db", help="for run: then bring this catalog file up to date (rebuilt only if something changed)")
+
+    p = add("report", _report, "Write an offline HTML report of the catalog: squiggles, events, families, matches.", db=True)
+    p.add_argument("--output", "-o", default="report.html", help="the HTML file to write (default ./report.html)")
+    p.add_argument("--cohort", metavar="CONFIG_HASH", help="only this cohort (runs.config_hash)")
+    p.add_argument("--run", metavar="RUN_ID", help="only this run")
+    p.add_argument("--max-cohorts", type=int, default=12, help="cohorts drawn at most (default 12)")
+    p.add_argument("--max-matches", type=int, default=60, help="best matches drawn at most (default 60)")
 
     p = sub.add_parser("docs", help="Regenerate the data dictionary in the README from the contracts.")
     p.add_argument("--readme", default="README.md")
