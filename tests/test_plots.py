@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -168,3 +169,15 @@ def test_without_plotly_the_error_says_how_to_install_it(tmp_path: Path) -> None
             "try:\n    plots.events('x')\nexcept Exception as e:\n    print(type(e).__name__, e)\n")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=tmp_path, timeout=60)
     assert "WarehouseError" in out.stdout and "pip install 'squiggle-warehouse[plots]'" in out.stdout, out
+
+
+def test_the_readme_examples_run_on_the_demo_catalog(con, tmp_path: Path) -> None:
+    readme = (Path(__file__).resolve().parent.parent / "README.md").read_text(encoding="utf-8")
+    section = readme.split("### Plot functions for notebooks", 1)[1]
+    code = section.split("```python\n", 1)[1].split("```", 1)[0]
+    db = con.execute("SELECT catalog FROM warehouse_catalog").fetchone()[0]
+    probe = code + "\nprint(len(plots.match(match_id).data), len(plots.family_ranking().data))\n"
+    done = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, cwd=tmp_path, timeout=120,
+                          env={**os.environ, "SQUIGGLE_DB": db})
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.split() == ["12", "2"]  # 6 series x 2 runs; bars and seed points

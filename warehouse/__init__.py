@@ -9,6 +9,8 @@ The Python API mirrors the ``warehouse`` command:
 - :func:`build_catalog`: write the DuckDB catalog (``warehouse catalog``);
 - :func:`connect`: a read-only DuckDB connection to the catalog, for notebooks;
 - :mod:`warehouse.models`: plan and run the SQL models (``warehouse models``);
+- :mod:`warehouse.plots`: figures of the catalog for notebooks, and
+  :func:`warehouse.report.write_report`, the offline HTML report (``warehouse report``);
 - :mod:`warehouse.capture`: descriptors of activations and a capture session that writes
   a training run to the lake.
 """

@@ -23,8 +23,8 @@ TEMPLATE = go.layout.Template(
         paper_bgcolor="white",
         plot_bgcolor="white",
         colorway=qualitative.D3,
-        xaxis=dict(showgrid=True, gridcolor="#eee", zeroline=False, linecolor="#999", ticks="outside"),
-        yaxis=dict(showgrid=True, gridcolor="#eee", zeroline=False, linecolor="#999", ticks="outside"),
+        xaxis=dict(showgrid=True, gridcolor="#eee", zeroline=False, linecolor="#999", ticks="outside", automargin=True),
+        yaxis=dict(showgrid=True, gridcolor="#eee", zeroline=False, linecolor="#999", ticks="outside", automargin=True),
         hovermode="closest",
         margin=dict(l=60, r=20, t=60, b=40),
     )
@@ -169,11 +169,11 @@ def timeline(
             ),
             row=i + 1, col=1,
         )
-        fig.update_yaxes(title_text="layer", row=i + 1, col=1)
+        fig.update_yaxes(title_text="layer", dtick=1, row=i + 1, col=1)
     width = (last + 1 - first) / n_bins
     fig.update_layout(template=TEMPLATE, title=f"{title} (cells of {width:.4g} steps)",
                       height=max(260, 160 * len(runs) + 100),
-                      coloraxis=dict(colorscale="Blues", cmin=0, cmax=zmax, colorbar=dict(title="change points")))
+                      coloraxis=dict(colorscale="Blues", cmin=0, cmax=zmax, colorbar=dict(title="change points", dtick=1 if zmax <= 10 else None)))
     fig.update_xaxes(title_text="step", row=len(runs), col=1)
     return fig
 
@@ -235,7 +235,8 @@ def match_panels(match: Match, max_series: int = 6) -> tuple[go.Figure, int]:
                 for t in _series_events(side, a.series[k]):
                     fig.add_vline(x=t, line=dict(color=color, dash=dash, width=1), row=row + 1, col=col + 1)
     fig.update_xaxes(title_text="normalised time" if match.kind == "trajectory" else "layer index", row=rows)
-    fig.update_layout(template=TEMPLATE, height=PANEL_HEIGHT * rows + 120, title=_match_title(match))
+    fig.update_layout(template=TEMPLATE, height=PANEL_HEIGHT * rows + 150, title=_match_title(match),
+                      margin=dict(t=120))  # room for the title's second line above the panels' titles
     return fig, len(a.series)
 
 
