@@ -65,16 +65,17 @@ def layer_of(trace) -> int:
 def test_cohort_overlays_the_seeds_and_marks_the_consensus_events(con) -> None:
     cohort_id = con.execute("SELECT config_hash FROM runs WHERE run_id = 'c1-s0'").fetchone()[0]
     fig = plots.cohort(cohort_id, "resid_post.sv_entropy", con=con)
-    seeds = {t.legendgroup for t in fig.data if t.mode == "lines"}
-    assert seeds == {"c1-s0", "c1-s1", "c1-s2"}
-    assert len([t for t in fig.data if t.mode == "lines"]) == 3 * 6  # every seed in every layer
+    seed_lines = [t for t in fig.data if t.mode == "lines" and "(seed" in (t.name or "")]
+    assert {t.legendgroup for t in seed_lines} == {"c1-s0", "c1-s1", "c1-s2"}
+    assert len(seed_lines) == 3 * 6  # every seed in every layer
     consensus = [t for t in fig.data if t.name == "consensus event"]
     expected = con.execute(
         "SELECT step_median, step_min, step_max FROM events WHERE cohort_id = ? AND metric = 'resid_post.sv_entropy' "
         "ORDER BY layer, step_median", [cohort_id]).fetchall()
     assert expected, "the demo plants sv_entropy shifts that every seed shares"
     assert sorted(int(x) for t in consensus for x in t.x) == sorted(r[0] for r in expected)
-    bands = sorted((s.x0, s.x1) for s in fig.layout.shapes)
+    spans = [t for t in fig.data if t.name == "consensus span"]
+    bands = sorted((x[i], x[i + 2]) for t in spans for x in [list(t.x)] for i in range(0, len(x), 6))
     assert bands == sorted((lo, max(hi, lo + 1)) for _, lo, hi in expected)
 
 
@@ -176,7 +177,8 @@ def test_the_readme_examples_run_on_the_demo_catalog(con, tmp_path: Path) -> Non
     section = readme.split("### Plot functions for notebooks", 1)[1]
     code = section.split("```python\n", 1)[1].split("```", 1)[0]
     db = con.execute("SELECT catalog FROM warehouse_catalog").fetchone()[0]
-    probe = code + "\nprint(len(plots.match(match_id).data), len(plots.family_ranking().data))\n"
+    probe = code + ("\nprint(sum(t.mode == 'lines+markers' for t in plots.match(match_id).data),"
+                    " len(plots.family_ranking().data))\n")
     done = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, cwd=tmp_path, timeout=120,
                           env={**os.environ, "SQUIGGLE_DB": db})
     assert done.returncode == 0, done.stderr

@@ -157,3 +157,27 @@ def test_catalog_without_model_outputs_says_which_models_to_run(tmp_path) -> Non
         assert model in done.stdout
     assert "warehouse models run" in done.stdout and "warehouse models run" in out.read_text()
     assert len(parse(out).figures) == 2 * 9  # the squiggles of each cohort and its (empty) timeline
+
+
+def test_a_run_without_a_runs_row_is_drawn_and_long_series_are_thinned(tmp_path) -> None:
+    from model_fixtures import geometry_rows, write_runs
+    from warehouse import writer
+
+    lake, db, out = tmp_path / "lake", tmp_path / "warehouse.duckdb", tmp_path / "report.html"
+    write_runs(lake, {"long-a": range(0, 30_000, 6), "long-b": range(0, 30_000, 6)}, samples=(None,))
+    writer.write("geometry_state", geometry_rows("stray", range(0, 400, 4), samples=(None,)), lake=lake)
+    assert cli("models", "run", "--lake", str(lake), "--db", str(db), timeout=600).returncode == 0
+    done = cli("report", "--db", str(db), "-o", str(out))
+    assert done.returncode == 0, done.stderr
+    assert "1 run(s) have geometry but no runs row" in done.stdout and "stray" in done.stdout
+    text = out.read_text(encoding="utf-8")
+    assert "Runs without a runs row" in text and '"name":"stray (seed 0)"' in text
+    import warehouse
+    from warehouse import plots
+
+    con = warehouse.connect(db)
+    fig = plots.cohort("cohort-a", "resid_post.eff_rank", con=con)
+    con.close()
+    lines = [t for t in fig.data if t.mode == "lines" and "(seed" in (t.name or "")]
+    assert len(lines) == 2 * 2  # two runs, two layers
+    assert all(1000 < len(t.x) <= 2000 for t in lines)  # 5,000 captures, thinned to slices' extremes

@@ -33,6 +33,7 @@ class Limits:
     matches: int = 60
     match_series: int = 6
     points_per_series: int = MAX_POINTS
+    points_per_figure: int = 100_000
 
 
 @dataclass
@@ -135,9 +136,7 @@ class _Scope:
 def _scope(con: duckdb.DuckDBPyConnection, cohort: str | None, run: str | None) -> _Scope:
     if run:
         data.require_run(con, run)
-        mine = [c for c in data.cohorts(con) if run in c.run_ids]
-        alone = data.Cohort("(no runs row)", (run,), (None,), "", None)
-        return _Scope(f"run {run}", mine or [alone], run, 1)
+        return _Scope(f"run {run}", [c for c in data.cohorts(con) if run in c.run_ids], run, 1)
     if cohort:
         return _Scope(f"cohort {cohort}", [data.require_cohort(con, cohort)], None, 1)
     every = data.cohorts(con)
@@ -183,23 +182,41 @@ def _runs_drawn(c: data.Cohort, run: str | None, limits: Limits) -> tuple[str, .
 
 def _cohort_section(con, page: _Page, c: data.Cohort, run: str | None, sample_set: str, limits: Limits) -> None:
     runs = _runs_drawn(c, run, limits)
-    kind = f"probe family {c.family_id}" if c.family_id else c.run_mode or "runs without a runs row"
-    page.heading(3, f"Cohort {c.cohort_id[:12]} ({kind})", f"cohort-{c.cohort_id[:12]}")
-    page.text(f"config_hash {c.cohort_id}; runs: " + ", ".join(f"{r} (seed {s})" for r, s in zip(c.run_ids, c.seeds)))
+    listed = ", ".join(f"{r} (seed {s})" for r, s in zip(c.run_ids, c.seeds))
+    if c.cohort_id == data.NO_RUNS_ROW:
+        page.heading(3, "Runs without a runs row", "no-runs-row")
+        page.note(f"{len(c.run_ids)} run(s) have geometry but no runs row, so no cohort and no consensus "
+                  f"events: {listed}. Ingest their runs rows to group them.")
+    else:
+        kind = f"probe family {c.family_id}" if c.family_id else c.run_mode
+        page.heading(3, f"Cohort {c.cohort_id[:12]} ({kind})", f"cohort-{c.cohort_id[:12]}")
+        page.text(f"config_hash {c.cohort_id}; runs: {listed}")
     if len(runs) < len(c.run_ids) and not run:
         page.note(f"{len(runs)} of the cohort's {len(c.run_ids)} runs drawn (at most {limits.runs_per_cohort}).")
     labels = dict(zip(c.run_ids, (f"{r} (seed {s})" for r, s in zip(c.run_ids, c.seeds))))
+    layers = data.run_layers(con, runs)
+    points = _points_per_series(con, page, runs, layers, limits)
     for metric in data.busiest_metrics(con, c, limits.metrics_per_cohort):
-        series = data.series(con, runs, metric, None, sample_set, limits.points_per_series)
+        series = data.series(con, runs, metric, None, sample_set, points)
         if series["step"].size == 0:
             continue
         consensus = None if run else data.consensus(con, c.cohort_id, metric)
         title = f"{metric}: {'run ' + run if run else 'seeds overlaid'}, change points ◆, consensus events shaded"
         page.figure(page.figures.squiggles(series, data.candidates(con, runs, metric), metric, title, consensus, labels))
-    layers = data.run_layers(con, runs)
     if layers:
         page.figure(page.figures.timeline(data.candidates(con, runs), layers, data.step_span(con, runs),
                                           "Event timeline: change points (every metric) per layer and step"))
+
+
+def _points_per_series(con, page: _Page, runs: tuple[str, ...], layers: dict[str, list[int]], limits: Limits) -> int:
+    """Points drawn per series: within the per-series cap and the figure's budget; said when it thins."""
+    n_series = max(1, sum(len(x) for x in layers.values()))
+    points = max(20, min(limits.points_per_series, limits.points_per_figure // n_series))
+    longest = data.longest_series(con, runs)
+    if longest > points:
+        page.note(f"Series of up to {longest:,} captures are drawn as at most {points:,} points each "
+                  "(the lowest and highest value of each slice of their captures).")
+    return points
 
 
 def _matches_section(con, page: _Page, runs: list[str], limits: Limits) -> None:

@@ -72,27 +72,38 @@ class Cohort:
     family_id: str | None
 
 
+# The group of runs that have geometry but no runs row (so no cohort), drawn together.
+NO_RUNS_ROW = ""
+
+
 def cohorts(con: duckdb.DuckDBPyConnection) -> list[Cohort]:
-    """Every cohort with pooled geometry: training cohorts first, then by cohort id."""
+    """Every cohort with geometry, training cohorts first, then by cohort id.
+
+    Runs with geometry but without a runs row come last, as one group whose cohort_id is
+    NO_RUNS_ROW: they belong to no cohort, but are not left out.
+    """
     rows = con.execute(
         """
+        WITH geometry_runs AS (
+            SELECT DISTINCT run_id, min(seed) OVER (PARTITION BY run_id) AS seed FROM geometry_state
+        )
         SELECT
-            config_hash,
-            list(run_id ORDER BY seed, run_id),
-            list(seed ORDER BY seed, run_id),
-            min(run_mode),
-            min(family_id)
-        FROM runs
-        WHERE run_id IN (SELECT run_id FROM geometry_state)
-        GROUP BY config_hash
-        ORDER BY min(run_mode) <> 'train_full', min(family_id) NULLS FIRST, config_hash
+            coalesce(r.config_hash, '') AS cohort_id,
+            list(g.run_id ORDER BY coalesce(r.seed, g.seed), g.run_id),
+            list(coalesce(r.seed, g.seed) ORDER BY coalesce(r.seed, g.seed), g.run_id),
+            min(r.run_mode),
+            min(r.family_id)
+        FROM geometry_runs AS g
+        LEFT JOIN runs AS r ON g.run_id = r.run_id
+        GROUP BY cohort_id
+        ORDER BY cohort_id = '', min(r.run_mode) <> 'train_full', min(r.family_id) NULLS FIRST, cohort_id
         """
     ).fetchall()
-    return [Cohort(r[0], tuple(r[1]), tuple(r[2]), r[3], r[4]) for r in rows]
+    return [Cohort(r[0], tuple(r[1]), tuple(r[2]), r[3] or "", r[4]) for r in rows]
 
 
 def require_cohort(con: duckdb.DuckDBPyConnection, cohort_id: str) -> Cohort:
-    found = {c.cohort_id: c for c in cohorts(con)}
+    found = {c.cohort_id: c for c in cohorts(con) if c.cohort_id != NO_RUNS_ROW}
     if cohort_id not in found:
         raise _refuse("cohort (runs.config_hash)", cohort_id, sorted(found))
     return found[cohort_id]
@@ -130,6 +141,7 @@ def series(
     its samples per step, as events_candidates reads it. NaN and infinity are dropped.
     With ``max_points``, a longer series keeps the lowest and highest value of each of
     max_points / 2 equal slices of its captures, so its extremes (and steps) survive.
+    Values are float32, as geometry_state stores them.
     """
     module, descriptor = split_metric(con, metric)
     layer_filter = "" if layers is None else f"AND layer IN ({', '.join(str(int(x)) for x in layers)})"
@@ -165,7 +177,7 @@ def series(
             GROUP BY g.run_id, g.layer, g.step, a.pooled
             HAVING value IS NOT NULL
         ){thinning}
-        SELECT run_id, layer, step, value FROM {"kept" if max_points else "captures"}
+        SELECT run_id, layer, step, value::FLOAT AS value FROM {"kept" if max_points else "captures"}
         ORDER BY run_id, layer, step
     """
     params = {"runs": list(run_ids), "sample_set": sample_set, "module": module}
@@ -326,6 +338,15 @@ def layout_series(layout: str) -> tuple[tuple[str, ...], int]:
     if kind == "probe" and "layers" in fields and "features" in fields:
         return tuple(fields["features"].split(",")), len(fields["layers"].split(","))
     raise WarehouseError(f"cannot draw a signature of layout {layout[:60]!r}")
+
+
+def longest_series(con: duckdb.DuckDBPyConnection, run_ids: list[str] | tuple[str, ...]) -> int:
+    """The most captures of any (run, layer, module) series of the runs."""
+    found = con.execute(
+        "SELECT max(n) FROM (SELECT count(DISTINCT step) AS n FROM geometry_state "
+        "WHERE list_contains($runs, run_id) GROUP BY run_id, layer, module)", {"runs": list(run_ids)}
+    ).fetchone()[0]
+    return int(found or 0)
 
 
 def run_layers(con: duckdb.DuckDBPyConnection, run_ids: list[str] | tuple[str, ...]) -> dict[str, list[int]]:

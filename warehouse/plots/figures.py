@@ -112,10 +112,19 @@ def _consensus_bands(fig: go.Figure, consensus: dict[str, np.ndarray], layer: in
     here = consensus["layer"] == layer
     if not here.any():
         return
-    top = float(np.nanmax(series["value"][series["layer"] == layer]))
+    values = series["value"][series["layer"] == layer]
+    bottom, top = float(np.nanmin(values)), float(np.nanmax(values))
+    # one filled trace of rectangles per panel: plotly re-checks every shape on each add_vrect
+    x, y = [], []
     for lo, hi in zip(consensus["step_min"][here], consensus["step_max"][here]):
-        fig.add_vrect(x0=int(lo), x1=int(max(hi, lo + 1)), fillcolor=CONSENSUS_FILL, line_width=0,
-                      layer="below", row=row, col=col)
+        lo, hi = int(lo), int(max(hi, lo + 1))
+        x += [lo, lo, hi, hi, lo, None]
+        y += [bottom, top, top, bottom, bottom, None]
+    fig.add_trace(
+        go.Scatter(x=x, y=y, mode="lines", fill="toself", fillcolor=CONSENSUS_FILL, line=dict(width=0),
+                   name="consensus span", legendgroup="consensus", showlegend=False, hoverinfo="skip"),
+        row=row, col=col,
+    )
     fig.add_trace(
         go.Scatter(
             x=consensus["step_median"][here], y=np.full(int(here.sum()), top), mode="markers",
@@ -231,9 +240,16 @@ def match_panels(match: Match, max_series: int = 6) -> tuple[go.Figure, int]:
                            hovertemplate=f"{side.run_id}<br>%{{x:.3g}}: %{{y:.3g}}<extra>{a.series[k]}</extra>"),
                 row=row + 1, col=col + 1,
             )
-            if match.kind == "trajectory":
-                for t in _series_events(side, a.series[k]):
-                    fig.add_vline(x=t, line=dict(color=color, dash=dash, width=1), row=row + 1, col=col + 1)
+            events = _series_events(side, a.series[k]) if match.kind == "trajectory" else []
+            if events:
+                low, high = float(np.min(side.values[k])), float(np.max(side.values[k]))
+                fig.add_trace(
+                    go.Scatter(x=[v for t in events for v in (t, t, None)],
+                               y=[v for _ in events for v in (low, high, None)], mode="lines",
+                               name=f"{side.run_id} events", legendgroup=side.run_id, showlegend=False,
+                               line=dict(color=color, dash=dash, width=1), hoverinfo="skip"),
+                    row=row + 1, col=col + 1,
+                )
     fig.update_xaxes(title_text="normalised time" if match.kind == "trajectory" else "layer index", row=rows)
     fig.update_layout(template=TEMPLATE, height=PANEL_HEIGHT * rows + 150, title=_match_title(match),
                       margin=dict(t=120))  # room for the title's second line above the panels' titles
