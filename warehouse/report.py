@@ -159,8 +159,7 @@ def _body(con: duckdb.DuckDBPyConnection, page: _Page, scope: _Scope, limits: Li
     if scope.cohorts_total > len(shown):
         page.note(f"{len(shown)} of {scope.cohorts_total} cohorts drawn (at most {limits.cohorts}); "
                   "`warehouse report --cohort CONFIG_HASH` draws any one of them.")
-    sample_set = str(data.analyses(con).get("events_candidates", data.Analysis("", "", "", {}, False, None))
-                     .params.get("sample_set", ""))
+    sample_set = data.chosen_sample_set(con)
     page.heading(2, "Squiggles and events, per cohort", "cohorts")
     for c in shown:
         _cohort_section(con, page, c, scope.run, sample_set, limits)

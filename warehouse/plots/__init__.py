@@ -44,14 +44,6 @@ def _connection(con: duckdb.DuckDBPyConnection | None) -> duckdb.DuckDBPyConnect
     return connect()
 
 
-def _sample_set(con: duckdb.DuckDBPyConnection) -> str:
-    """The sample set the current change-point analysis read ('' = each run's first)."""
-    from . import data
-
-    found = data.analyses(con).get("events_candidates")
-    return str(found.params.get("sample_set", "")) if found else ""
-
-
 def trajectory(
     run_id: str, metric: str, layers: list[int] | None = None, *, con: duckdb.DuckDBPyConnection | None = None
 ) -> go.Figure:
@@ -63,7 +55,7 @@ def trajectory(
 
     figures, con = _plotting(), _connection(con)
     data.require_run(con, run_id)
-    series = data.series(con, [run_id], metric, layers, _sample_set(con), MAX_POINTS)
+    series = data.series(con, [run_id], metric, layers, data.chosen_sample_set(con), MAX_POINTS)
     if series["step"].size == 0:
         raise WarehouseError(f"run {run_id!r} has no {metric} values" + (f" in layers {layers}" if layers else ""))
     cands = data.candidates(con, [run_id], metric)
@@ -79,7 +71,7 @@ def cohort(config_hash: str, metric: str, *, con: duckdb.DuckDBPyConnection | No
 
     figures, con = _plotting(), _connection(con)
     found = data.require_cohort(con, config_hash)
-    series = data.series(con, found.run_ids, metric, None, _sample_set(con), MAX_POINTS)
+    series = data.series(con, found.run_ids, metric, None, data.chosen_sample_set(con), MAX_POINTS)
     cands = data.candidates(con, found.run_ids, metric)
     labels = {r: f"{r} (seed {s})" for r, s in zip(found.run_ids, found.seeds)}
     title = f"cohort {config_hash[:12]}: {metric}"

@@ -40,6 +40,12 @@ def analyses(con: duckdb.DuckDBPyConnection) -> dict[str, Analysis]:
     return {r[0]: Analysis(r[0], r[1], r[2], json.loads(r[3] or "{}"), bool(r[4]), r[5]) for r in rows}
 
 
+def chosen_sample_set(con: duckdb.DuckDBPyConnection) -> str:
+    """The sample set the current change-point analysis read ('' = each run's first with pooled rows)."""
+    found = analyses(con).get("events_candidates")
+    return str(found.params.get("sample_set", "")) if found else ""
+
+
 def _refuse(kind: str, value: object, known: list[str]) -> WarehouseError:
     shown = ", ".join(known[:KNOWN_SHOWN])
     more = f" (and {len(known) - KNOWN_SHOWN} more)" if len(known) > KNOWN_SHOWN else ""
