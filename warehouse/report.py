@@ -193,27 +193,28 @@ def _cohort_section(con, page: _Page, c: data.Cohort, run: str | None, sample_se
     if len(runs) < len(c.run_ids) and not run:
         page.note(f"{len(runs)} of the cohort's {len(c.run_ids)} runs drawn (at most {limits.runs_per_cohort}).")
     labels = dict(zip(c.run_ids, (f"{r} (seed {s})" for r, s in zip(c.run_ids, c.seeds))))
-    layers = data.run_layers(con, runs)
-    points = _points_per_series(con, page, runs, layers, limits)
+    where = data.shape(con, runs)
+    points = _points_per_series(page, where, limits)
+    candidates = data.candidates(con, runs)
     for metric in data.busiest_metrics(con, c, limits.metrics_per_cohort):
         series = data.series(con, runs, metric, None, sample_set, points)
         if series["step"].size == 0:
             continue
         consensus = None if run else data.consensus(con, c.cohort_id, metric)
         title = f"{metric}: {'run ' + run if run else 'seeds overlaid'}, change points ◆, consensus events shaded"
-        page.figure(page.figures.squiggles(series, data.candidates(con, runs, metric), metric, title, consensus, labels))
-    if layers:
-        page.figure(page.figures.timeline(data.candidates(con, runs), layers, data.step_span(con, runs),
+        page.figure(page.figures.squiggles(series, data.only_metric(candidates, metric), metric, title, consensus,
+                                           labels))
+    if where.layers:
+        page.figure(page.figures.timeline(candidates, where.layers, where.span,
                                           "Event timeline: change points (every metric) per layer and step"))
 
 
-def _points_per_series(con, page: _Page, runs: tuple[str, ...], layers: dict[str, list[int]], limits: Limits) -> int:
+def _points_per_series(page: _Page, where: data.Shape, limits: Limits) -> int:
     """Points drawn per series: within the per-series cap and the figure's budget; said when it thins."""
-    n_series = max(1, sum(len(x) for x in layers.values()))
+    n_series = max(1, sum(len(x) for x in where.layers.values()))
     points = max(20, min(limits.points_per_series, limits.points_per_figure // n_series))
-    longest = data.longest_series(con, runs)
-    if longest > points:
-        page.note(f"Series of up to {longest:,} captures are drawn as at most {points:,} points each "
+    if where.longest > points:
+        page.note(f"Series of up to {where.longest:,} captures are drawn as at most {points:,} points each "
                   "(the lowest and highest value of each slice of their captures).")
     return points
 
@@ -226,12 +227,12 @@ def _matches_section(con, page: _Page, runs: list[str], limits: Limits) -> None:
         return
     if len(ids) > limits.matches:
         page.note(f"{limits.matches} of {len(ids)} best matches drawn (at most {limits.matches}).")
-    for match_id in ids[: limits.matches]:
-        fig, n_series = page.figures.match_panels(data.match(con, match_id), limits.match_series)
+    for found in data.matches(con, ids[: limits.matches]):
+        fig, n_series = page.figures.match_panels(found, limits.match_series)
         page.figure(fig)
         if n_series > limits.match_series:
-            page.text(f"match {match_id}: the {limits.match_series} of {n_series} series that add most to the cosine.",
-                      "small")
+            page.text(f"match {found.match_id}: the {limits.match_series} of {n_series} series that add most "
+                      "to the cosine.", "small")
 
 
 def _provenance(con: duckdb.DuckDBPyConnection) -> str:

@@ -57,6 +57,7 @@ def trajectory(
     data.require_run(con, run_id)
     series = data.series(con, [run_id], metric, layers, data.chosen_sample_set(con), MAX_POINTS)
     if series["step"].size == 0:
+        data.require_module(con, metric)
         raise WarehouseError(f"run {run_id!r} has no {metric} values" + (f" in layers {layers}" if layers else ""))
     cands = data.candidates(con, [run_id], metric)
     return figures.squiggles(series, cands, metric, f"{run_id}: {metric}")
@@ -72,6 +73,9 @@ def cohort(config_hash: str, metric: str, *, con: duckdb.DuckDBPyConnection | No
     figures, con = _plotting(), _connection(con)
     found = data.require_cohort(con, config_hash)
     series = data.series(con, found.run_ids, metric, None, data.chosen_sample_set(con), MAX_POINTS)
+    if series["step"].size == 0:
+        data.require_module(con, metric)
+        raise WarehouseError(f"cohort {config_hash!r} has no {metric} values")
     cands = data.candidates(con, found.run_ids, metric)
     labels = {r: f"{r} (seed {s})" for r, s in zip(found.run_ids, found.seeds)}
     title = f"cohort {config_hash[:12]}: {metric}"
@@ -87,8 +91,9 @@ def events(run_id: str, *, con: duckdb.DuckDBPyConnection | None = None) -> go.F
 
     figures, con = _plotting(), _connection(con)
     data.require_run(con, run_id)
-    return figures.timeline(data.candidates(con, [run_id]), data.run_layers(con, [run_id]),
-                            data.step_span(con, [run_id]), f"{run_id}: change points per layer and step")
+    where = data.shape(con, [run_id])
+    return figures.timeline(data.candidates(con, [run_id]), where.layers, where.span,
+                            f"{run_id}: change points per layer and step")
 
 
 def family_ranking(*, con: duckdb.DuckDBPyConnection | None = None) -> go.Figure:

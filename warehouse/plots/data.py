@@ -115,21 +115,22 @@ def require_cohort(con: duckdb.DuckDBPyConnection, cohort_id: str) -> Cohort:
     return found[cohort_id]
 
 
-def split_metric(con: duckdb.DuckDBPyConnection, metric: str) -> tuple[str, str]:
-    """``<module>.<descriptor>`` as (module, descriptor), both checked against the catalog."""
+def split_metric(metric: str) -> tuple[str, str]:
+    """``<module>.<descriptor>`` as (module, descriptor); the descriptor must be a known one."""
     module, _, descriptor = metric.partition(".")
     if descriptor not in contracts.DESCRIPTORS:
         raise WarehouseError(
             f"metric {metric!r}: write <module>.<descriptor>, the descriptor one of {', '.join(contracts.DESCRIPTORS)}"
         )
-    modules = [r[0] for r in con.execute("SELECT DISTINCT module FROM geometry_state ORDER BY module").fetchall()]
-    if module not in modules:
-        raise _refuse(f"module of metric {metric!r}", module, modules)
     return module, descriptor
 
 
-def _run_list(run_ids: list[str] | tuple[str, ...]) -> str:
-    return "[" + ", ".join("'" + r.replace("'", "''") + "'" for r in run_ids) + "]"
+def require_module(con: duckdb.DuckDBPyConnection, metric: str) -> None:
+    """Refuse a metric whose module has no geometry, naming the modules there are."""
+    module, _ = split_metric(metric)
+    modules = [r[0] for r in con.execute("SELECT DISTINCT module FROM geometry_state ORDER BY module").fetchall()]
+    if module not in modules:
+        raise _refuse(f"module of metric {metric!r}", module, modules)
 
 
 def series(
@@ -149,7 +150,7 @@ def series(
     max_points / 2 equal slices of its captures, so its extremes (and steps) survive.
     Values are float32, as geometry_state stores them.
     """
-    module, descriptor = split_metric(con, metric)
+    module, descriptor = split_metric(metric)
     layer_filter = "" if layers is None else f"AND layer IN ({', '.join(str(int(x)) for x in layers)})"
     thinning = "" if max_points is None else f"""
         , numbered AS (
@@ -300,8 +301,12 @@ def best_match_ids(con: duckdb.DuckDBPyConnection, run_ids: list[str] | None = N
     return [r[0] for r in rows]
 
 
-def match(con: duckdb.DuckDBPyConnection, match_id: str) -> Match:
-    row = con.execute(
+def matches(con: duckdb.DuckDBPyConnection, ids: list[str]) -> list[Match]:
+    """The matches of ``ids`` with both signatures, in the order given; unknown ids are refused.
+
+    One query for all: each reads the signatures' long vectors, so one scan serves every match.
+    """
+    rows = con.execute(
         """
         SELECT m.match_id, m.rank_a, m.score, m.vector_cosine, m.event_f1, m.event_precision, m.event_recall,
                sa.kind, sa.scope,
@@ -310,13 +315,19 @@ def match(con: duckdb.DuckDBPyConnection, match_id: str) -> Match:
         FROM matches AS m
         JOIN signatures AS sa ON sa.signature_id = m.signature_id_a
         JOIN signatures AS sb ON sb.signature_id = m.signature_id_b
-        WHERE m.match_id = $id
+        WHERE list_contains($ids, m.match_id)
         """,
-        {"id": match_id},
-    ).fetchone()
-    if row is None:
-        raise _refuse("match", match_id, match_ids(con))
-    return Match(*row[:9], a=_side(*row[9:15]), b=_side(*row[15:21]))
+        {"ids": list(ids)},
+    ).fetchall()
+    found = {r[0]: Match(*r[:9], a=_side(*r[9:15]), b=_side(*r[15:21])) for r in rows}
+    for match_id in ids:
+        if match_id not in found:
+            raise _refuse("match", match_id, match_ids(con))
+    return [found[i] for i in ids]
+
+
+def match(con: duckdb.DuckDBPyConnection, match_id: str) -> Match:
+    return matches(con, [match_id])[0]
 
 
 def _side(run_id, layout, vector, event_t, event_layers, event_metrics) -> Side:
@@ -346,29 +357,37 @@ def layout_series(layout: str) -> tuple[tuple[str, ...], int]:
     raise WarehouseError(f"cannot draw a signature of layout {layout[:60]!r}")
 
 
-def longest_series(con: duckdb.DuckDBPyConnection, run_ids: list[str] | tuple[str, ...]) -> int:
-    """The most captures of any (run, layer, module) series of the runs."""
-    found = con.execute(
-        "SELECT max(n) FROM (SELECT count(DISTINCT step) AS n FROM geometry_state "
-        "WHERE list_contains($runs, run_id) GROUP BY run_id, layer, module)", {"runs": list(run_ids)}
-    ).fetchone()[0]
-    return int(found or 0)
+@dataclass(frozen=True)
+class Shape:
+    """Where the runs' geometry lies: each run's layers, the step span, the longest series."""
+
+    layers: dict[str, list[int]]
+    span: tuple[int, int]
+    longest: int
 
 
-def run_layers(con: duckdb.DuckDBPyConnection, run_ids: list[str] | tuple[str, ...]) -> dict[str, list[int]]:
-    """Each run's layers with geometry, in run order."""
+def shape(con: duckdb.DuckDBPyConnection, run_ids: list[str] | tuple[str, ...]) -> Shape:
+    """The runs' layers (in run order), first and last step, and most captures of a series, in one scan."""
     rows = con.execute(
-        "SELECT run_id, list(DISTINCT layer ORDER BY layer) FROM geometry_state "
-        "WHERE list_contains($runs, run_id) GROUP BY run_id",
+        """
+        WITH series AS (
+            SELECT run_id, layer, min(step) AS first, max(step) AS last, count(DISTINCT step) AS n
+            FROM geometry_state WHERE list_contains($runs, run_id)
+            GROUP BY run_id, layer, module
+        )
+        SELECT run_id, list(DISTINCT layer ORDER BY layer), min(first), max(last), max(n)
+        FROM series GROUP BY run_id
+        """,
         {"runs": list(run_ids)},
     ).fetchall()
-    found = dict(rows)
-    return {r: found[r] for r in run_ids if r in found}
+    found = {r[0]: r for r in rows}
+    layers = {r: found[r][1] for r in run_ids if r in found}
+    if not rows:
+        return Shape(layers, (0, 0), 0)
+    return Shape(layers, (min(r[2] for r in rows), max(r[3] for r in rows)), max(r[4] for r in rows))
 
 
-def step_span(con: duckdb.DuckDBPyConnection, run_ids: list[str] | tuple[str, ...]) -> tuple[int, int]:
-    """The first and last captured step over the runs."""
-    first, last = con.execute(
-        "SELECT min(step), max(step) FROM geometry_state WHERE list_contains($runs, run_id)", {"runs": list(run_ids)}
-    ).fetchone()
-    return (int(first), int(last)) if first is not None else (0, 0)
+def only_metric(candidates: dict[str, np.ndarray], metric: str) -> dict[str, np.ndarray]:
+    """The candidates of one metric, from those of every metric."""
+    keep = candidates["metric"] == metric
+    return {k: v[keep] for k, v in candidates.items()}
