@@ -170,6 +170,9 @@ def test_a_run_without_a_runs_row_is_drawn_and_long_series_are_thinned(tmp_path)
     done = cli("report", "--db", str(db), "-o", str(out))
     assert done.returncode == 0, done.stderr
     assert "1 run(s) have geometry but no runs row" in done.stdout and "stray" in done.stdout
+    # no probe runs: nothing for probe_summaries to build, so no request to build it
+    assert "No probe runs" in done.stdout and "Not built" not in done.stdout
+    assert "Series of up to 5,000 captures are drawn as at most 2,000 points each" in done.stdout
     text = out.read_text(encoding="utf-8")
     assert "Runs without a runs row" in text and '"name":"stray (seed 0)"' in text
     import warehouse

@@ -145,7 +145,9 @@ def _scope(con: duckdb.DuckDBPyConnection, cohort: str | None, run: str | None) 
 
 def _body(con: duckdb.DuckDBPyConnection, page: _Page, scope: _Scope, limits: Limits) -> None:
     built = {name: a.built for name, a in data.analyses(con).items()}
-    missing = sorted(m for m in NEEDS if not built.get(m))
+    probe_runs = data.probe_run_count(con)
+    # without probe runs probe_summaries has nothing to compute: not a build to ask for
+    missing = sorted(m for m in NEEDS if not built.get(m) and (m != "probe_summaries" or probe_runs))
     if missing:
         page.note(
             f"Not built: {', '.join(missing)} (needed for "
@@ -163,6 +165,8 @@ def _body(con: duckdb.DuckDBPyConnection, page: _Page, scope: _Scope, limits: Li
     page.heading(2, "Squiggles and events, per cohort", "cohorts")
     for c in shown:
         _cohort_section(con, page, c, scope.run, sample_set, limits)
+    if not probe_runs and scope.run is None:
+        page.note("No probe runs (runs rows with family_id and probe_name), so no probe family ranking.")
     probes = any(c.family_id for c in shown)
     if built.get("probe_summaries") and (probes or scope.run is None):
         rows = data.family_ranking(con)

@@ -244,6 +244,11 @@ def busiest_metrics(con: duckdb.DuckDBPyConnection, cohort: Cohort, limit: int) 
     return [f"{first}.eff_rank"] if first else []
 
 
+def probe_run_count(con: duckdb.DuckDBPyConnection) -> int:
+    """Runs that probe_summaries reads: a runs row with a family_id and a probe_name."""
+    return con.execute("SELECT count(*) FROM runs WHERE family_id IS NOT NULL AND probe_name IS NOT NULL").fetchone()[0]
+
+
 def family_ranking(con: duckdb.DuckDBPyConnection) -> list[dict]:
     """The family_ranking view's rows: probe families by mean DIS, with each seed's DIS."""
     cur = con.execute(
