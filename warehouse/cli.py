@@ -136,25 +136,46 @@ def _docs(args: argparse.Namespace) -> int:
     return 0
 
 
-def _models(args: argparse.Namespace) -> int:
+def _models_check(args: argparse.Namespace) -> int:
     from . import models
 
-    if args.action == "check":
-        problems = models.lock_problems(args.sql)
-        for p in problems:
-            print(p, file=sys.stderr)
-        print(f"{len(problems)} model(s) out of step with sql/models.lock" if problems else "models match sql/models.lock")
-        return 1 if problems else 0
-    if args.action == "lock":
-        print(f"written {models.write_lock(args.sql, force=args.force)}")
-        return 0
-    if args.action == "lineage":
-        print(models.lineage(args.column, models.load_project(args.sql)))
-        return 0
+    problems = models.lock_problems(args.sql)
+    for p in problems:
+        print(p, file=sys.stderr)
+    print(f"{len(problems)} model(s) out of step with sql/models.lock" if problems else "models match sql/models.lock")
+    return 1 if problems else 0
+
+
+def _models_lock(args: argparse.Namespace) -> int:
+    from . import models
+
+    print(f"written {models.write_lock(args.sql, force=args.force)}")
+    return 0
+
+
+def _models_lineage(args: argparse.Namespace) -> int:
+    from . import models
+
+    print(models.lineage(args.column, models.load_project(args.sql)))
+    return 0
+
+
+def _models_render(args: argparse.Namespace) -> int:
+    from . import models
+
+    params = {args.model: dict(_key_value(item, "--param") for item in args.param)} if args.param else None
+    print(models.render(args.model, sql_dir=args.sql, params=params, merging=args.merging))
+    return 0
+
+
+def _models_run(args: argparse.Namespace) -> int:
+    from . import models
+
     # On a terminal, a model's line shows while it runs (with its batches done, rows per
     # second and time left when it has several) and is completed in place; in CI (no
     # terminal) each model prints one plain line when done.
     tty = sys.stdout.isatty()
+    dry_run = args.models_command == "plan"
     models.run(
         lake=args.lake,
         sql_dir=args.sql,
@@ -165,11 +186,11 @@ def _models(args: argparse.Namespace) -> int:
         params=_key_values(args.param, "--param"),
         inputs=_key_values(args.input, "--input"),
         full_refresh=args.full_refresh,
-        dry_run=args.action == "plan",
+        dry_run=dry_run,
         wait=args.wait,
         skip_invalid=args.skip_invalid,
     )
-    if args.action == "run" and args.db:
+    if not dry_run and args.db:
         _refresh_catalog(args.lake, args.db, args.sql)
     return 0
 
@@ -177,6 +198,14 @@ def _models(args: argparse.Namespace) -> int:
 def _show_progress(progress: Progress) -> None:
     if progress.total > 1:  # one batch: the model's line says all there is
         print(f"\r\x1b[K{progress.plan.describe()} ... {progress.describe()}", end="", flush=True)
+
+
+def _key_value(item: str, flag: str) -> tuple[str, str]:
+    """A ``KEY=VALUE`` option as (key, value)."""
+    key, sep, value = item.partition("=")
+    if not (sep and key):
+        raise WarehouseError(f"{flag} {item!r}: write KEY=VALUE")
+    return key, value
 
 
 def _key_values(items: list[str] | None, flag: str) -> dict[str, dict[str, str]]:
@@ -234,19 +263,7 @@ def _parser() -> argparse.ArgumentParser:
     p = add("scorecard", _scorecard, "Score the models against the demo lake's planted truth.", db=True)
     p.add_argument("--tolerance", type=int, default=2, help="captures between a planted and a detected change (default 2)")
 
-    p = add("models", _models, "Plan, run and check the versioned SQL models of sql/models.")
-    p.add_argument("action", choices=["plan", "run", "check", "lock", "lineage"])
-    p.add_argument("column", nargs="?", help="for lineage: MODEL.COLUMN")
-    p.add_argument("--select", action="append", metavar="NAME[+]", help="only these models (NAME+ adds downstream)")
-    p.add_argument("--param", action="append", metavar="MODEL.KEY=VALUE", help="set a model parameter")
-    p.add_argument("--input", action="append", metavar="MODEL.DATASET=ANALYSIS", help="read this analysis of an input")
-    p.add_argument("--full-refresh", action="store_true", help="recompute every unit of the selected models")
-    p.add_argument("--wait", action="store_true", help="wait for a running build instead of refusing")
-    p.add_argument("--skip-invalid", action="store_true",
-                   help="build without the input files that break their contract, and list them")
-    p.add_argument("--force", action="store_true", help="for lock: re-pin a version that was never released")
-    p.add_argument("--sql", help="the models' folder (default $SQUIGGLE_SQL or the repository's sql/)")
-    p.add_argument("--db", help="for run: then bring this catalog file up to date (rebuilt only if something changed)")
+    _models_parser(sub)
 
     p = add("report", _report, "Write an offline HTML report of the catalog: squiggles, events, families, matches.", db=True)
     p.add_argument("--output", "-o", default="report.html", help="the HTML file to write (default ./report.html)")
@@ -259,6 +276,73 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--readme", default="README.md")
     p.set_defaults(handler=_docs)
     return parser
+
+
+MODELS_EXAMPLES = {
+    "plan": ("Show what `models run` would compute, and why, without running anything.", """
+examples:
+  warehouse models plan
+  warehouse models plan --select events_candidates+ --param events_candidates.alpha=0.05"""),
+    "run": ("Run the models that are out of date (every model, or those selected), then refresh the catalog with --db.", """
+examples:
+  warehouse models run --db warehouse.duckdb          # what is out of date, then the catalog
+  warehouse models run --select geometry_dynamics+    # a model and everything downstream
+  warehouse models run --param geometry_dynamics.volatility_window=7
+  warehouse models run --input geometry_dynamics.geometry_state=capture-v1
+  warehouse models run --full-refresh"""),
+    "check": ("Check that no model's logic changed without a new version (sql/models.lock); exit 1 if one did.", """
+example:
+  warehouse models check"""),
+    "lock": ("Record every model's version and logic fingerprint in sql/models.lock.", """
+examples:
+  warehouse models lock
+  warehouse models lock --force    # re-pin a version that was never released"""),
+    "lineage": ("Trace a model's output column back to the dataset columns it comes from.", """
+example:
+  warehouse models lineage geometry_dynamics.drift_velocity"""),
+    "render": ("Print a model's SQL as it runs: its Jinja rendered with the parameters given (else the defaults).", """
+examples:
+  warehouse models render geometry_dynamics
+  warehouse models render events_candidates --param alpha=0.05
+  warehouse models render matches --merging        # the SQL that merges new runs into the last build"""),
+}
+
+
+def _models_parser(sub: argparse._SubParsersAction) -> None:
+    """``warehouse models ACTION``: one parser per action, each with the options it takes."""
+    models = sub.add_parser("models", help="Plan, run, check, lock, trace and render the SQL models of sql/models.",
+                            description="Plan, run, check, lock, trace and render the versioned SQL models of sql/models.")
+    actions = models.add_subparsers(dest="models_command", required=True, metavar="ACTION")
+
+    def action(name: str, handler: Handler) -> argparse.ArgumentParser:
+        help_, examples = MODELS_EXAMPLES[name]
+        p = actions.add_parser(name, help=help_, description=help_, epilog=examples,
+                               formatter_class=argparse.RawDescriptionHelpFormatter)
+        p.add_argument("--sql", help="the models' folder (default $SQUIGGLE_SQL or the repository's sql/)")
+        p.set_defaults(handler=handler)
+        return p
+
+    for name in ("plan", "run"):
+        p = action(name, _models_run)
+        p.add_argument("--lake", help="lake root (default $SQUIGGLE_LAKE or ./lake)")
+        p.add_argument("--select", action="append", metavar="NAME[+]", help="only these models (NAME+ adds downstream)")
+        p.add_argument("--param", action="append", metavar="MODEL.KEY=VALUE", help="set a model parameter")
+        p.add_argument("--input", action="append", metavar="MODEL.DATASET=ANALYSIS", help="read this analysis of an input")
+        p.add_argument("--full-refresh", action="store_true", help="recompute every unit of the selected models")
+        p.add_argument("--wait", action="store_true", help="wait for a running build instead of refusing")
+        p.add_argument("--skip-invalid", action="store_true",
+                       help="build without the input files that break their contract, and list them")
+        if name == "run":
+            p.add_argument("--db", help="then bring this catalog file up to date (rebuilt only if something changed)")
+    action("check", _models_check)
+    p = action("lock", _models_lock)
+    p.add_argument("--force", action="store_true", help="re-pin a version that was never released")
+    p = action("lineage", _models_lineage)
+    p.add_argument("column", help="MODEL.COLUMN")
+    p = action("render", _models_render)
+    p.add_argument("model", help="the model's name (its file under sql/models/)")
+    p.add_argument("--param", action="append", metavar="KEY=VALUE", help="set one of its parameters")
+    p.add_argument("--merging", action="store_true", help="the SQL that merges new runs into the last build")
 
 
 def _version() -> str:

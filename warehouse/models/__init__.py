@@ -4,7 +4,8 @@ Python API (the ``warehouse models`` command mirrors it):
 
 - :func:`run` plans and runs the models (``dry_run=True`` only plans);
 - :func:`lock_problems` and :func:`write_lock` keep ``sql/models.lock`` in step;
-- :func:`lineage` traces a model column back to the datasets it comes from.
+- :func:`lineage` traces a model column back to the datasets it comes from;
+- :func:`render` gives a model's SQL as it runs.
 """
 
 from __future__ import annotations
@@ -19,7 +20,8 @@ from .project import write_lock as _write_lock
 from .runner import ModelPlan, ModelResult, Progress, run_models
 from .spec import ModelError
 
-__all__ = ["ModelError", "Progress", "Project", "load_project", "lineage", "lock_problems", "run", "write_lock"]
+__all__ = ["ModelError", "Progress", "Project", "load_project", "lineage", "lock_problems", "render", "run",
+           "write_lock"]
 
 
 def run(
@@ -50,3 +52,31 @@ def run(
 def write_lock(sql_dir: str | Path | None = None, *, force: bool = False) -> Path:
     """Record every model's version and logic fingerprint in ``sql/models.lock``."""
     return _write_lock(load_project(Path(sql_dir) if sql_dir else None), force=force)
+
+
+def render(
+    model: str,
+    *,
+    sql_dir: str | Path | None = None,
+    params: Mapping[str, Mapping[str, Any]] | None = None,
+    merging: bool = False,
+) -> str:
+    """``model``'s SQL as the engine runs it: rendered with ``params`` (else its defaults).
+
+    The engine runs it with each input dataset as a view of that name (the files of the
+    batch), ``getvariable('analysis_id')`` and ``getvariable('input_versions')`` set, and
+    casts its columns to the target's contract. ``merging`` gives the SQL that merges new
+    runs into the last build (views ``previous_output`` and ``added_runs`` besides).
+    """
+    project = load_project(Path(sql_dir) if sql_dir else None, params)
+    if model not in project.models:
+        raise ModelError(f"no model named {model!r}; models: {', '.join(project.order)}")
+    compiled = project.models[model]
+    if merging and not compiled.additions_sql:
+        raise ModelError(f"model {model} does not merge new runs (no `additions:` in its header): drop --merging")
+    spec = compiled.spec
+    values = ", ".join(f"{k}={v!r}" for k, v in compiled.params.items()) or "none"
+    header = (f"-- {spec.name} {spec.version} -> {spec.target}{' (merging new runs)' if merging else ''}\n"
+              f"-- parameters: {values}\n"
+              f"-- inputs (views of the batch's files): {', '.join(compiled.dependencies)}\n")
+    return header + (compiled.additions_sql if merging else compiled.sql).strip() + "\n"
