@@ -89,7 +89,7 @@ def build_lock(root: Path, *, wait: bool = False, holder: str = "models run") ->
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | (0 if wait else fcntl.LOCK_NB))
         except BlockingIOError:
-            other = os.pread(fd, 4096, 0).decode(errors="replace").strip() or "another process"
+            other = _holder_note(fd)
             raise LockBusy(
                 f"another build is running on {root} ({other}); wait for it to finish, "
                 f"or pass --wait to queue behind it"
@@ -105,9 +105,23 @@ def build_lock(root: Path, *, wait: bool = False, holder: str = "models run") ->
 
 
 def _note_holder(fd: int, text: str) -> None:
-    """Say who holds the lock, for the refusal message (unbuffered: a full disk only loses the note)."""
+    """Say who holds the lock, for the refusal message (unbuffered: a full disk only loses the note).
+
+    Written over the old note, then cut to length: a reader never sees it empty meanwhile.
+    """
+    data = text.encode()
     try:
-        os.ftruncate(fd, 0)
-        os.pwrite(fd, text.encode(), 0)
+        os.pwrite(fd, data, 0)
+        os.ftruncate(fd, len(data))
     except OSError:
         pass
+
+
+def _holder_note(fd: int) -> str:
+    """Who holds the lock. A build that has just taken it writes its note a moment later."""
+    for _ in range(50):
+        note = os.pread(fd, 4096, 0).decode(errors="replace").strip()
+        if note:
+            return note
+        time.sleep(0.01)
+    return "another process"
