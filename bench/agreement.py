@@ -116,7 +116,7 @@ def _register(con, contract: contracts.Dataset, root: Path, pandas_out: Path) ->
     """Views ``pandas_side`` and ``model_side`` of one table: the pandas file, the model's analysis."""
     pandas_file = pandas_out / f"{contract.name}.parquet"
     con.execute(f"CREATE OR REPLACE VIEW pandas_side AS SELECT * FROM read_parquet({ql(str(pandas_file))})")
-    con.execute(f"CREATE OR REPLACE VIEW model_side AS SELECT * FROM {read_parquet(contract, model_files(root, contract.name))}")
+    con.execute(f"CREATE OR REPLACE VIEW model_side AS SELECT * FROM {read_parquet(model_files(root, contract.name), partitions=contract.partition_by)}")
 
 
 def _compare_rows(con, table: str, key: list[str], values: list[str]) -> TableAgreement:

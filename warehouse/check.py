@@ -32,6 +32,8 @@ from .coverage import LeftOut, min_series_captures, runs_without_runs_row, short
 from .duck import apply_resource_settings
 from .errors import WarehouseError, shown_value
 from .lake import RESERVED_DIRS, STAGING_DIR, TEMP_PREFIX, dataset_dir, is_identifier, is_stale, lake_root, open_lake
+from .scan import PARAMETER, read_parquet
+from .sql import quote_identifier as qi, quote_literal as ql
 
 # Every kind of problem, with what it means (stable codes: scripts match on them).
 KINDS: dict[str, str] = {
@@ -384,13 +386,9 @@ def _check_files(
         _check_duplicates(con, dataset, scannable, add)
 
 
-def _read_sql(dataset: Dataset, extra: str = "") -> str:
+def _read_sql(dataset: Dataset, row_numbers: bool = False) -> str:
     """read_parquet over the ``?`` file list: partition columns come typed from the folders."""
-    hive = "hive_partitioning=false"
-    if dataset.partition_by:
-        types = ", ".join(f"'{k}': 'VARCHAR'" for k in dataset.partition_by)
-        hive = f"hive_partitioning=true, hive_types={{{types}}}, hive_types_autocast=false"
-    return f"read_parquet(?, union_by_name=true, {hive}{extra})"
+    return read_parquet(PARAMETER, partitions=dataset.partition_by, row_numbers=row_numbers)
 
 
 def _run(con: duckdb.DuckDBPyConnection, sql: str, files: list[_File], add: _Report) -> tuple[list[tuple], list[_File]]:
@@ -404,21 +402,13 @@ def _run(con: duckdb.DuckDBPyConnection, sql: str, files: list[_File], add: _Rep
         good = []
         for f in files:
             try:  # hash every column so that every data page is decoded, not just the footer
-                con.execute("SELECT min(hash(COLUMNS(*))) FROM read_parquet(?)", [[str(f.path)]]).fetchall()
+                con.execute(f"SELECT min(hash(COLUMNS(*))) FROM {read_parquet(PARAMETER, union=False)}", [[str(f.path)]]).fetchall()
                 good.append(f)
             except duckdb.Error as exc:
                 add(f.path, "unreadable", f"DuckDB could not read it: {exc}")
         if len(good) == len(files):
             raise whole  # not a file's fault: a bug worth seeing
         return _run(con, sql, good, add) if good else ([], [])
-
-
-def _q(name: str) -> str:
-    return '"' + name.replace('"', '""') + '"'
-
-
-def _lit(value: str) -> str:
-    return "'" + value.replace("'", "''") + "'"
 
 
 class _Rule(NamedTuple):
@@ -432,12 +422,12 @@ class _Rule(NamedTuple):
 
 def _value_rules(col: Column, nonfinite_is_null: bool = False) -> list[_Rule]:
     """The value rules of one column, from its contract (``nonfinite_is_null``: NaN and infinity pass)."""
-    c = _q(col.name)
+    c = qi(col.name)
     rules = []
     if not col.nullable:
         rules.append(_Rule(col.name, f"{c} IS NULL", "NULL in a non-nullable column", show_value=False))
     if col.enum:
-        allowed = ", ".join(_lit(v) for v in col.enum)
+        allowed = ", ".join(ql(v) for v in col.enum)
         rules.append(_Rule(col.name, f"{c} NOT IN ({allowed})",
                            f"value(s) outside the allowed values ({', '.join(col.enum)})"))
     if pa.types.is_floating(col.type) and not nonfinite_is_null:
@@ -448,7 +438,7 @@ def _value_rules(col: Column, nonfinite_is_null: bool = False) -> list[_Rule]:
         rules.append(_Rule(col.name, f"(isnan(list_max({c})) OR isinf(list_max({c})) OR isinf(list_min({c})))",
                            "list(s) holding NaN or infinite values"))
     if col.name in IDENTIFIER_COLUMNS and pa.types.is_string(col.type):
-        rules.append(_Rule(col.name, f"NOT regexp_full_match({c}, {_lit(IDENTIFIER_PATTERN)})",
+        rules.append(_Rule(col.name, f"NOT regexp_full_match({c}, {ql(IDENTIFIER_PATTERN)})",
                            f"unsafe identifier(s) (must match {IDENTIFIER_PATTERN})"))
     return rules
 
@@ -470,7 +460,7 @@ def _check_values(
     aggs = ", ".join(
         f"count(CASE WHEN {r.cond} THEN 1 END), min(CASE WHEN {r.cond} THEN file_row_number END)" for r in rules
     )
-    sql = f"SELECT file_index, {aggs} FROM {_read_sql(dataset, ', file_row_number=true')} GROUP BY file_index"
+    sql = f"SELECT file_index, {aggs} FROM {_read_sql(dataset, row_numbers=True)} GROUP BY file_index"
     rows, files = _run(con, sql, files, add)
     found = []  # (file, rule, count, first row)
     for row in sorted(rows):
@@ -500,8 +490,8 @@ def _first_values(con: duckdb.DuckDBPyConnection, dataset: Dataset,
     paths = list(dict.fromkeys(p for p, _, _ in wanted))
     cols = list(dict.fromkeys(c for _, c, _ in wanted))
     rows = sorted({r for _, _, r in wanted})
-    texts = ", ".join(f"CAST({_q(c)} AS VARCHAR)" for c in cols)
-    sql = (f"SELECT file_index, file_row_number, {texts} FROM {_read_sql(dataset, ', file_row_number=true')} "
+    texts = ", ".join(f"CAST({qi(c)} AS VARCHAR)" for c in cols)
+    sql = (f"SELECT file_index, file_row_number, {texts} FROM {_read_sql(dataset, row_numbers=True)} "
            f"WHERE file_row_number IN ({', '.join(map(str, rows))})")
     out = {}
     for index, row_number, *values in con.execute(sql, [[str(p) for p in paths]]).fetchall():
@@ -521,7 +511,7 @@ def _check_duplicates(con: duckdb.DuckDBPyConnection, dataset: Dataset, files: l
     files = [f for f in files if f.schema is not None and all(k in f.schema.names for k in in_file)]
     if not files:
         return
-    cols = ", ".join(_q(k) for k in key)
+    cols = ", ".join(qi(k) for k in key)
     sql = (
         f"WITH d AS (SELECT {cols}, count(*) AS n, list(file_index) AS fi FROM {_read_sql(dataset)} "
         f"GROUP BY ALL HAVING count(*) > 1) "
@@ -572,7 +562,7 @@ def check_catalog(lake: str | os.PathLike | None = None, db: str | os.PathLike |
         return []
     con = duckdb.connect()
     try:
-        con.execute(f"ATTACH {_lit(str(path))} AS {CATALOG_ALIAS} (READ_ONLY)")
+        con.execute(f"ATTACH {ql(str(path))} AS {CATALOG_ALIAS} (READ_ONLY)")
         problem = catalog_elsewhere(con, path, root)
     except duckdb.Error as exc:
         raise WarehouseError(f"cannot open the catalog {path}: {exc}") from exc

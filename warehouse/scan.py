@@ -1,6 +1,7 @@
-"""SQL that reads a dataset's Parquet files with the contract's exact column types.
+"""SQL that reads Parquet files: the one place that writes ``read_parquet(...)``.
 
-Used by the catalog's views and by the model engine's inputs, so that both see the same
+:func:`select_dataset` reads a dataset's files with the contract's exact column types,
+for the catalog's views and the model engine's inputs, so that both see the same
 columns: contract order, explicit casts, hive partition values as strings (a folder
 ``run_id=0007`` stays '0007' and no other folder name is guessed into a typed column),
 and files that lack a nullable column read it as NULL (``union_by_name``).
@@ -28,20 +29,42 @@ def select_dataset(dataset: Dataset, sources: str | Sequence[Path], *, exact: bo
     if not isinstance(sources, str) and not sources:
         nulls = ",\n    ".join(f"CAST(NULL AS {duckdb_type(c.type)}) AS {qi(c.name)}" for c in dataset.all_columns)
         return f"SELECT\n    {nulls}\nWHERE false"
-    return f"SELECT\n    {columns}\nFROM {read_parquet(dataset, sources, exact=exact)}"
+    return f"SELECT\n    {columns}\nFROM {read_parquet(sources, partitions=dataset.partition_by, union=not exact)}"
+
+
+# ``sources`` that stand for a prepared statement's parameter: a list of paths bound later.
+PARAMETER = "?"
 
 
 def read_parquet(
-    dataset: Dataset, sources: str | Sequence[Path], *, filename: bool = False, exact: bool = False
+    sources: str | Sequence[Path],
+    *,
+    partitions: Sequence[str] | None = None,
+    union: bool = True,
+    filename: bool = False,
+    row_numbers: bool = False,
 ) -> str:
-    """A ``read_parquet(...)`` call over ``sources`` with the dataset's hive partition types."""
-    paths = ql(sources) if isinstance(sources, str) else "[" + ", ".join(ql(str(p)) for p in sources) + "]"
-    options = [] if exact else ["union_by_name = true"]
-    if dataset.partition_by:
-        hive_types = ", ".join(f"{ql(k)}: 'VARCHAR'" for k in dataset.partition_by)
-        options += ["hive_partitioning = true", f"hive_types = {{{hive_types}}}", "hive_types_autocast = false"]
+    """A ``read_parquet(...)`` call over ``sources``: a glob, a list of files, or PARAMETER.
+
+    ``partitions``: the hive partition keys, read from the folders as strings; ``()`` for
+    none (folder names are not read); None leaves DuckDB's detection as it is. ``union``
+    matches files' columns by name (a file without a nullable column reads it as NULL);
+    ``filename`` and ``row_numbers`` add each row's file and its row number in that file.
+    """
+    if sources == PARAMETER:
+        paths = PARAMETER
+    elif isinstance(sources, str):
+        paths = ql(sources)
     else:
+        paths = "[" + ", ".join(ql(str(p)) for p in sources) + "]"
+    options = ["union_by_name = true"] if union else []
+    if partitions:
+        hive_types = ", ".join(f"{ql(k)}: 'VARCHAR'" for k in partitions)
+        options += ["hive_partitioning = true", f"hive_types = {{{hive_types}}}", "hive_types_autocast = false"]
+    elif partitions is not None:
         options.append("hive_partitioning = false")
     if filename:
         options.append("filename = true")
-    return f"read_parquet({paths}, {', '.join(options)})"
+    if row_numbers:
+        options.append("file_row_number = true")
+    return f"read_parquet({', '.join([paths, *options])})"

@@ -41,6 +41,7 @@ from .contracts import Dataset
 from .duck import work_connection
 from .errors import InvalidInput, UnsupportedData, ValidationError, WarehouseError
 from .readers import column_array, read_batches, rows_to_table
+from .scan import read_parquet
 from .sql import quote_identifier as qi, quote_literal as ql
 from .validate import Problems, check_batch
 
@@ -291,8 +292,7 @@ def _stage(
 
 
 def _register_staged(con: duckdb.DuckDBPyConnection, files: list[Path]) -> None:
-    paths = "[" + ", ".join(ql(str(f)) for f in files) + "]"
-    con.execute(f"CREATE VIEW staged AS SELECT * FROM read_parquet({paths})")
+    con.execute(f"CREATE VIEW staged AS SELECT * FROM {read_parquet(files, union=False)}")
 
 
 def _row_identity(contract: Dataset) -> tuple[str, ...]:
@@ -406,12 +406,7 @@ def _existing_files(con: duckdb.DuckDBPyConnection, contract: Dataset, root: Pat
 
 def _read_lake_files(contract: Dataset, files: list[Path]) -> str:
     """SQL reading published files with the contract's types and their folder's partition values."""
-    paths = "[" + ", ".join(ql(str(p)) for p in files) + "]"
-    hive_types = "{" + ", ".join(f"{ql(k)}: 'VARCHAR'" for k in contract.partition_by) + "}"
-    hive = f", hive_partitioning = true, hive_types = {hive_types}" if contract.partition_by else ", hive_partitioning = false"
-    return (
-        f"SELECT *, filename AS __file FROM read_parquet({paths}, filename = true, union_by_name = true{hive})"
-    )
+    return f"SELECT *, filename AS __file FROM {read_parquet(files, partitions=contract.partition_by, filename=True)}"
 
 
 def _publish(

@@ -33,7 +33,7 @@ from ..checked import recorded_clean, stamp, writer_clean
 from ..check import Problem, check_files
 from ..coverage import LeftOut, left_out, min_series_captures, older_analyses, outside_analysis, short_series
 from ..duck import memory_bytes, work_connection
-from ..scan import select_dataset
+from ..scan import read_parquet, select_dataset
 from ..sql import quote_identifier as qi, quote_literal as ql
 from .compile import CompiledModel, analysis_id as make_analysis_id, fingerprint, sql_literal
 from .current import NEWEST_PER_RUN, expected_analyses, newest_per_run
@@ -678,9 +678,8 @@ def _check_output(plan: ModelPlan, staged: dict[str, tuple[int, list[Path]]]) ->
     if not files or not rules:
         return
     counts = ", ".join(f"count(*) FILTER ({rule}) AS {qi(name)}" for name, rule in rules.items())
-    paths = "[" + ", ".join(ql(str(f)) for f in files) + "]"
     with duckdb.connect() as con:
-        row = con.execute(f"SELECT {counts} FROM read_parquet({paths}, union_by_name = true)").fetchone()
+        row = con.execute(f"SELECT {counts} FROM {read_parquet(files)}").fetchone()
     broken = [f"{name} ({n} rows)" for name, n in zip(rules, row) if n]
     if broken:
         raise ModelError(
@@ -875,11 +874,10 @@ def _run_contents(plan: ModelPlan, out: Path) -> dict[str, str]:
     of row hashes over every column but created_at_utc (which differs in every build)."""
     contract = plan.model.spec.contract
     columns = ", ".join(qi(c.name) for c in contract.file_columns if c.name != "created_at_utc")
-    glob = ql(str(out / "run_id=*" / "*.parquet"))
+    staged = read_parquet(str(out / "run_id=*" / "*.parquet"), partitions=("run_id",), union=False)
     with duckdb.connect() as con:
         rows = con.execute(
-            f"SELECT run_id, count(*), sum(hash({columns})::HUGEINT) FROM read_parquet({glob},"
-            " hive_partitioning = true, hive_types = {'run_id': VARCHAR}) GROUP BY run_id"
+            f"SELECT run_id, count(*), sum(hash({columns})::HUGEINT) FROM {staged} GROUP BY run_id"
         ).fetchall() if any(out.glob("run_id=*/*.parquet")) else []
     return {run: f"{n}:{total}" for run, n, total in rows}
 
