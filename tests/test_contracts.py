@@ -112,3 +112,10 @@ def test_common_columns_everywhere() -> None:
         assert set(d.primary_key) <= set(d.column_names), d.name
         assert set(d.partition_by) <= set(d.column_names), d.name
         assert "step" not in d.partition_by, d.name
+
+
+def test_the_dis_features_are_per_layer_columns_of_probe_summaries() -> None:
+    columns = {c.name: c for c in contracts.get("probe_summaries").all_columns}
+    assert len(set(contracts.DIS_FEATURES)) == 6
+    for name in contracts.DIS_FEATURES:
+        assert name in columns and "Aligned with layers_covered" in columns[name].doc, name

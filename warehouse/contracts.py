@@ -39,6 +39,17 @@ DESCRIPTORS = (
     "act_norm",
 )
 
+# The dis@1 features of one layer (probe_summaries columns), in the order a probe signature
+# lists them: the models read them as the Jinja global `dis_features`.
+DIS_FEATURES = (
+    "A_eff_rank_delta",
+    "A_sv_entropy_delta",
+    "A_sparsity_delta",
+    "A_principal_angle_post_vs_pre",
+    "B_drift_velocity_by_layer",
+    "B_volatility_by_layer",
+)
+
 TIMESTAMP = pa.timestamp("us", tz="UTC")
 
 # Columns that become (or may become) path segments, checked against IDENTIFIER_PATTERN.

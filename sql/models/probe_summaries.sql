@@ -15,11 +15,8 @@
 --   probe_summary@2.1: the 2.0 formulas, reading only the probe runs' files.
 {% import 'macros/series.sql' as series %}
 {% set a_descriptors = ['eff_rank', 'sv_entropy', 'sparsity'] %}
-{#- The dis@1 features of one layer, in the order the signature lists them. #}
-{% set features = [
-    'A_eff_rank_delta', 'A_sv_entropy_delta', 'A_sparsity_delta', 'A_principal_angle_post_vs_pre',
-    'B_drift_velocity_by_layer', 'B_volatility_by_layer',
-] %}
+{#- dis_features (a global, from the contracts): the dis@1 features of one layer, in the
+    order the signature lists them. #}
 
 -- Full, not per run: the dis@1 standardisation, coherence and novelty compare each run with
 -- the other runs of its population, so a new run changes the others' rows.
@@ -152,11 +149,11 @@ features AS (
     SELECT
         r.run_id, r.family_id, r.probe_name, r.probe_config_hash, c.layers_covered,
         l.layer, f.feature,
-        [{% for f in features %}l.{{ f }}{{ ", " if not loop.last }}{% endfor %}][f.feature]::DOUBLE AS value
+        [{% for f in dis_features %}l.{{ f }}{{ ", " if not loop.last }}{% endfor %}][f.feature]::DOUBLE AS value
     FROM per_layer AS l
     JOIN probe_runs AS r ON l.run_id = r.run_id
     JOIN run_layers AS c ON l.run_id = c.run_id
-    CROSS JOIN range(1, {{ features | length + 1 }}) AS f(feature)
+    CROSS JOIN range(1, {{ dis_features | length + 1 }}) AS f(feature)
 ),
 
 feature_scales AS (

@@ -17,8 +17,6 @@
 {% import 'macros/series.sql' as series %}
 {#- the vector's block order: descriptors (and modules, below) alphabetically #}
 {% set ordered_descriptors = descriptors | sort %}
-{% set dis_features = ['A_eff_rank_delta', 'A_sv_entropy_delta', 'A_sparsity_delta',
-                       'A_principal_angle_post_vs_pre', 'B_drift_velocity_by_layer', 'B_volatility_by_layer'] %}
 
 -- Trajectories: one row per series and bin, then one list of K values per series, so the
 -- filling, normalising and concatenating are list arithmetic on a few thousand rows

@@ -79,7 +79,8 @@ def jinja_environment(sql_dir: Path) -> jinja2.Environment:
         autoescape=False,
         keep_trailing_newline=True,
     )
-    env.globals.update(descriptors=list(contracts.DESCRIPTORS), modules=list(contracts.MODULES), refuse=_refuse)
+    env.globals.update(descriptors=list(contracts.DESCRIPTORS), modules=list(contracts.MODULES),
+                       dis_features=list(contracts.DIS_FEATURES), refuse=_refuse)
     return env
 
 
