@@ -534,7 +534,7 @@ SIGNATURES = Dataset(
         s("family_id", nullable=True),
         i32("seed"),
         s("probe_name", nullable=True),
-        s("signature_version", doc="Version of the signature, e.g. sig@1."),
+        s("signature_version", doc="Version of the signature formula, e.g. sig@1 (sig@1.1 builds the sig@1 formula per run)."),
         lst("vector", pa.float32(), doc="The signature vector."),
         s("vector_layout", doc="What each block of the vector holds; only equal layouts are compared."),
         f32("norm", doc="L2 norm of the vector."),
@@ -554,7 +554,7 @@ MATCHES = Dataset(
     (
         s("match_id", doc="Stable hash identifying the match."),
         s("analysis_id"),
-        s("match_version", doc="Version of the matcher, e.g. match@1."),
+        s("match_version", doc="Version of the matcher formula, e.g. match@1 (match@1.1 builds the match@1 formula; the model version is warehouse_analyses.version)."),
         s("signature_id_a", doc="The signature whose partners are ranked."),
         s("signature_id_b", doc="The partner."),
         s("run_id_a", doc="Run of signature a."),

@@ -251,6 +251,8 @@ top_partners AS (
 
 SELECT
     substr(sha256(concat_ws('|', getvariable('analysis_id'), a.signature_id, b.signature_id)), 1, 32) AS match_id,
+    -- the formula's version: match@1.1 builds the match@1 formula (the model's own version
+    -- is the analysis's, in warehouse_analyses)
     'match@1' AS match_version,
     a.signature_id AS signature_id_a,
     b.signature_id AS signature_id_b,

@@ -240,6 +240,7 @@ SELECT
     family_id,
     seed::INTEGER AS seed,
     probe_name,
+    -- the formula's version: sig@1.1 builds the sig@1 formula per run
     'sig@1' AS signature_version,
     vector::FLOAT[] AS vector,
     vector_layout,
