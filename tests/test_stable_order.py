@@ -5,6 +5,7 @@ rows are stored in (``make example`` printed two equal-score events in either or
 from __future__ import annotations
 
 import ast
+import json
 from pathlib import Path
 
 import duckdb
@@ -117,13 +118,33 @@ def test_event_timeline_orders_candidates_without_a_time() -> None:
         ("r1", 3, "resid_post.eff_rank", "change_point", 200, 200, 200, 1.0, 4.0, "a1"),
         ("r1", 3, "resid_post.eff_rank", "change_point", 500, 500, 500, 1.0, 4.0, "a1"),
     ])
-    geometry = ("run_id VARCHAR, layer SMALLINT, module VARCHAR, step BIGINT, sample_id VARCHAR",
-                [("r1", 0, "resid_post", 0, None), ("r1", 0, "resid_post", 1000, None)])
+    geometry = ("run_id VARCHAR, layer SMALLINT, module VARCHAR, step BIGINT, sample_set VARCHAR, sample_id VARCHAR",
+                [("r1", 0, "resid_post", 0, "eval", None), ("r1", 0, "resid_post", 1000, "eval", None)])
     runs = ("run_id VARCHAR, config_hash VARCHAR, seed INTEGER, run_mode VARCHAR, family_id VARCHAR",
             [("r1", "c1", 0, "train_full", None)])
-    results = both_orders({"events_candidates": candidates, "geometry_state": geometry, "runs": runs}, "SELECT step, t FROM event_timeline",
+    current = ("model VARCHAR, params_json VARCHAR", [("events_candidates", '{"sample_set": ""}')])
+    results = both_orders({"events_candidates": candidates, "geometry_state": geometry, "runs": runs,
+                           "warehouse_current_analyses": current}, "SELECT step, t FROM event_timeline",
                           setup=view_sql("event_timeline"))
     assert results == [[(200, None), (500, None), (700, None)]] * 2
+
+
+@pytest.mark.parametrize(("chosen", "expected"), [("", 0.5), ("train", 0.25)])
+def test_event_timeline_normalises_over_the_analysed_sample_set(chosen: str, expected: float) -> None:
+    # two sample sets span different steps: "eval" (first alphabetically) 0..400, "train" 0..800
+    candidates = ("run_id VARCHAR, layer SMALLINT, metric VARCHAR, event_type VARCHAR, step BIGINT, start_step BIGINT, "
+                  "end_step BIGINT, score FLOAT, metric_z FLOAT, analysis_id VARCHAR",
+                  [("r1", 0, "resid_post.eff_rank", "change_point", 200, 200, 200, 1.0, 4.0, "a1")])
+    geometry = ("run_id VARCHAR, layer SMALLINT, module VARCHAR, step BIGINT, sample_set VARCHAR, sample_id VARCHAR",
+                [("r1", 0, "resid_post", step, sample_set, None)
+                 for sample_set, last in (("eval", 400), ("train", 800)) for step in (0, last)])
+    runs = ("run_id VARCHAR, config_hash VARCHAR, seed INTEGER, run_mode VARCHAR, family_id VARCHAR",
+            [("r1", "c1", 0, "train_full", None)])
+    current = ("model VARCHAR, params_json VARCHAR", [("events_candidates", json.dumps({"sample_set": chosen}))])
+    results = both_orders({"events_candidates": candidates, "geometry_state": geometry, "runs": runs,
+                           "warehouse_current_analyses": current}, "SELECT t FROM event_timeline",
+                          setup=view_sql("event_timeline"))
+    assert results == [[(expected,)]] * 2  # by hand: 200 / 400, or 200 / 800 when "train" was analysed
 
 
 def test_family_ranking_lists_families_in_rank_order() -> None:

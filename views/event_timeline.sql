@@ -1,7 +1,7 @@
 -- name: event_timeline
 -- description: Change-point candidates of the current events_candidates analysis on a common
---   time axis: each peak's step normalised over its own pooled series (0 = first capture,
---   1 = last), beside the run's cohort, seed and mode.
+--   time axis: each peak's step normalised over its own series in the sample set the model
+--   analysed (0 = first capture, 1 = last), beside the run's cohort, seed and mode.
 -- column run_id: Run of the candidate.
 -- column cohort_id: The run's cohort (runs.config_hash); NULL for a run without a runs row.
 -- column seed: Run seed.
@@ -26,11 +26,28 @@ WITH candidates AS (
     FROM events_candidates
 ),
 
-series_spans AS (
-    SELECT run_id, layer, module, min(step) AS first_step, max(step) AS last_step
+analysed_sample_sets AS (
+    -- the sample set events_candidates analysed in each run, as the model chooses it: its
+    -- `sample_set` parameter when set, else the alphabetically first set with pooled rows,
+    -- else (a run with per-sample rows only) the alphabetically first set
+    SELECT
+        run_id,
+        coalesce(min(sample_set) FILTER (WHERE sample_id IS NULL), min(sample_set)) AS sample_set
     FROM geometry_state
-    WHERE sample_id IS NULL
-    GROUP BY run_id, layer, module
+    WHERE sample_set = coalesce((
+        SELECT nullif(json_extract_string(params_json, '$.sample_set'), '')
+        FROM warehouse_current_analyses
+        WHERE model = 'events_candidates'
+    ), sample_set)
+    GROUP BY run_id
+),
+
+series_spans AS (
+    -- each series' first and last step in the analysed sample set
+    SELECT g.run_id, g.layer, g.module, min(g.step) AS first_step, max(g.step) AS last_step
+    FROM geometry_state AS g
+    JOIN analysed_sample_sets AS a ON g.run_id = a.run_id AND g.sample_set = a.sample_set
+    GROUP BY g.run_id, g.layer, g.module
 ),
 
 layer_spans AS (
