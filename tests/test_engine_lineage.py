@@ -10,6 +10,7 @@ import pytest
 from engine_fixtures import dyn_sql, engine_sql  # noqa: F401 (fixtures; engine_sql is autouse)
 from engine_fixtures import DYN
 from model_fixtures import (
+    REPO_SQL,
     cli,
     contract_model,
     copy_sql,
@@ -30,6 +31,13 @@ def test_cli_lineage_of_drift_velocity() -> None:
         "geometry_state.eff_rank", "geometry_state.sv_entropy", "geometry_state.sparsity",
         "geometry_state.act_norm", "geometry_state.step",
     }
+    # the CTEs it passes through, nearest first, each at the line that opens it
+    text = (REPO_SQL / "models" / "geometry_dynamics.sql").read_text().splitlines()
+    line = {name: 1 + next(i for i, t in enumerate(text) if t.strip() in (f"{name} AS (", f"WITH {name} AS ("))
+            for name in ("drift", "velocities", "history", "captures", "series_scales")}
+    at = {name: f"{name} (geometry_dynamics.sql:{n})" for name, n in line.items()}
+    assert r.stdout.splitlines()[1] == (f"  computed in: {at['drift']} <- {at['velocities']} <- {at['history']}"
+                                        f" <- {at['captures']}, {at['series_scales']}")
 
 
 def test_lineage_through_models(tmp_path: Path) -> None:
