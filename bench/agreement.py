@@ -77,11 +77,11 @@ class TableAgreement:
 def model_files(root: Path, model: str) -> str:
     """A glob of the files of ``model``'s most recently built analysis in the lake (the model
     and its target share their name)."""
-    records = [r for r in load_analyses(root).values() if r["model"] == model]
+    records = [r for r in load_analyses(root).values() if r.model == model]
     if not records:
         raise SystemExit(f"{root}: no analysis of {model} was built")
-    newest = max(records, key=lambda r: r["updated_at"])
-    return str(root / newest["target"] / f"analysis_id={newest['analysis_id']}" / "**" / "*.parquet")
+    newest = max(records, key=lambda r: r.updated_at)
+    return str(root / newest.target / f"analysis_id={newest.analysis_id}" / "**" / "*.parquet")
 
 
 def compare(root: Path, pandas_out: Path) -> list[TableAgreement]:

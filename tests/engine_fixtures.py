@@ -15,7 +15,7 @@ from model_fixtures import (
 )
 from warehouse import cli as warehouse_cli
 from warehouse import models
-from warehouse.models import runner
+from warehouse.models.build import ModelResult
 
 STEPS = range(0, 100, 10)  # ten captures per series
 
@@ -42,7 +42,7 @@ def engine_sql(dyn_sql: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("SQUIGGLE_SQL", str(dyn_sql))
 
 
-def build(lake: Path, **kw) -> list[runner.ModelResult]:
+def build(lake: Path, **kw) -> list[ModelResult]:
     lines: list[str] = []
     results = models.run(lake=lake, report=lines.append, **kw)
     for r, line in zip(results, lines):
@@ -50,7 +50,7 @@ def build(lake: Path, **kw) -> list[runner.ModelResult]:
     return results
 
 
-def only(results: list) -> runner.ModelResult:
+def only(results: list) -> ModelResult:
     assert len(results) == 1, [r.plan.name for r in results]
     return results[0]
 

@@ -47,7 +47,7 @@ def main() -> None:
 def watch(lake: Path, db: Path, log, target: tuple[str, int, str] | None) -> None:
     """Wrap the calls that mark phases and points; die at ``target``."""
     from warehouse import catalog, lake as lk, snapshots
-    from warehouse.models import runner
+    from warehouse.models import compute, inputs, publish, record
 
     counts: dict[str, int] = {}
 
@@ -84,13 +84,13 @@ def watch(lake: Path, db: Path, log, target: tuple[str, int, str] | None) -> Non
 
     lk.publish = pointed("publish", lk.publish)
     lk.replace_dir = pointed("swap", lk.replace_dir)
-    runner.save_analysis = pointed("record", runner.save_analysis)
+    record.save_analysis = pointed("record", record.save_analysis)
     os.replace = watched_replace
     os.link = pointed("snapshot", link)
-    runner._screen_inputs = phase("check inputs", runner._screen_inputs)
-    runner._compute = phase("model SQL", runner._compute)
-    runner._publish = phase("publish outputs", runner._publish)
-    runner._record = phase("write record", runner._record)
+    inputs.screen = phase("check inputs", inputs.screen)
+    compute.compute = phase("model SQL", compute.compute)
+    publish.publish = phase("publish outputs", publish.publish)
+    record.record_build = phase("write record", record.record_build)
     snapshots.take_snapshot = phase("catalog snapshot", snapshots.take_snapshot)
     catalog._write_catalog = phase("catalog write", catalog._write_catalog)
 

@@ -115,7 +115,7 @@ def recorded_units(lake: Path) -> dict[str, dict]:
     name upstream output files, whose content hashes differ with every build's timestamps)."""
     from warehouse.models.state import load_analyses
 
-    return {a: {"rows": r["rows"], "units": {u: v["rows"] for u, v in r["units"].items()}}
+    return {a: {"rows": r.rows, "units": {u: v.rows for u, v in r.units.items()}}
             for a, r in load_analyses(lake).items()}
 
 

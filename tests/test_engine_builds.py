@@ -32,7 +32,7 @@ from model_fixtures import (
 )
 from warehouse import models, writer
 from warehouse.models import ModelError
-from warehouse.models import runner
+from warehouse.models import compute
 from warehouse.models.state import analyses_dir, load_analyses
 
 
@@ -67,10 +67,10 @@ def test_second_build_does_no_model_work(built: tuple[Path, str], monkeypatch: p
     def no_work(*args, **kw):
         raise AssertionError("model work in a build with nothing new")
 
-    monkeypatch.setattr(runner, "_compute", no_work)
-    monkeypatch.setattr(runner, "work_connection", no_work)
+    monkeypatch.setattr(compute, "compute", no_work)
+    monkeypatch.setattr(compute, "work_connection", no_work)
     result = only(build(lake))
-    assert result.plan.build == {} and result.plan.drop == [] and result.rows == 0
+    assert result.plan.build == {} and result.plan.drop == () and result.rows == 0
     assert result.describe() == f"geometry_dynamics dyn@1 -> {analysis}: up to date (2 runs)"
     planned = only(build(lake, dry_run=True))
     assert "up to date" in planned.plan.describe()
@@ -104,8 +104,8 @@ def test_adding_a_run_computes_only_that_run(built: tuple[Path, str]) -> None:
     assert diff == {str(output_runs(lake, DYN, analysis)["r3"][0].relative_to(lake)),
                     f"_meta/analyses/{analysis}.json"}
     record = load_analyses(lake)[analysis]
-    assert sorted(record["units"]) == ["r1", "r2", "r3"] and record["rows"] == 3 * ROWS_PER_RUN
-    assert record["last_build_units"] == 1
+    assert sorted(record.units) == ["r1", "r2", "r3"] and record.rows == 3 * ROWS_PER_RUN
+    assert record.last_build_units == 1
 
 
 def test_new_parameter_writes_a_new_analysis_beside_the_old(built: tuple[Path, str]) -> None:
@@ -124,7 +124,7 @@ def test_new_parameter_writes_a_new_analysis_beside_the_old(built: tuple[Path, s
     assert [r[vol] for r in old_rows] != [r[vol] for r in new_rows]
     assert len(read_rows(lake, DYN)) == 4 * ROWS_PER_RUN  # both analyses readable together
     records = load_analyses(lake)
-    assert records[old]["params"] == {"volatility_window": 5} and records[new]["params"] == {"volatility_window": 7}
+    assert records[old].params == {"volatility_window": 5} and records[new].params == {"volatility_window": 7}
 
     # back at the defaults: the old analysis is still current
     before = snapshot(lake)
@@ -161,7 +161,7 @@ def test_selection_with_downstream_models(lake: Path, tmp_path: Path) -> None:
     assert all(r.plan.build == {"r1": "first build", "r2": "first build"} for r in results)
     # the downstream model read the analysis its upstream model just wrote
     assert results[1].plan.inputs[DYN].analysis == results[0].plan.analysis_id
-    assert load_analyses(lake)[results[1].plan.analysis_id]["inputs"] == {DYN: results[0].plan.analysis_id}
+    assert load_analyses(lake)[results[1].plan.analysis_id].inputs == {DYN: results[0].plan.analysis_id}
 
     # an input change of one run flows downstream for that run only
     writer.write("geometry_state", geometry_rows("r2", range(100, 150, 10), seed=1), lake=lake)
@@ -174,7 +174,7 @@ def test_selection_with_downstream_models(lake: Path, tmp_path: Path) -> None:
 def test_changed_input_of_one_run_recomputes_only_that_run(built: tuple[Path, str]) -> None:
     lake, analysis = built
     r1_output = output_runs(lake, DYN, analysis)["r1"]
-    old_digest = load_analyses(lake)[analysis]["units"]["r2"]["digest"]
+    old_digest = load_analyses(lake)[analysis].units["r2"].digest
     result = writer.write("geometry_state", geometry_rows("r2", range(100, 150, 10), seed=1), lake=lake)
     assert result.rows_written == 20 and len(visible_files(lake, "geometry_state", CAPTURE)) == 3
     before = snapshot(lake)
@@ -186,7 +186,7 @@ def test_changed_input_of_one_run_recomputes_only_that_run(built: tuple[Path, st
     assert outputs["r1"] == r1_output and len(outputs["r2"]) == 1
     assert {k for k in changed(before, snapshot(lake)) if "run_id=r1" in k} == set()
     record = load_analyses(lake)[analysis]
-    assert record["units"]["r2"]["rows"] == ROWS_PER_RUN + 20 and record["units"]["r2"]["digest"] != old_digest
+    assert record.units["r2"].rows == ROWS_PER_RUN + 20 and record.units["r2"].digest != old_digest
     assert len(read_rows(lake, DYN, analysis)) == 2 * ROWS_PER_RUN + 20
     assert only(build(lake)).plan.build == {}
 
@@ -215,10 +215,10 @@ def test_removed_input_run_removes_its_output(built: tuple[Path, str]) -> None:
     lake, analysis = built
     shutil.rmtree(lake / "geometry_state" / f"analysis_id={CAPTURE}" / "run_id=r2")
     result = only(build(lake))
-    assert result.plan.build == {} and result.plan.drop == ["r2"]
+    assert result.plan.build == {} and result.plan.drop == ("r2",)
     assert sorted(output_runs(lake, DYN, analysis)) == ["r1"]
     record = load_analyses(lake)[analysis]
-    assert sorted(record["units"]) == ["r1"] and record["rows"] == ROWS_PER_RUN
+    assert sorted(record.units) == ["r1"] and record.rows == ROWS_PER_RUN
 
 
 def test_full_model_partitioned_by_run_records_its_rows(lake: Path, tmp_path: Path) -> None:
@@ -230,7 +230,7 @@ def test_full_model_partitioned_by_run_records_its_rows(lake: Path, tmp_path: Pa
     assert result.rows == 2 * ROWS_PER_RUN and result.partitions == 2
     assert sorted(output_runs(lake, DYN, analysis)) == ["r1", "r2"]
     record = load_analyses(lake)[analysis]
-    assert record["rows"] == 2 * ROWS_PER_RUN and record["units"]["*"]["rows"] == 2 * ROWS_PER_RUN
+    assert record.rows == 2 * ROWS_PER_RUN and record.units["*"].rows == 2 * ROWS_PER_RUN
 
     assert only(build(lake, sql_dir=sql)).plan.build == {}
     write_runs(lake, {"r3": STEPS})
@@ -366,6 +366,6 @@ def test_batch_budget_follows_the_memory_limit(monkeypatch: pytest.MonkeyPatch) 
     con = duckdb.connect()
     try:
         con.execute("SET memory_limit = '2GB'")  # DuckDB shows it as 1.8 GiB
-        assert runner.batch_bytes(con) == pytest.approx(2e9 / 32, rel=0.05)
+        assert compute.batch_bytes(con) == pytest.approx(2e9 / 32, rel=0.05)
     finally:
         con.close()

@@ -67,7 +67,7 @@ def test_failing_model_leaves_the_lake_as_it_was(lake: Path, tmp_path: Path, kin
     assert "--- rendered SQL ---" in message and "WITH captures AS" in message and "FROM drift" in message
     assert snapshot(lake, content=True) == before
     assert not (lake / ".staging").exists()
-    assert load_analyses(lake)[analysis]["units"].keys() == {"r1", "r2"}
+    assert load_analyses(lake)[analysis].units.keys() == {"r1", "r2"}
     # the plan is unchanged: the next build would try the same work again
     assert only(build(lake, sql_dir=sql, dry_run=True)).plan.build == {"r2": "changed input", "r3": "new run"}
 
@@ -91,7 +91,7 @@ def test_failing_downstream_model_keeps_its_outputs_and_record(lake: Path, tmp_p
     assert diff and all(k.startswith(f"{DYN}/") or k == f"_meta/analyses/{results[0].plan.analysis_id}.json"
                         for k in diff), diff
     assert all(k in after for k in before)
-    assert load_analyses(lake)[down]["units"].keys() == {"r1", "r2"}
+    assert load_analyses(lake)[down].units.keys() == {"r1", "r2"}
     assert not (lake / ".staging").exists()
 
 

@@ -286,8 +286,8 @@ def test_models_fail_naming_the_file_then_skip_it_on_request(lake: Path, case: s
     else:
         assert after == baseline
     (record,) = load_analyses(lake).values()
-    assert names(record["units"]["r1"]["skipped"], rel, kind)
-    assert "skipped" not in record["units"]["r2"]
+    assert names(record.units["r1"].skipped, rel, kind)
+    assert record.units["r2"].skipped == ()
 
 
 def names(lines: str | list[str], rel: str, kind: str) -> bool:

@@ -10,7 +10,7 @@ import pytest
 
 from model_fixtures import contract_model, only_models_sql, write_runs
 from warehouse import models
-from warehouse.models import ModelError, runner
+from warehouse.models import ModelError, inputs
 from warehouse.models.state import load_analyses
 
 DYN = "geometry_dynamics"
@@ -33,13 +33,13 @@ def sql(tmp_path: Path) -> Path:
 def checked(monkeypatch: pytest.MonkeyPatch) -> list[list[str]]:
     """The folders of each call of check_files a build makes."""
     calls: list[list[str]] = []
-    check_files = runner.check_files
+    check_files = inputs.check_files
 
     def spy(root: Path, dataset, paths, **kw):
         calls.append(sorted({p.parent.relative_to(root).as_posix() for p in paths}))
         return check_files(root, dataset, paths, **kw)
 
-    monkeypatch.setattr(runner, "check_files", spy)
+    monkeypatch.setattr(inputs, "check_files", spy)
     return calls
 
 
@@ -102,7 +102,7 @@ def test_the_records_list_the_files_the_engine_published(tmp_path: Path, sql: Pa
     results = build(lake, sql)
     for result in results:
         record = load_analyses(lake)[result.plan.analysis_id]
-        listed = sorted(f for unit in record["units"].values() for f in unit["files"])
+        listed = sorted(f for unit in record.units.values() for f in unit.files)
         target = lake / result.plan.model.spec.target / f"analysis_id={result.plan.analysis_id}"
         assert listed == sorted(p.relative_to(lake).as_posix() for p in target.rglob("*.parquet"))
         assert listed
@@ -122,8 +122,8 @@ def test_a_file_changed_in_place_is_checked_again(tmp_path: Path, sql: Path, che
     lake = tmp_path / "lake"
     write_runs(lake, {"r1": STEPS})
     build(lake, sql)
-    (record,) = [r for r in load_analyses(lake).values() if r["model"] == DYN]
-    assert list(record["units"]["r1"]["checked"]) == [R.format("r1")]
+    (record,) = [r for r in load_analyses(lake).values() if r.model == DYN]
+    assert list(record.units["r1"].checked) == [R.format("r1")]
     (part,) = (lake / R.format("r1")).glob("*.parquet")
     part.write_bytes((BAD / "truncated.parquet").read_bytes())  # same name, other bytes
     checked.clear()

@@ -515,7 +515,7 @@ def test_random_lake_matches_numpy(tmp_path: Path) -> None:
     [result] = models.run(lake=lake, sql_dir=sql, report=lambda _: None)
     assert result.plan.build == {} and "train" not in result.plan.inputs["geometry_state"].files
     # the condition's verdicts: the first build's recorded, the new run's asked now
-    recorded = load_analyses(lake)[first]["run_scope"]
+    recorded = load_analyses(lake)[first].run_scope
     assert sorted(r for r, (_, chosen) in recorded.items() if chosen) == sorted(r["run_id"] for r in runs)
     assert result.plan.run_scope["train"][1] is False and "train" not in recorded
 

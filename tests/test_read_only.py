@@ -124,8 +124,8 @@ def test_a_text_parameter_is_a_literal(tmp_path: Path, capsys) -> None:
                                "--param", f"events_candidates.sample_set={value}")
     assert status == 0, err
     (record,) = load_analyses(lake).values()
-    assert record["params"]["sample_set"] == value  # the very text, as a value
-    assert record["rows"] == 0  # no sample set is called that
+    assert record.params["sample_set"] == value  # the very text, as a value
+    assert record.rows == 0  # no sample set is called that
     assert sha256s(lake / "runs") == before
 
 

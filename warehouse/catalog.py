@@ -219,11 +219,11 @@ def _create_analyses_table(con: duckdb.DuckDBPyConnection, root: Path) -> None:
     from .models.state import load_analyses  # the engine's records; imported late to keep the catalog light
 
     rows = [
-        [r["analysis_id"], r["model"], r["version"], r["target"], r["fingerprint"], r["logic_fingerprint"],
-         json.dumps(r["params"], sort_keys=True), json.dumps(r["inputs"], sort_keys=True),
-         json.dumps(r["input_sources"], sort_keys=True) if r.get("input_sources") else None,
-         r["created_at"], r["updated_at"], len(r["units"]), r["rows"], r["last_build_units"], r["last_build_seconds"],
-         _skipped_inputs(r)]
+        [r.analysis_id, r.model, r.version, r.target, r.fingerprint, r.logic_fingerprint,
+         json.dumps(r.params, sort_keys=True), json.dumps(r.inputs, sort_keys=True),
+         json.dumps(r.input_sources, sort_keys=True) if r.input_sources else None,
+         r.created_at, r.updated_at, len(r.units), r.rows, r.last_build_units, r.last_build_seconds,
+         json.dumps(r.skipped) if r.skipped else None]
         for r in load_analyses(root).values()
     ]
     _create_table(con, ANALYSES_TABLE, _ANALYSES_COLUMNS, rows, "Build history: every analysis of every model, "
@@ -265,16 +265,11 @@ def _create_current_table(con: duckdb.DuckDBPyConnection, root: Path, project: P
         analysis = shown.get(spec.target, Shown()).analysis
         if analysis is None:
             continue
-        record = records.get(analysis, {})
+        record = records.get(analysis)
         rows.append([name, spec.version, spec.target, analysis, json.dumps(project.models[name].params, sort_keys=True),
-                     bool(record), record.get("updated_at")])
+                     record is not None, record.updated_at if record else None])
     _create_table(con, CURRENT_TABLE, _CURRENT_COLUMNS, rows,
                   "Per model, its current analysis: what the dataset views and the BI views show.")
-
-
-def _skipped_inputs(record: dict) -> str | None:
-    skipped = sorted({line for unit in record["units"].values() for line in unit.get("skipped", [])})
-    return json.dumps(skipped) if skipped else None
 
 
 def _create_model_views(con: duckdb.DuckDBPyConnection, project: Project) -> None:
@@ -465,7 +460,7 @@ def _model_targets(root: Path, project: Project) -> list[Dataset]:
     from .models.state import load_analyses
 
     names = {m.spec.target for m in project.models.values() if m.spec.materialization == "lake"}
-    names |= {r["target"] for r in load_analyses(root).values()}
+    names |= {r.target for r in load_analyses(root).values()}
     return [d for name, d in DATASETS.items() if name in names]
 
 

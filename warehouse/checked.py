@@ -19,10 +19,13 @@ from __future__ import annotations
 import hashlib
 import json
 from pathlib import Path
-from typing import Any, Iterable
+from typing import TYPE_CHECKING, Iterable, Mapping
 
 from . import lake as lk
 from .contracts import Dataset
+
+if TYPE_CHECKING:
+    from .models.state import AnalysisRecord
 
 CHECKS_VERSION = 1  # raise when check_files judges files differently
 VOUCHED_DIR = "checked"  # under _meta: the writer's stamps, one file per dataset
@@ -35,10 +38,9 @@ def stamp(dataset: Dataset, files: Iterable[Path]) -> str:
     return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
-def recorded_clean(records: dict[str, dict[str, Any]]) -> set[tuple[str, str]]:
+def recorded_clean(records: Mapping[str, AnalysisRecord]) -> set[tuple[str, str]]:
     """Every (folder, stamp) some build record lists as found clean."""
-    return {(folder, s) for r in records.values() for unit in r.get("units", {}).values()
-            for folder, s in unit.get("checked", {}).items()}
+    return {(folder, s) for r in records.values() for unit in r.units.values() for folder, s in unit.checked.items()}
 
 
 def writer_clean(root: Path) -> set[tuple[str, str]]:

@@ -17,7 +17,9 @@ from .. import lake as lk
 from .lineage import lineage
 from .project import Project, load_project, lock_problems
 from .project import write_lock as _write_lock
-from .runner import ModelPlan, ModelResult, Progress, run_models
+from .build import ModelResult, run_models
+from .compute import Progress
+from .plan import ModelPlan
 from .spec import ModelError
 
 __all__ = ["ModelError", "Progress", "Project", "load_project", "lineage", "lock_problems", "render", "run",
@@ -39,7 +41,7 @@ def run(
     started: Callable[[ModelPlan], None] | None = None,
     progress: Callable[[Progress], None] | None = None,
 ) -> list[ModelResult]:
-    """Plan and run the models on an existing lake; see :func:`runner.run_models` (``progress``
+    """Plan and run the models on an existing lake; see :func:`build.run_models` (``progress``
     hears of each batch a model writes)."""
     project = load_project(Path(sql_dir) if sql_dir else None, params)
     return run_models(
@@ -73,7 +75,8 @@ def render(
         raise ModelError(f"no model named {model!r}; models: {', '.join(project.order)}")
     compiled = project.models[model]
     if merging and not compiled.additions_sql:
-        raise ModelError(f"model {model} does not merge new runs (no `additions:` in its header): drop --merging")
+        raise ModelError(f"model {model} does not merge new runs (its kind is {compiled.spec.kind}, not merging): "
+                         "drop --merging")
     spec = compiled.spec
     values = ", ".join(f"{k}={v!r}" for k, v in compiled.params.items()) or "none"
     header = (f"-- {spec.name} {spec.version} -> {spec.target}{' (merging new runs)' if merging else ''}\n"

@@ -1,0 +1,236 @@
+"""Computing: a model's SQL run in its own DuckDB connection over exactly the input files
+it needs, batch by batch, written by ``COPY`` into a staging folder inside the lake.
+
+Nothing here touches published data: what a failed computation leaves in staging is
+discarded with it.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import os
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, Mapping
+from urllib.parse import unquote
+
+import duckdb
+import pyarrow.parquet as pq
+
+from .. import contracts
+from ..duck import memory_bytes, work_connection
+from ..scan import select_dataset
+from ..sql import quote_identifier as qi, quote_literal as ql
+from .compile import sql_literal
+from .inputs import WHOLE
+from .plan import ModelPlan
+from .project import ADDED_RUNS, ENGINE_COLUMNS, PREVIOUS_OUTPUT
+from .spec import ModelError
+
+# What a computation staged per unit: its rows and the files that hold them.
+Staged = dict[str, "StagedUnit"]
+
+
+@dataclass(frozen=True)
+class StagedUnit:
+    rows: int
+    files: list[Path]
+
+
+@dataclass(frozen=True)
+class Progress:
+    """How far a model's computation is: ``done`` of its ``total`` batches written, the rows
+    they wrote and the seconds since the first began."""
+
+    plan: ModelPlan
+    done: int
+    total: int
+    rows: int
+    seconds: float
+
+    def describe(self) -> str:
+        """``batch 3/10, 52,000 rows/s, 0:21 left`` (the time left at the batches' mean pace)."""
+        rate = self.rows / self.seconds if self.seconds > 0 else 0.0
+        left = round(self.seconds / self.done * (self.total - self.done))
+        return f"batch {self.done}/{self.total}, {rate:,.0f} rows/s, {left // 60}:{left % 60:02d} left"
+
+
+def output_sql(plan: ModelPlan, created_at: dt.datetime) -> str:
+    """The model's query (its merging variant when the plan adds runs) wrapped to give the
+    target's columns, types and engine columns."""
+    contract = plan.model.spec.contract
+    engine = {
+        "analysis_id": ql(plan.analysis_id),
+        "schema_version": ql(contract.schema_version),
+        "created_at_utc": f"{ql(created_at.isoformat())}::TIMESTAMPTZ",
+    }
+    columns = [c for c in contract.all_columns if c.name not in contract.partition_by or c.name == "run_id"]
+    select = ",\n    ".join(
+        f"CAST({engine[c.name] if c.name in ENGINE_COLUMNS else 'model_output.' + qi(c.name)}"
+        f" AS {contracts.duckdb_type(c.type)}) AS {qi(c.name)}"
+        for c in columns
+    )
+    return f"SELECT\n    {select}\nFROM (\n{model_sql(plan)}\n) AS model_output"
+
+
+def model_sql(plan: ModelPlan) -> str:
+    return plan.model.additions_sql if plan.added else plan.model.sql
+
+
+def compute(
+    plan: ModelPlan, staging: Path, excluded: set[Path],
+    progress: Callable[[Progress], None] | None = None, versions: Mapping[str, str] | None = None,
+) -> Staged:
+    """Run the model for the plan's units into ``staging/out`` without the ``excluded``
+    input files; rows and files per unit. ``versions``: the model version behind each input
+    analysis, for the SQL to read.
+
+    A ``run_id`` model computes each run from that run's inputs alone, so its runs are
+    computed in batches whose input files stay within a share of DuckDB's memory limit
+    (:func:`batch_bytes`): the memory a build needs is bounded by the batch, not the lake.
+    A full model with ``batch_by`` is computed one group of its input at a time when that
+    input is larger than a batch. ``progress`` hears of each batch written.
+    """
+    spec = plan.model.spec
+    units = sorted(plan.build)
+    out = staging / "out"
+    by_run = "run_id" in spec.contract.partition_by
+    options = "FORMAT parquet, COMPRESSION zstd" + (", PARTITION_BY (run_id)" if by_run else "")
+    out.mkdir(parents=True, exist_ok=True)
+    con = work_connection(staging / "spill")
+    try:
+        _set_variables(con, plan, versions or {})
+        query = output_sql(plan, dt.datetime.now(dt.timezone.utc))
+        budget = batch_bytes(con, spec.batch_divisor)
+        if by_run and spec.incremental == "run_id":
+            steps = [(batch, None) for batch in _batches(plan, units, excluded, budget)]
+        elif plan.added:
+            _create_previous(plan, con)
+            steps = [(units, None)]
+        else:
+            steps = [(units, group) for group in _groups(plan, con, excluded, budget)]
+        began, rows = time.perf_counter(), 0
+        for i, (batch, group) in enumerate(steps):
+            for name, inp in plan.inputs.items():
+                # exact: every file left has the contract's columns (screened, vouched for or ours)
+                select = select_dataset(inp.dataset, [f for f in inp.files_for(batch) if f not in excluded], exact=True)
+                if group and name == spec.batch_by[0]:
+                    select = f"SELECT * FROM ({select}) WHERE {group}"
+                con.execute(f"CREATE OR REPLACE VIEW {qi(name)} AS {select}")
+            if i == 0:
+                _check_types(plan, con)
+            # a partitioned target takes later batches' run folders beside the first's
+            target = ql(str(out)) if by_run else ql(str(out / f"data-{i}.parquet"))
+            written = con.execute(f"COPY (\n{query}\n) TO {target} ({options}{', APPEND' if i and by_run else ''})")
+            if progress:
+                rows += written.fetchone()[0]
+                progress(Progress(plan, i + 1, len(steps), rows, time.perf_counter() - began))
+    except duckdb.Error as exc:
+        raise ModelError(f"{spec.where()}: the SQL failed: {exc}\n--- rendered SQL ---\n{model_sql(plan)}") from None
+    finally:
+        con.close()
+    return _staged_units(out, units, by_run)
+
+
+def _set_variables(con: duckdb.DuckDBPyConnection, plan: ModelPlan, versions: Mapping[str, str]) -> None:
+    # Ids the SQL may need (e.g. inside stable hashes) but cannot hold as text: they
+    # derive from its fingerprint. It reads them with getvariable('analysis_id').
+    con.execute(f"SET VARIABLE analysis_id = {ql(plan.analysis_id)}")
+    # The version of the model behind each input analysis, which the SQL cannot know
+    # either: getvariable('input_versions')['events_candidates'] (NULL for an input
+    # without one). Not part of the SQL, so an upstream version leaves the logic as it is.
+    pairs = ", ".join(f"{ql(d)}: {ql(v)}" for d, v in versions.items())
+    con.execute(f"SET VARIABLE input_versions = MAP {{{pairs}}}::MAP(VARCHAR, VARCHAR)")
+
+
+def _create_previous(plan: ModelPlan, con: duckdb.DuckDBPyConnection) -> None:
+    """The views a merging build reads besides its inputs: its last output and the new runs."""
+    previous = select_dataset(plan.model.spec.contract, list(plan.previous_files), exact=True)
+    con.execute(f"CREATE VIEW {PREVIOUS_OUTPUT} AS {previous}")
+    runs = ", ".join(ql(r) for r in plan.added)
+    con.execute(f"CREATE VIEW {ADDED_RUNS} AS SELECT CAST(unnest([{runs}]) AS VARCHAR) AS run_id")
+
+
+def _groups(plan: ModelPlan, con: duckdb.DuckDBPyConnection, excluded: set[Path], budget: int) -> list[str | None]:
+    """The filters of a ``batch_by`` model's groups, one per batch, if its grouped input's
+    files exceed ``budget`` bytes; else ``[None]``, one batch of everything."""
+    if not plan.model.spec.batch_by:
+        return [None]
+    dataset, columns = plan.model.spec.batch_by
+    files = [f for f in plan.inputs[dataset].files_for([WHOLE]) if f not in excluded]
+    if sum(f.stat().st_size for f in files) <= budget:
+        return [None]
+    keys = con.execute(
+        f"SELECT DISTINCT {', '.join(qi(c) for c in columns)}"
+        f" FROM ({select_dataset(plan.inputs[dataset].dataset, files, exact=True)})"
+        " ORDER BY ALL"
+    ).fetchall()
+    return [
+        " AND ".join(f"{qi(c)} IS NOT DISTINCT FROM {'NULL' if v is None else sql_literal(v)}" for c, v in zip(columns, key))
+        for key in keys
+    ] or [None]
+
+
+def batch_bytes(con: duckdb.DuckDBPyConnection, divisor: int = 32) -> int:
+    """The input bytes (Parquet on disk) a batch of runs may read: ``$SQUIGGLE_BATCH_BYTES``,
+    else the connection's memory limit / ``divisor`` (the model's ``batch_divisor``, 32 by
+    default). Decoded, sorted and widened by a window over every lag a model needs, a batch's
+    input takes up to about 16 times its size on disk."""
+    if os.environ.get("SQUIGGLE_BATCH_BYTES"):
+        value = os.environ["SQUIGGLE_BATCH_BYTES"]
+        if not value.isdigit() or int(value) < 1:
+            raise ModelError(f"SQUIGGLE_BATCH_BYTES={value!r} is not a number of bytes (1 or more)")
+        return int(value)
+    return memory_bytes(con.execute("SELECT current_setting('memory_limit')").fetchone()[0]) // divisor
+
+
+def _batches(plan: ModelPlan, units: list[str], excluded: set[Path], budget: int) -> list[list[str]]:
+    """Consecutive runs grouped so that each group's own input files total at most ``budget``
+    bytes (a run larger than that is a batch of its own)."""
+    batches: list[list[str]] = [[]]
+    size = 0
+    for unit in units:
+        files = [f for inp in plan.inputs.values() if inp.by_run for f in inp.files.get(unit, []) if f not in excluded]
+        unit_size = sum(f.stat().st_size for f in files)
+        if batches[-1] and size + unit_size > budget:
+            batches.append([])
+            size = 0
+        batches[-1].append(unit)
+        size += unit_size
+    return batches
+
+
+def _check_types(plan: ModelPlan, con: duckdb.DuckDBPyConnection) -> None:
+    """Compare the model's own output types with the contract before anything is written."""
+    described = con.execute(f"DESCRIBE {model_sql(plan)}").fetchall()
+    contract = plan.model.spec.contract
+    for name, type_, *_ in described:
+        expected = contracts.duckdb_type(contract.column(name).type)
+        if type_ != expected:
+            raise ModelError(
+                f"{plan.model.spec.where()}: output column {name} is {type_}, the {contract.name} contract says {expected}"
+            )
+
+
+def _staged_units(out: Path, units: list[str], by_run: bool) -> Staged:
+    staged = {u: StagedUnit(0, []) for u in units}
+    if not by_run:
+        staged[WHOLE] = _rows_and_files(sorted(out.glob("*.parquet")))
+        return staged
+    for folder in out.glob("run_id=*"):
+        staged[run_of(folder)] = _rows_and_files(sorted(folder.glob("*.parquet")))
+    if WHOLE in units:  # a full model partitioned by run: its runs make up its one unit
+        staged = {WHOLE: StagedUnit(sum(s.rows for s in staged.values()), [f for s in staged.values() for f in s.files])}
+    return staged
+
+
+def run_of(folder: Path) -> str:
+    """The run of a ``run_id=...`` folder (DuckDB's partitioned writes escape the value)."""
+    return unquote(folder.name.split("=", 1)[1])
+
+
+def _rows_and_files(files: list[Path]) -> StagedUnit:
+    """Rows of staged output files, and the files that hold rows (an empty file is never published)."""
+    counts = [(pq.ParquetFile(f).metadata.num_rows, f) for f in files]
+    return StagedUnit(sum(n for n, _ in counts), [f for n, f in counts if n])

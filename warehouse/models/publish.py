@@ -1,0 +1,126 @@
+"""Publishing: staged output checked against its contract, then each output partition
+folder exchanged with the old one in one step.
+
+Each unit's new folder is assembled in staging and swapped into place whole, so every
+partition is old or new, never half of each. A model written as one table with a folder
+per run keeps the files of each run whose rows came out the same, so the models that read
+it see nothing new there.
+"""
+
+from __future__ import annotations
+
+import os
+import uuid
+from pathlib import Path
+
+import duckdb
+
+from .. import lake as lk
+from ..scan import read_parquet
+from ..sql import quote_identifier as qi, quote_literal as ql
+from .compute import Staged, run_of
+from .inputs import WHOLE
+from .plan import ModelPlan
+from .spec import ModelError
+from .state import AnalysisRecord
+
+
+def check_output(plan: ModelPlan, staged: Staged) -> None:
+    """Refuse output that breaks the target contract's NULL and enum rules, before publishing."""
+    contract = plan.model.spec.contract
+    files = [f for unit in staged.values() for f in unit.files]
+    rules = {
+        c.name: " OR ".join(
+            ([] if c.nullable else [f"{qi(c.name)} IS NULL"])
+            + ([f"{qi(c.name)} NOT IN ({', '.join(ql(v) for v in c.enum)})"] if c.enum else [])
+        )
+        for c in contract.file_columns
+        if not c.nullable or c.enum
+    }
+    if not files or not rules:
+        return
+    counts = ", ".join(f"count(*) FILTER ({rule}) AS {qi(name)}" for name, rule in rules.items())
+    with duckdb.connect() as con:
+        row = con.execute(f"SELECT {counts} FROM {read_parquet(files)}").fetchone()
+    broken = [f"{name} ({n} rows)" for name, n in zip(rules, row) if n]
+    if broken:
+        raise ModelError(
+            f"{plan.model.spec.where()}: output breaks the {contract.name} contract"
+            f" (NULL in a non-nullable column or a value outside its enum): {', '.join(broken)}; nothing was written"
+        )
+
+
+def runs_in_one_unit(plan: ModelPlan) -> bool:
+    """A full model partitioned by run: one unit (the table) holding a folder per run."""
+    return plan.model.spec.incremental == "full" and "run_id" in plan.model.spec.contract.partition_by
+
+
+def run_contents(plan: ModelPlan, out: Path) -> dict[str, str]:
+    """Per staged run folder, a key of its rows' content: their count and an order-free sum
+    of row hashes over every column but created_at_utc (which differs in every build)."""
+    contract = plan.model.spec.contract
+    columns = ", ".join(qi(c.name) for c in contract.file_columns if c.name != "created_at_utc")
+    staged = read_parquet(str(out / "run_id=*" / "*.parquet"), partitions=("run_id",), union=False)
+    with duckdb.connect() as con:
+        rows = con.execute(
+            f"SELECT run_id, count(*), sum(hash({columns})::HUGEINT) FROM {staged} GROUP BY run_id"
+        ).fetchall() if any(out.glob("run_id=*/*.parquet")) else []
+    return {run: f"{n}:{total}" for run, n, total in rows}
+
+
+def unchanged_runs(root: Path, record: AnalysisRecord | None, contents: dict[str, str]) -> dict[str, list[Path]]:
+    """The runs whose new output equals what the last build published, with those files:
+    they are kept under their names, so the models reading them see nothing new."""
+    old = record.units.get(WHOLE) if record else None
+    if old is None:
+        return {}
+    old_files: dict[str, list[Path]] = {}
+    for rel in old.files:
+        path = root / rel
+        old_files.setdefault(run_of(path.parent), []).append(path)
+    return {
+        run: old_files[run] for run, key in contents.items()
+        if (old.runs or {}).get(run) == key and run in old_files and all(f.is_file() for f in old_files[run])
+    }
+
+
+def publish(plan: ModelPlan, root: Path, staged: Staged, staging: Path, kept: dict[str, list[Path]]) -> dict[str, list[Path]]:
+    """Swap each unit's folder into place: build it in staging, then exchange it with the old one.
+
+    ``kept``: runs of a full model whose files stay as they are (hard links into the new
+    folder). Returns the files each unit published, where they are now.
+    """
+    trash = staging / "trash"
+    trash.mkdir()
+    published = {}
+    for unit in sorted(plan.build) + list(plan.drop):
+        target = plan.output_dir(root, unit)
+        fresh = staging / "publish" / uuid.uuid4().hex
+        fresh.mkdir(parents=True)
+        if runs_in_one_unit(plan):
+            moved = _move_runs(staging / "out", fresh, kept)
+        else:
+            moved = [lk.publish(f, fresh) for f in (staged[unit].files if unit in staged else [])]
+        published[unit] = [target / f.relative_to(fresh) for f in moved]
+        if moved:
+            lk.replace_dir(fresh, target, trash / uuid.uuid4().hex)
+        elif target.exists():
+            os.rename(target, trash / uuid.uuid4().hex)
+    return published
+
+
+def _move_runs(out: Path, fresh: Path, kept: dict[str, list[Path]]) -> list[Path]:
+    """A full model partitioned by run: every staged run folder goes under the new analysis
+    folder, or for a ``kept`` run, links to its old files."""
+    moved = []
+    for folder in out.glob("run_id=*"):
+        run = lk.check_identifier(run_of(folder), "run_id")
+        target = fresh / f"run_id={run}"
+        if run in kept:
+            target.mkdir()
+            for old in kept[run]:
+                os.link(old, target / old.name)
+                moved.append(target / old.name)
+        else:
+            moved += [lk.publish(f, target) for f in sorted(folder.glob("*.parquet"))]
+    return moved
