@@ -118,7 +118,7 @@ def read_candidates(lake: Path, series: Sequence[Series], model: str = "events_c
 
     dataset = contracts.DATASETS[model]
     # the files, not their glob: a build without any candidate writes none
-    source = select_dataset(dataset, [Path(f) for f in sorted(glob.glob(lk.parquet_glob(lake, dataset)))])
+    source = select_dataset(dataset, [Path(f) for f in sorted(glob.glob(lk.Lake(lake).table(dataset).glob))])
     rows = duckdb.sql(
         f"SELECT run_id, step FROM ({source}) WHERE event_type = 'change_point' AND metric = '{MODULE}.{DESCRIPTOR}'"
     ).fetchall()

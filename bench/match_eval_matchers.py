@@ -213,7 +213,7 @@ def _files(lake: Path, name: str) -> str:
     from warehouse.scan import select_dataset
 
     dataset = contracts.DATASETS[name]
-    return select_dataset(dataset, [Path(f) for f in sorted(glob.glob(lk.parquet_glob(lake, dataset)))])
+    return select_dataset(dataset, [Path(f) for f in sorted(glob.glob(lk.Lake(lake).table(dataset).glob))])
 
 
 def best_training_partners(lake: Path, n_train: int) -> dict[int, int]:

@@ -246,7 +246,7 @@ def floors(root: Path, copy_to: Path) -> dict[str, list[str]]:
     """The SQL of the two floors over the build's input datasets."""
     scan, copy = [], []
     for dataset in input_datasets():
-        source = select_dataset(dataset, lk.parquet_glob(root, dataset))
+        source = select_dataset(dataset, lk.Lake(root).table(dataset).glob)
         scan.append(f"SELECT max(COLUMNS(*)) FROM ({source})")
         options = "FORMAT parquet, COMPRESSION zstd"
         if dataset.partition_by:

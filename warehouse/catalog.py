@@ -96,12 +96,12 @@ def dataset_view_sql(root: Path, dataset: Dataset, has_files: bool, shown: Shown
     """
     view = sql_ident(name or dataset.name)
     if shown.analysis is not None:
-        folder = lake_mod.dataset_dir(root, dataset) / f"analysis_id={shown.analysis}"
+        folder = lake_mod.Lake(root).table(dataset).analysis(shown.analysis)
         pattern = "/".join([f"{k}=*" for k in dataset.partition_by if k != "analysis_id"] + ["*.parquet"])
         has_files = has_files and any(folder.glob(pattern))
         # a glob below the analysis folder: the hive column analysis_id still comes from its path
         return f"CREATE VIEW {view} AS {select_dataset(dataset, str(folder / pattern) if has_files else [])}"
-    sources = lake_mod.parquet_glob(root, dataset) if has_files else []
+    sources = lake_mod.Lake(root).table(dataset).glob if has_files else []
     select = select_dataset(dataset, sources)
     if shown.hidden and has_files:
         pairs = ", ".join(sql_string(f"{analysis}/{run}") for run, analysis in shown.hidden)
@@ -125,8 +125,9 @@ def shown_analyses(root: Path, project: Project) -> dict[str, Shown]:
                 f"Shows the current analysis {current[name]} (model {project.by_target()[name]} at its default "
                 f"parameters); {name}{ALL_SUFFIX} shows every analysis."))
         elif name not in project.by_target() and "run_id" in dataset.partition_by:
-            _, chosen = newest_per_run(lake_mod.dataset_dir(root, dataset))
-            by_analysis = lake_mod.run_files_by_analysis(lake_mod.dataset_dir(root, dataset))
+            table = lake_mod.Lake(root).table(dataset)
+            _, chosen = newest_per_run(table.folder)
+            by_analysis = table.files_by_analysis()
             hidden = tuple(sorted(
                 (run, analysis) for analysis, runs in by_analysis.items() for run in runs if chosen[run] != analysis
             ))
@@ -152,7 +153,7 @@ def _create_dataset_views(
     n_files: dict[str, int] = {}
     for dataset in DATASETS.values():
         root = sources[dataset.name]
-        n = len(lake_mod.data_files(root, dataset))
+        n = len(lake_mod.Lake(root).table(dataset).files())
         n_files[dataset.name] = n
         views = [(dataset.name, shown.get(dataset.name, Shown()))]
         if "analysis_id" in dataset.partition_by:
@@ -161,7 +162,7 @@ def _create_dataset_views(
             try:
                 con.execute(dataset_view_sql(root, dataset, n > 0, what, name))
             except duckdb.Error as exc:
-                folder = lake_mod.dataset_dir(root, dataset)
+                folder = lake_mod.Lake(root).table(dataset).folder
                 raise WarehouseError(f"dataset {dataset.name}: cannot create its view {name} over {folder}: {exc}") from exc
             # Comments after the view's final CREATE: re-creating a view drops them.
             _comment_on(con, "VIEW", name, view_comment(dataset, n, what.note))
@@ -513,7 +514,7 @@ def catalog_fingerprint(root: Path, views_dir: Path, sql_dir: Path | None) -> st
     sources = [Path(__file__), *sorted(views_dir.glob("*.sql")), *sorted(state.analyses_dir(root).glob("*.json"))]
     for path in sources:
         h.update(str(path).encode() + b"\0" + path.read_bytes() + b"\0")
-    n_files = {d.name: len(lake_mod.data_files(root, d)) for d in DATASETS.values()}
+    n_files = {d.name: len(lake_mod.Lake(root).table(d).files()) for d in DATASETS.values()}
     models = cache.project_key(sql_dir or project.default_sql_dir(), {})
     h.update(json.dumps([STORAGE_VERSION, str(root), n_files, models], sort_keys=True).encode())
     return h.hexdigest()

@@ -31,7 +31,7 @@ from .contracts import DATASETS, IDENTIFIER_COLUMNS, IDENTIFIER_PATTERN, Column,
 from .coverage import LeftOut, min_series_captures, runs_without_runs_row, short_series
 from .duck import apply_resource_settings
 from .errors import WarehouseError, shown_value
-from .lake import RESERVED_DIRS, STAGING_DIR, TEMP_PREFIX, dataset_dir, is_identifier, is_stale, lake_root, open_lake
+from .lake import RESERVED_DIRS, STAGING_DIR, TEMP_PREFIX, Lake, is_identifier, is_stale, lake_root, open_lake
 from .scan import PARAMETER, read_parquet
 from .sql import quote_identifier as qi, quote_literal as ql
 
@@ -151,7 +151,7 @@ def short_series_notes(lake: str | os.PathLike | None = None) -> list[LeftOut]:
     floor = min_series_captures(model.spec.name, model.params) if model else None
     if floor is None:
         return []
-    files, _ = newest_per_run(dataset_dir(root, DATASETS["geometry_state"]))
+    files, _ = newest_per_run(Lake(root).table("geometry_state").folder)
     return short_series(root, files, floor, str(model.params.get("sample_set", "")))
 
 
@@ -165,7 +165,7 @@ def check_files(root: Path, dataset: Dataset, paths: Sequence[Path], *, nonfinit
     """
     problems: list[Problem] = []
     add = _Report(root, problems, dataset.name)
-    base = dataset_dir(root, dataset)
+    base = Lake(root).table(dataset).folder
     files = [f for f in (_placed(dataset, base, Path(p), add) for p in sorted(set(paths))) if f is not None]
     with _connection() as con:
         _check_files(con, dataset, files, add, nonfinite_is_null)

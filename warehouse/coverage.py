@@ -49,7 +49,7 @@ def left_out(root: Path, datasets: Iterable[str]) -> list[LeftOut]:
 def misplaced(root: Path, dataset: contracts.Dataset) -> list[LeftOut]:
     """The folders and files at a dataset's partition levels that are not its ``key=value`` folders."""
     found: list[LeftOut] = []
-    level = [lk.dataset_dir(root, dataset)]
+    level = [lk.Lake(root).table(dataset).folder]
     for depth, key in enumerate(dataset.partition_by):
         expected = "/".join(f"{k}=*" for k in dataset.partition_by)
         below: list[Path] = []
@@ -72,11 +72,11 @@ def misplaced(root: Path, dataset: contracts.Dataset) -> list[LeftOut]:
 def runs_without_runs_row(root: Path) -> list[LeftOut]:
     """Runs with geometry_state files but no ``runs`` partition: the models cannot place them in a cohort."""
     captured: dict[str, list[str]] = {}
-    for analysis, runs in lk.run_files_by_analysis(lk.dataset_dir(root, contracts.GEOMETRY_STATE)).items():
+    for analysis, runs in lk.Lake(root).table(contracts.GEOMETRY_STATE).files_by_analysis().items():
         for run in runs:
             if lk.is_identifier(run):  # an unsafe one is a problem of its own
                 captured.setdefault(run, []).append(analysis)
-    registered = {r for r, f in lk.partition_folders(lk.dataset_dir(root, contracts.RUNS), "run_id").items()
+    registered = {r for r, f in lk.partition_folders(lk.Lake(root).table(contracts.RUNS).folder, "run_id").items()
                   if lk.published_files(f)}
     return [
         LeftOut("geometry_state", f"geometry_state/analysis_id={captured[run][-1]}/run_id={run}", (
@@ -90,7 +90,7 @@ def runs_without_runs_row(root: Path) -> list[LeftOut]:
 def outside_analysis(root: Path, dataset: contracts.Dataset, analysis: str, model: str) -> list[LeftOut]:
     """The runs of a dataset that ``model`` does not read because it is pinned to ``analysis``
     and they were captured only under others."""
-    by_analysis = lk.run_files_by_analysis(lk.dataset_dir(root, dataset))
+    by_analysis = lk.Lake(root).table(dataset).files_by_analysis()
     pinned = set(by_analysis.get(analysis, {}))
     others: dict[str, str] = {}
     for other, runs in by_analysis.items():
@@ -113,7 +113,7 @@ def older_analyses(root: Path, dataset: contracts.Dataset, read: dict[str, str])
             f"an older capture of run {run}: the models read each run's newest analysis ({read[run]}); "
             f"pin this one with --input MODEL.{dataset.name}={analysis}"
         ), (run,))
-        for analysis, runs in lk.run_files_by_analysis(lk.dataset_dir(root, dataset)).items()
+        for analysis, runs in lk.Lake(root).table(dataset).files_by_analysis().items()
         for run in runs if read.get(run, analysis) != analysis
     ]
 

@@ -7,7 +7,9 @@ is built from them. Files appear only by an atomic rename of a fully written tem
 half a file and publishing the same bytes twice is a no-op. A whole partition folder is
 replaced by exchanging it with its successor in one step (:func:`replace_dir`).
 
-A lake is a folder; :func:`init_lake` creates an empty one. Everything that reads or writes
+A lake is a folder; :func:`init_lake` creates an empty one. :class:`Lake` knows where each
+dataset's folders are: ``Lake(root).table("runs")`` is the :class:`Table` of one dataset,
+with its partition folders, its files and its writer lock. Everything that reads or writes
 a lake opens it with :func:`open_lake`, which refuses a root that does not exist unless the
 caller asked to create it: a typo'd path must fail, not become a new, empty lake.
 
@@ -27,10 +29,11 @@ import os
 import shutil
 import uuid
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterable, Iterator, Mapping
 
-from .contracts import IDENTIFIER_PATTERN, IDENTIFIER_RE, Dataset
+from .contracts import DATASETS, IDENTIFIER_PATTERN, IDENTIFIER_RE, Dataset
 from .errors import LakeNotFound, UnsafeIdentifier, WarehouseError
 
 DEFAULT_LAKE = "lake"
@@ -105,16 +108,62 @@ def check_identifier(value: object, column: str) -> str:
     return value  # type: ignore[return-value]
 
 
-def dataset_dir(root: Path, dataset: Dataset) -> Path:
-    return root / dataset.name
+@dataclass(frozen=True)
+class Lake:
+    """A lake's root folder, and the folders of its datasets."""
+
+    root: Path
+
+    def table(self, dataset: Dataset | str) -> Table:
+        """The folders and files of one dataset (a contract, or its name)."""
+        return Table(self.root, DATASETS[dataset] if isinstance(dataset, str) else dataset)
 
 
-def partition_dir(root: Path, dataset: Dataset, values: Mapping[str, str]) -> Path:
-    """The folder of one partition; ``values`` gives every partition column of the dataset."""
-    path = dataset_dir(root, dataset)
-    for key in dataset.partition_by:
-        path = path / f"{key}={check_identifier(values[key], key)}"
-    return path
+@dataclass(frozen=True)
+class Table:
+    """One dataset of a lake: its folder, partition folders, published files and writer lock."""
+
+    root: Path
+    dataset: Dataset
+
+    @property
+    def folder(self) -> Path:
+        return self.root / self.dataset.name
+
+    def partition(self, values: Mapping[str, str]) -> Path:
+        """The folder of one partition; ``values`` gives every partition column of the dataset."""
+        path = self.folder
+        for key in self.dataset.partition_by:
+            path = path / f"{key}={check_identifier(values[key], key)}"
+        return path
+
+    def analysis(self, analysis_id: str) -> Path:
+        """The folder of one analysis of an analysis-partitioned dataset."""
+        return self.folder / f"analysis_id={analysis_id}"
+
+    def files(self) -> list[Path]:
+        """Every published Parquet file of the dataset, sorted by path."""
+        if not self.folder.is_dir():
+            return []
+        return sorted(p for p in self.folder.glob(file_pattern(self.dataset)) if not p.name.startswith("."))
+
+    def files_by_analysis(self) -> dict[str, dict[str, list[Path]]]:
+        """Per analysis, each run's published files (see :func:`run_files_by_analysis`)."""
+        return run_files_by_analysis(self.folder)
+
+    @property
+    def glob(self) -> str:
+        """The absolute glob a reader uses for the dataset's files."""
+        return str(self.folder / file_pattern(self.dataset))
+
+    @contextmanager
+    def lock(self) -> Iterator[None]:
+        """Hold the dataset's write lock while a writer compares keys and publishes.
+
+        Two writers of the same dataset would otherwise both find a key new and both publish it.
+        """
+        with _locked(self.root / META_DIR / "locks" / f"{self.dataset.name}.lock", fcntl.LOCK_EX):
+            yield
 
 
 def file_pattern(dataset: Dataset) -> str:
@@ -123,14 +172,6 @@ def file_pattern(dataset: Dataset) -> str:
     An exact depth keeps stray folders (``run_id=r/seed=3/``) from leaking into readers.
     """
     return "/".join([f"{key}=*" for key in dataset.partition_by] + ["*.parquet"])
-
-
-def data_files(root: Path, dataset: Dataset) -> list[Path]:
-    """Every published Parquet file of a dataset, sorted by path."""
-    folder = dataset_dir(root, dataset)
-    if not folder.is_dir():
-        return []
-    return sorted(p for p in folder.glob(file_pattern(dataset)) if not p.name.startswith("."))
 
 
 def published_files(folder: Path) -> list[Path]:
@@ -164,11 +205,6 @@ def run_files_by_analysis(base: Path) -> dict[str, dict[str, list[Path]]]:
         runs = {run: published_files(f) for run, f in sorted(partition_folders(folder, "run_id").items())}
         out[analysis] = {run: files for run, files in runs.items() if files}
     return out
-
-
-def parquet_glob(root: Path, dataset: Dataset) -> str:
-    """The absolute glob a reader uses for a dataset's files."""
-    return str(dataset_dir(root, dataset) / file_pattern(dataset))
 
 
 def temp_path(folder: Path) -> Path:
@@ -299,16 +335,6 @@ def _locked(path: Path, mode: int) -> Iterator[None]:
             yield
         finally:
             fcntl.flock(f, fcntl.LOCK_UN)
-
-
-@contextmanager
-def dataset_lock(root: Path, dataset: Dataset) -> Iterator[None]:
-    """Hold a dataset's write lock while a writer compares keys and publishes.
-
-    Two writers of the same dataset would otherwise both find a key new and both publish it.
-    """
-    with _locked(root / META_DIR / "locks" / f"{dataset.name}.lock", fcntl.LOCK_EX):
-        yield
 
 
 @contextmanager

@@ -42,7 +42,7 @@ def take_snapshot(root: Path, datasets: list[Dataset]) -> tuple[Path, bool]:
 
     Call it under the lake's build lock, so that no build swaps folders meanwhile.
     """
-    files = sorted(f.relative_to(root) for d in datasets for f in lk.data_files(root, d))
+    files = sorted(f.relative_to(root) for d in datasets for f in lk.Lake(root).table(d).files())
     newest = _complete(root)[-1:]
     if newest and _files_of(newest[0]) == files:
         return newest[0], False

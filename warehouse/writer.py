@@ -226,7 +226,7 @@ def _write_inputs(
             if problems:
                 raise InvalidInput(problems.errors())
             results = [WriteResult(contract.name, source) for source in sources]
-            with lk.dataset_lock(root, contract), work_connection(staging / "spill") as con:
+            with lk.Lake(root).table(contract).lock(), work_connection(staging / "spill") as con:
                 _register_staged(con, [staging / f"input-{i}.parquet" for i in range(len(inputs))])
                 _refuse_duplicates(con, contract, sources)
                 _register_new_rows(con, contract, root, sources)
@@ -394,11 +394,11 @@ def _first_row(con: duckdb.DuckDBPyConnection, sql: str) -> tuple | None:
 def _existing_files(con: duckdb.DuckDBPyConnection, contract: Dataset, root: Path) -> list[Path]:
     """The lake's files in the partitions this batch touches."""
     if not contract.partition_by:
-        return lk.data_files(root, contract)
+        return lk.Lake(root).table(contract).files()
     cols = ", ".join(qi(c) for c in contract.partition_by)
     files: list[Path] = []
     for values in con.execute(f"SELECT DISTINCT {cols} FROM staged").fetchall():
-        folder = lk.partition_dir(root, contract, dict(zip(contract.partition_by, values)))
+        folder = lk.Lake(root).table(contract).partition(dict(zip(contract.partition_by, values)))
         if folder.is_dir():
             files += sorted(p for p in folder.glob("*.parquet") if not p.name.startswith(".") and not p.is_dir())
     return files
@@ -469,7 +469,7 @@ class _PartitionWriter:
 
     def _start(self, key: tuple) -> None:
         self.key = key
-        self.folder = lk.partition_dir(self.root, self.contract, dict(zip(self.contract.partition_by, key)))
+        self.folder = lk.Lake(self.root).table(self.contract).partition(dict(zip(self.contract.partition_by, key)))
         self.before[self.folder] = checked.folder_stamp(self.contract, self.folder)
         self.temp = lk.temp_path(self.staging)
         self.out = pq.ParquetWriter(self.temp, self.schema, compression="zstd", use_dictionary=self.dictionary)

@@ -294,7 +294,7 @@ class CaptureSession:
         """A session starts a run: refuse a run_id that already has rows in this lake."""
         for name in ("runs", *FLUSH_ORDER[1:]):
             contract = contracts.get(name)
-            folder = lk.partition_dir(self.root, contract, {"run_id": self.run_id, "analysis_id": self.analysis_id})
+            folder = lk.Lake(self.root).table(contract).partition({"run_id": self.run_id, "analysis_id": self.analysis_id})
             if folder.is_dir() and any(not p.name.startswith(".") for p in folder.glob("*.parquet")):
                 raise CaptureError(f"run {self.run_id} already has {name} rows in the lake {self.root}; "
                                    "a capture session records a new run: choose another run_id")

@@ -127,24 +127,24 @@ def resolve_input(
     analysis its ``producer`` makes in this build or, outside the build, the one the project
     defines (``expected``); a captured dataset each run's newest analysis."""
     contract = contracts.DATASETS[dataset]
-    base = lk.dataset_dir(root, contract)
+    table = lk.Lake(root).table(contract)
     if "analysis_id" not in contract.partition_by:
-        return Input(contract, None, listing.files_by_run(base, contract))
+        return Input(contract, None, listing.files_by_run(table.folder, contract))
     analysis = chosen.get(dataset) or (producer.analysis_id if producer else expected.get(dataset))
     if chosen.get(dataset):
         lk.check_identifier(analysis, "analysis_id")
-        if not (base / f"analysis_id={analysis}").is_dir():
+        if not table.analysis(analysis).is_dir():
             raise ModelError(f"{model.spec.where()}: {dataset} has no analysis {analysis!r}")
-        return Input(contract, analysis, listing.files_by_run(base / f"analysis_id={analysis}", contract), pinned=True)
-    if analysis and not producer and not (base / f"analysis_id={analysis}").is_dir():
+        return Input(contract, analysis, listing.files_by_run(table.analysis(analysis), contract), pinned=True)
+    if analysis and not producer and not table.analysis(analysis).is_dir():
         return Input(contract, analysis, {}, unbuilt=True)
     if analysis:
-        return Input(contract, analysis, listing.files_by_run(base / f"analysis_id={analysis}", contract))
+        return Input(contract, analysis, listing.files_by_run(table.analysis(analysis), contract))
     if "run_id" in contract.partition_by:
-        files, sources = listing.newest_per_run(base)
+        files, sources = listing.newest_per_run(table.folder)
         return Input(contract, NEWEST_PER_RUN, files, sources)
-    analysis = listing.newest_analysis(base, contract)
-    return Input(contract, analysis, listing.files_by_run(base / f"analysis_id={analysis}", contract) if analysis else {})
+    analysis = listing.newest_analysis(table.folder, contract)
+    return Input(contract, analysis, listing.files_by_run(table.analysis(analysis), contract) if analysis else {})
 
 
 def _newest_analysis(base: Path, contract: contracts.Dataset) -> str | None:

@@ -57,7 +57,7 @@ class ModelPlan:
 
     def output_dir(self, root: Path, unit: str) -> Path:
         """The folder a unit's output is published in."""
-        folder = lk.dataset_dir(root, self.model.spec.contract) / f"analysis_id={self.analysis_id}"
+        folder = lk.Lake(root).table(self.model.spec.contract).analysis(self.analysis_id)
         return folder if unit == WHOLE else folder / f"run_id={unit}"
 
     def describe(self) -> str:
