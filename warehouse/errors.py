@@ -81,6 +81,10 @@ def shown_value(value: Any, limit: int = MAX_SHOWN) -> str:
     return text if len(text) <= limit else f"{text[:limit]}... ({len(text):,} characters as text)"
 
 
+class ModelError(WarehouseError):
+    """A model that cannot be planned or run; the message names the model and its file."""
+
+
 class LockBusy(WarehouseError):
     """Another build holds the lake's lock."""
 

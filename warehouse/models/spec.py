@@ -53,7 +53,7 @@ from pathlib import Path
 from typing import Any
 
 from .. import contracts
-from ..errors import WarehouseError
+from ..errors import ModelError
 
 VERSION_RE = re.compile(r"^[a-z][a-z0-9_]*@[0-9]+(\.[0-9]+)?$")
 PARAM_RE = re.compile(r"^(?P<name>[a-z_][a-z0-9_]*)\s*:\s*(?P<type>int|float|str|bool)\s*=\s*(?P<rest>[^|]*?)\s*(\|\s*(?P<doc>.*))?$")
@@ -67,9 +67,7 @@ PARAM_TYPES = {"int": int, "float": float, "str": str, "bool": bool}
 REQUIRED = ("name", "version", "target", "materialization", "incremental", "description")
 BATCH_BY_RE = re.compile(r"^(?P<dataset>[a-z_][a-z0-9_]*)\s*\((?P<columns>[a-z0-9_,\s]+)\)$")
 
-
-class ModelError(WarehouseError):
-    """A model that cannot be planned or run; the message names the model and its file."""
+__all__ = ["Allowed", "ModelError", "ModelSpec", "Param", "parse_model_file"]
 
 
 @dataclass(frozen=True)
