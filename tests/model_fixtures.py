@@ -121,7 +121,7 @@ def contract_model(
     *,
     params: Iterable[str] = (),
     version: str | None = None,
-    incremental: str = "run_id",
+    kind: str = "per_run",
     where: str = "",
 ) -> Path:
     """Write a lake model selecting every column of ``target``'s contract from ``source``.
@@ -139,8 +139,7 @@ def contract_model(
         f"-- name: {name}",
         f"-- version: {version or name.replace('_', '') + '@1'}",
         f"-- target: {target}",
-        "-- materialization: lake",
-        f"-- incremental: {incremental}",
+        f"-- kind: {kind}",
         *(f"-- param {p}" for p in params),
         f"-- description: a test model writing {target} from {source}.",
     ]

@@ -223,7 +223,7 @@ def test_removed_input_run_removes_its_output(built: tuple[Path, str]) -> None:
 
 def test_full_model_partitioned_by_run_records_its_rows(lake: Path, tmp_path: Path) -> None:
     sql = copy_sql(tmp_path)
-    edit_model(sql, DYN, "-- incremental: run_id", "-- incremental: full")
+    edit_model(sql, DYN, "-- kind: per_run", "-- kind: table_by_run")
     result = only(build(lake, sql_dir=sql))
     analysis = result.plan.analysis_id
     assert result.plan.build == {"*": "first build"}
@@ -246,7 +246,7 @@ def test_full_model_keeps_the_files_of_runs_whose_output_did_not_change(lake: Pa
     out the same keeps its files (same names, same inodes), so a run_id model reading it
     redoes only the runs that changed."""
     sql = copy_sql(tmp_path)
-    edit_model(sql, DYN, "-- incremental: run_id", "-- incremental: full")
+    edit_model(sql, DYN, "-- kind: per_run", "-- kind: table_by_run")
     contract_model(sql, "downstream", "events_candidates", DYN,
                    {"metric": "'drift'", "step": "step", "magnitude": "drift_velocity"},
                    where="WHERE sample_id IS NULL")
@@ -292,8 +292,8 @@ def test_view_model_becomes_a_catalog_view(lake: Path, tmp_path: Path) -> None:
 
     sql = copy_sql(tmp_path)
     model_path(sql, "pooled_steps").write_text(
-        "-- name: pooled_steps\n-- version: pooled@1\n-- target: pooled_steps\n-- materialization: view\n"
-        "-- incremental: full\n-- description: captures per run of the pooled series.\n"
+        "-- name: pooled_steps\n-- version: pooled@1\n-- target: pooled_steps\n-- kind: view\n"
+        "-- description: captures per run of the pooled series.\n"
         "SELECT run_id, count(*) AS captures FROM geometry_state WHERE sample_id IS NULL GROUP BY run_id\n"
     )
     lines: list[str] = []

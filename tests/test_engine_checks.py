@@ -167,8 +167,11 @@ def test_a_killed_builds_staging_is_removed_by_the_next_build(lake: Path) -> Non
     [
         ("-- version: dyn@1\n", "", "header is missing version"),
         ("-- version: dyn@1", "-- version: dyn1", "version 'dyn1' must look like dyn@1"),
-        ("-- materialization: lake", "-- materialization: table", "materialization must be lake or view, not 'table'"),
-        ("-- incremental: run_id", "-- incremental: by_run", "incremental must be run_id or full"),
+        ("-- kind: per_run", "-- kind: by_run", "unknown kind 'by_run'; the kinds are per_run, table, table_by_run, "
+         "grouped, merging, view"),
+        ("-- kind: per_run\n", "", "header is missing kind"),
+        ("-- kind: per_run", "-- kind: table", "kind table is for a target not partitioned by run_id"),
+        ("-- kind: per_run", "-- kind: view", "a view model's target must not be a dataset name ('geometry_dynamics')"),
         ("-- name: geometry_dynamics", "-- name: geometry_dynamic", "must equal the file name 'geometry_dynamics'"),
         ("-- target: geometry_dynamics", "-- target: runs", "must be an interpretation dataset, not 'runs'"),
         ("-- param volatility_window: int = 5", "-- param volatility_window: integer = 5", "cannot read parameter"),
@@ -185,7 +188,7 @@ def test_bad_header(tmp_path: Path, old: str, new: str, expected: str) -> None:
     assert_names(str(err.value), DYN, path)
 
 
-BATCH_BY = "-- batch_by: signatures(kind, scope, vector_layout)"
+MERGING = "-- kind: merging (runs = signatures, groups = signatures(kind, scope, vector_layout))"
 
 
 PROBE, RUN_SCOPE = "probe_summaries", "-- runs: family_id IS NOT NULL AND probe_name IS NOT NULL"
@@ -194,27 +197,32 @@ PROBE, RUN_SCOPE = "probe_summaries", "-- runs: family_id IS NOT NULL AND probe_
 @pytest.mark.parametrize(
     "model, old, new, expected",
     [
-        ("matches", BATCH_BY, "-- batch_by: signatures[kind]", "cannot read batch_by 'signatures[kind]'"),
-        ("matches", BATCH_BY, "-- batch_by: signature(kind)", "batch_by names unknown dataset 'signature'"),
-        ("matches", BATCH_BY, "-- batch_by: signatures(kind, colour)", "columns signatures does not have: colour"),
-        ("matches", BATCH_BY, "-- batch_by: runs(run_id)", "batch_by names runs, which the model does not read"),
-        (DYN, "-- incremental: run_id", "-- incremental: run_id\n-- batch_by: geometry_state(layer)",
-         "batch_by is for full lake models"),
-        ("matches", "-- additions: signatures", "-- additions: families",
-         "additions must name a dataset partitioned by run, not 'families'"),
-        ("matches", "-- additions: signatures", "-- additions: runs", "additions names runs, which the model does not read"),
-        (DYN, "-- incremental: run_id", "-- incremental: run_id\n-- additions: geometry_state",
-         "additions is for full lake models"),
+        ("matches", MERGING, "-- kind: merging (runs = signatures, groups = signatures[kind])",
+         "cannot read groups 'signatures[kind]' of kind merging"),
+        ("matches", MERGING, "-- kind: merging (runs = signatures, groups = signature(kind))",
+         "groups names unknown dataset 'signature'"),
+        ("matches", MERGING, "-- kind: merging (runs = signatures, groups = signatures(kind, colour))",
+         "columns signatures does not have: colour"),
+        ("matches", MERGING, "-- kind: merging (runs = signatures, groups = runs(run_id))",
+         "groups runs, which the model does not read"),
+        (DYN, "-- kind: per_run", "-- kind: per_run (groups = geometry_state(layer))",
+         "kind per_run has no option 'groups' (it takes no options)"),
+        ("matches", MERGING, "-- kind: merging (runs = families, groups = signatures(kind, scope, vector_layout))",
+         "runs must name a dataset partitioned by run, not 'families'"),
+        ("matches", MERGING, "-- kind: merging (runs = runs, groups = signatures(kind, scope, vector_layout))",
+         "merges new runs of runs, which the model does not read"),
+        (DYN, "-- kind: per_run", "-- kind: per_run (runs = geometry_state)",
+         "kind per_run has no option 'runs' (it takes no options)"),
         ("matches", "AS timewarp_tolerance\n", "AS timewarp_tolerance{% if adding %}, 1 AS merged{% endif %}\n",
          "with `adding` true it must give the same columns"),
         (PROBE, RUN_SCOPE, "-- runs: family_id IS NOT NULL AND", "cannot read the runs condition"),
         (PROBE, RUN_SCOPE, "-- runs: colour = 'red'", "colour"),
         (PROBE, RUN_SCOPE, "-- runs: run_id IN (SELECT run_id FROM runs)", "must be one expression on runs' columns"),
         (PROBE, RUN_SCOPE, "-- runs: true GROUP BY run_id", "must be one expression on runs' columns"),
-        (DYN, "-- incremental: run_id", "-- incremental: run_id\n-- runs: seed = 0", "a runs condition needs a model that reads runs"),
+        (DYN, "-- kind: per_run", "-- kind: per_run\n-- runs: seed = 0", "a runs condition needs a model that reads runs"),
     ],
 )
-def test_bad_batch_by_additions_or_runs(tmp_path: Path, model: str, old: str, new: str, expected: str) -> None:
+def test_bad_kind_options_or_runs(tmp_path: Path, model: str, old: str, new: str, expected: str) -> None:
     sql = only_models_sql(tmp_path / "sql", model)
     path = edit_model(sql, model, old, new)
     with pytest.raises(ModelError) as err:

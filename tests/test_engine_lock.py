@@ -58,7 +58,7 @@ def test_fingerprint_ignores_comments_and_layout(tmp_path: Path, edit: str) -> N
         ("model", "1.4826 * mad", "1.5 * mad"),
         ("model", "stddev_samp(", "stddev_pop("),
         ("model", "-- param volatility_window: int = 5", "-- param volatility_window: int = 6"),
-        ("model", "-- incremental: run_id", "-- incremental: full"),
+        ("model", "-- kind: per_run", "-- kind: table_by_run"),
         ("macro", "CASE WHEN isfinite({{ column }}) THEN {{ column }} END",
          "CASE WHEN isfinite({{ column }}) AND {{ column }} > 0 THEN {{ column }} END"),
     ],

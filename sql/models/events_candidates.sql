@@ -1,8 +1,7 @@
 -- name: events_candidates
 -- version: cpd@2.1
 -- target: events_candidates
--- materialization: lake
--- incremental: run_id
+-- kind: per_run
 -- grain: run_id, event_type, layer, metric, step
 -- batch_divisor: 256
 -- param min_scale: int = 4 in [2, 64] | smallest scale G, in captures on each side of a boundary

@@ -1,8 +1,7 @@
 -- name: geometry_dynamics
 -- version: dyn@1
 -- target: geometry_dynamics
--- materialization: lake
--- incremental: run_id
+-- kind: per_run
 -- grain: run_id, sample_set, sample_id, layer, module, step
 -- param volatility_window: int = 5 in [2, 100] | captures in the volatility window
 -- description: Layer B dynamics of every geometry_state series (run, sample set, sample,

@@ -1,8 +1,7 @@
 -- name: probe_events_candidates
 -- version: probe_cpd@1
 -- target: probe_events_candidates
--- materialization: lake
--- incremental: run_id
+-- kind: per_run
 -- runs: family_id IS NOT NULL AND probe_name IS NOT NULL
 -- grain: run_id, event_id
 -- param tolerance_captures: int = 2 in [0, 1000] | captures, in units of the run's median step spacing, within which change points are one event

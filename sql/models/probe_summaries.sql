@@ -1,8 +1,7 @@
 -- name: probe_summaries
 -- version: probe_summary@2.1
 -- target: probe_summaries
--- materialization: lake
--- incremental: full
+-- kind: table_by_run
 -- runs: family_id IS NOT NULL AND probe_name IS NOT NULL
 -- grain: run_id, family_id, seed, probe_name, probe_config_hash
 -- param module: str = 'resid_post' in {resid_pre, attn_out, mlp_out, resid_post, logits} | module whose pooled series are summarised

@@ -1,8 +1,7 @@
 -- name: signatures
 -- version: sig@1.1
 -- target: signatures
--- materialization: lake
--- incremental: run_id
+-- kind: per_run
 -- grain: run_id, kind, scope, layer
 -- param sample_set: str = '' | sample set the trajectories are read from; empty: each run's alphabetically first sample set with pooled rows
 -- param bins: int = 16 >= 2 | K, the bins of equal width in normalised time per series

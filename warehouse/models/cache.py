@@ -23,7 +23,7 @@ from typing import Any, Mapping
 from .. import contracts
 
 # The engine's code that decides what a compiled model is: a change there invalidates entries.
-_ENGINE_SOURCES = [Path(__file__).with_name(n) for n in ("compile.py", "project.py", "spec.py")] + [
+_ENGINE_SOURCES = [Path(__file__).with_name(n) for n in ("compile.py", "kinds.py", "project.py", "spec.py")] + [
     Path(contracts.__file__)
 ]
 FORMAT = 1

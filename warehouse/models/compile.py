@@ -37,10 +37,11 @@ class CompiledModel:
     sql: str
     dependencies: tuple[str, ...]
     # Hash of what the model computes at its default parameters: canonical SQL, target,
-    # materialization. Comments and layout do not change it; parameter values do not either.
+    # kind (as its older spelling: materialization, incremental). Comments and layout do not
+    # change it; parameter values do not either.
     logic_fingerprint: str
     output_columns: tuple[str, ...]
-    # rendered with `adding` true: merges new runs into the previous output (``additions``)
+    # rendered with `adding` true: merges new runs into the previous output (a ``merging`` model)
     additions_sql: str | None = None
 
     @cached_property
@@ -105,6 +106,7 @@ def compile_model(spec: ModelSpec, params: Mapping[str, Any], env: jinja2.Enviro
     tree = _parse(spec, sql)
     defaults = {name: p.default for name, p in spec.params.items()}
     default_tree = tree if values == defaults else _parse(spec, _render(spec, defaults, env))
+    # the kind as materialization and incremental, as before kinds: analysis ids stay as they were
     logic = [spec.target, spec.materialization, spec.incremental, canonical(default_tree)]
     if spec.runs:
         logic.append(spec.runs)

@@ -32,7 +32,7 @@ def default_sql_dir() -> Path:
 LOCK_FILE = "models.lock"
 # Columns the engine adds to every lake model's output; the model's SQL must not produce them.
 ENGINE_COLUMNS = ("analysis_id", "schema_version", "created_at_utc")
-# what a model with ``additions`` reads when it merges new runs into its last output
+# what a ``merging`` model reads when it merges new runs into its last output
 PREVIOUS_OUTPUT, ADDED_RUNS = "previous_output", "added_runs"
 
 
@@ -143,7 +143,7 @@ def _check_model(project: Project, model: CompiledModel) -> None:
             raise ModelError(f"{where}: reads unknown table {table!r}; known datasets: {known}") from None
     check_columns(model, schemas)
     if model.spec.batch_by and model.spec.batch_by[0] not in model.dependencies:
-        raise ModelError(f"{where}: batch_by names {model.spec.batch_by[0]}, which the model does not read")
+        raise ModelError(f"{where}: `kind: {model.spec.kind}` groups {model.spec.batch_by[0]}, which the model does not read")
     if model.spec.additions:
         _check_additions(model, schemas)
     if model.spec.runs:
@@ -167,7 +167,8 @@ def _check_additions(model: CompiledModel, schemas: dict[str, dict[str, str]]) -
     output and the added runs, and gives the same columns."""
     where = model.spec.where()
     if model.spec.additions not in model.dependencies:
-        raise ModelError(f"{where}: additions names {model.spec.additions}, which the model does not read")
+        raise ModelError(f"{where}: `kind: {model.spec.kind}` merges new runs of {model.spec.additions}, which the model "
+                         "does not read")
     extra = {PREVIOUS_OUTPUT: contract_schema(model.spec.contract), ADDED_RUNS: {"run_id": "VARCHAR"}}
     check_columns(model, schemas | extra, model.additions_tree)
     if tuple(model.additions_tree.named_selects) != model.output_columns:

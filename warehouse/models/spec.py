@@ -5,8 +5,7 @@ A header is a block of ``-- key: value`` comment lines before the SQL::
     -- name: geometry_dynamics
     -- version: dyn@1
     -- target: geometry_dynamics
-    -- materialization: lake
-    -- incremental: run_id
+    -- kind: per_run
     -- grain: run_id, sample_set, sample_id, layer, module, step
     -- param volatility_window: int = 5 in [2, 100] | captures in the volatility window
     -- description: Layer B dynamics of every geometry_state series.
@@ -18,20 +17,28 @@ optionally the values it accepts, and after ``|`` what it means. The accepted va
 ``> LOW``, ``<= HIGH`` or ``< HIGH`` for a number, and ``in {A, B, ...}`` for text. A value
 outside them is refused before anything runs, and so is a header whose default is outside.
 
-``materialization`` is ``lake`` (Parquet in the target dataset's partitions) or ``view``
-(a view in the catalog); ``incremental`` is ``run_id`` (only runs whose inputs changed are
-recomputed) or ``full``.
+``kind`` says what the model's output is and how it is computed (:mod:`.kinds`):
 
-A full model may declare ``-- batch_by: DATASET(COLUMN, ...)``: its output for one value of
-those columns depends only on the input rows with that value (``matches`` pairs signatures
-only within a kind, scope and vector_layout). When that input is larger than a batch, the
-engine computes one value at a time, so memory follows the largest group, not the input.
+- ``per_run``: one unit per run, computed in batches of runs; only the runs whose inputs
+  changed are recomputed. The target is partitioned by ``run_id``.
+- ``table``: the whole table is one unit, recomputed when any input changed (a target not
+  partitioned by ``run_id``).
+- ``table_by_run``: the whole table is one unit, written as a folder per run (a target
+  partitioned by ``run_id``; ``probe_summaries``).
+- ``grouped (groups = DATASET(COLUMN, ...))``: one unit whose output for one value of those
+  columns depends only on DATASET's rows with that value (``matches`` pairs signatures only
+  within a kind, scope and vector_layout). When that input is larger than a batch, the
+  engine computes one value at a time, so memory follows the largest group, not the input.
+- ``merging (runs = DATASET)``, or ``merging (runs = DATASET, groups = DATASET(COLUMN, ...))``
+  (grouped too): one unit; when the only change to its inputs since its last build is new
+  runs of DATASET (a dataset partitioned by run), the engine renders it with the Jinja
+  variable ``adding`` true, and the SQL merges the new runs into its previous output, which
+  it reads as ``previous_output`` (the new runs' ids are ``added_runs(run_id)``). The merged
+  table must equal a full build's.
+- ``view``: a view in the catalog (over the dataset views, at default parameters).
 
-A full model may declare ``-- additions: DATASET`` (a dataset partitioned by run): when
-the only change to its inputs since its last build is new runs of that dataset, the
-engine renders it with the Jinja variable ``adding`` true, and the SQL merges the new runs
-into its previous output, which it reads as ``previous_output`` (the new runs' ids are
-``added_runs(run_id)``). The merged table must equal a full build's.
+The older keys ``materialization``, ``incremental``, ``batch_by`` and ``additions`` are
+refused, with the ``kind:`` line that replaces them.
 
 A model may declare ``-- batch_divisor: N`` (an integer, 1 or more; default 32): a batch
 of its input reads at most the memory limit / N bytes of Parquet. A model that widens each
@@ -54,6 +61,7 @@ from typing import Any
 
 from .. import contracts
 from ..errors import ModelError
+from .kinds import Kind, legacy_kind, parse_kind
 
 VERSION_RE = re.compile(r"^[a-z][a-z0-9_]*@[0-9]+(\.[0-9]+)?$")
 PARAM_RE = re.compile(r"^(?P<name>[a-z_][a-z0-9_]*)\s*:\s*(?P<type>int|float|str|bool)\s*=\s*(?P<rest>[^|]*?)\s*(\|\s*(?P<doc>.*))?$")
@@ -64,8 +72,9 @@ BOUND_RE = re.compile(r"^(?P<op>>=|<=|>|<)\s*(?P<bound>\S+)$")
 CHOICES_RE = re.compile(r"^in\s*\{(?P<items>[^}]*)\}$")
 PARAM_SYNTAX = "`-- param NAME: int|float|str|bool = DEFAULT [in [LOW, HIGH] | >= LOW | in {A, B}] | doc`"
 PARAM_TYPES = {"int": int, "float": float, "str": str, "bool": bool}
-REQUIRED = ("name", "version", "target", "materialization", "incremental", "description")
-BATCH_BY_RE = re.compile(r"^(?P<dataset>[a-z_][a-z0-9_]*)\s*\((?P<columns>[a-z0-9_,\s]+)\)$")
+REQUIRED = ("name", "version", "target", "kind", "description")
+# header keys the `kind:` line replaced; a header still holding one is refused
+LEGACY_KEYS = ("materialization", "incremental", "batch_by", "additions")
 
 __all__ = ["Allowed", "ModelError", "ModelSpec", "Param", "parse_model_file"]
 
@@ -126,17 +135,36 @@ class ModelSpec:
     name: str
     version: str
     target: str
-    materialization: str
-    incremental: str
+    kind: Kind
     description: str
     path: Path
     template: str
     grain: tuple[str, ...] = ()
     params: dict[str, Param] = field(default_factory=dict)
-    batch_by: tuple[str, tuple[str, ...]] | None = None  # (input dataset, its grouping columns)
-    additions: str | None = None  # input dataset whose new runs the model can merge in
     runs: str | None = None  # condition on `runs`: the only runs whose files the model reads
     batch_divisor: int = 32  # a batch reads at most memory_limit / batch_divisor input bytes
+
+    # What the engine read of the header before kinds; each is derived from the kind.
+
+    @property
+    def materialization(self) -> str:
+        """``lake`` or ``view``."""
+        return self.kind.materialization
+
+    @property
+    def incremental(self) -> str:
+        """``run_id`` (a ``per_run`` model) or ``full``."""
+        return self.kind.incremental
+
+    @property
+    def batch_by(self) -> tuple[str, tuple[str, ...]] | None:
+        """(input dataset, its grouping columns) of a grouped model, else None."""
+        return getattr(self.kind, "groups", None)
+
+    @property
+    def additions(self) -> str | None:
+        """The input dataset whose new runs a merging model merges in, else None."""
+        return getattr(self.kind, "runs", None)
 
     @property
     def contract(self) -> contracts.Dataset | None:
@@ -151,6 +179,15 @@ def parse_model_file(path: Path) -> ModelSpec:
     text = path.read_text(encoding="utf-8")
     header, body = _split_header(text)
     fields, params = _parse_header(header, path)
+    legacy = [k for k in LEGACY_KEYS if k in fields]
+    if legacy:
+        keys = [f"`{k}`" for k in legacy]
+        named = f"{', '.join(keys[:-1])} and {keys[-1]} are" if len(keys) > 1 else f"{keys[0]} is"
+        also = f" in place of {'them' if len(keys) > 1 else 'it'} and of the `kind:` line already there"
+        raise ModelError(
+            f"{path}: {named} replaced by one `kind:` line; write `-- kind: {legacy_kind(fields)}`"
+            + (also if "kind" in fields else "")
+        )
     missing = [k for k in REQUIRED if k not in fields]
     if missing:
         raise ModelError(f"{path}: header is missing {', '.join(missing)}")
@@ -158,15 +195,12 @@ def parse_model_file(path: Path) -> ModelSpec:
         name=fields["name"],
         version=fields["version"],
         target=fields["target"],
-        materialization=fields["materialization"],
-        incremental=fields["incremental"],
+        kind=parse_kind(fields["kind"], str(path)),
         description=fields["description"],
         path=path,
         template=body,
         grain=tuple(g.strip() for g in fields.get("grain", "").split(",") if g.strip()),
         params=params,
-        batch_by=_parse_batch_by(fields.get("batch_by"), path),
-        additions=fields.get("additions"),
         runs=fields.get("runs"),
         batch_divisor=_parse_batch_divisor(fields.get("batch_divisor"), path),
     )
@@ -210,16 +244,6 @@ def _parse_batch_divisor(text: str | None, path: Path) -> int:
     if not text.strip().isdigit() or int(text) < 1:
         raise ModelError(f"{path}: batch_divisor must be a whole number, 1 or more; got {text!r}")
     return int(text)
-
-
-def _parse_batch_by(text: str | None, path: Path) -> tuple[str, tuple[str, ...]] | None:
-    if text is None:
-        return None
-    m = BATCH_BY_RE.match(text)
-    columns = tuple(c.strip() for c in m["columns"].split(",")) if m else ()
-    if not m or not all(columns):
-        raise ModelError(f"{path}: cannot read batch_by {text!r}; write `-- batch_by: DATASET(COLUMN, ...)`")
-    return m["dataset"], columns
 
 
 def _parse_param(text: str, path: Path) -> Param:
@@ -307,40 +331,4 @@ def _validate(spec: ModelSpec) -> None:
         raise ModelError(f"{where}: the header's name must equal the file name {spec.path.stem!r}")
     if not VERSION_RE.match(spec.version):
         raise ModelError(f"{where}: version {spec.version!r} must look like dyn@1")
-    if spec.materialization not in ("lake", "view"):
-        raise ModelError(f"{where}: materialization must be lake or view, not {spec.materialization!r}")
-    if spec.incremental not in ("run_id", "full"):
-        raise ModelError(f"{where}: incremental must be run_id or full, not {spec.incremental!r}")
-    contract = spec.contract
-    if spec.materialization == "lake":
-        if contract is None or contract.kind != "interpretation":
-            raise ModelError(f"{where}: a lake model's target must be an interpretation dataset, not {spec.target!r}")
-        if spec.incremental == "run_id" and "run_id" not in contract.partition_by:
-            raise ModelError(f"{where}: incremental run_id needs a target partitioned by run_id")
-    elif contract is not None:
-        raise ModelError(f"{where}: a view model's target must not be a dataset name ({spec.target!r})")
-    if spec.batch_by:
-        _validate_batch_by(spec)
-    if spec.additions:
-        _validate_additions(spec)
-
-
-def _validate_batch_by(spec: ModelSpec) -> None:
-    where = spec.where()
-    dataset, columns = spec.batch_by
-    if spec.incremental != "full" or spec.materialization != "lake":
-        raise ModelError(f"{where}: batch_by is for full lake models (a run_id model is batched by run)")
-    if dataset not in contracts.DATASETS:
-        raise ModelError(f"{where}: batch_by names unknown dataset {dataset!r}")
-    unknown = [c for c in columns if c not in contracts.DATASETS[dataset].column_names]
-    if unknown:
-        raise ModelError(f"{where}: batch_by names columns {dataset} does not have: {', '.join(unknown)}")
-
-
-def _validate_additions(spec: ModelSpec) -> None:
-    where = spec.where()
-    if spec.incremental != "full" or spec.materialization != "lake":
-        raise ModelError(f"{where}: additions is for full lake models (a run_id model is built per run)")
-    dataset = contracts.DATASETS.get(spec.additions)
-    if dataset is None or "run_id" not in dataset.partition_by:
-        raise ModelError(f"{where}: additions must name a dataset partitioned by run, not {spec.additions!r}")
+    spec.kind.validate(spec.target, where)

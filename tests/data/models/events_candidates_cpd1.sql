@@ -1,8 +1,7 @@
 -- name: events_candidates
 -- version: cpd@1
 -- target: events_candidates
--- materialization: lake
--- incremental: run_id
+-- kind: per_run
 -- grain: run_id, event_type, layer, metric, step
 -- param w: int = 5 in [2, 100] | captures in the baseline window and in the post window
 -- param z_min: float = 4.0 > 0 | robust z from which a capture index is a candidate

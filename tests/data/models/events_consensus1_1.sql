@@ -1,9 +1,7 @@
 -- name: events
 -- version: consensus@1.1
 -- target: events
--- materialization: lake
--- incremental: full
--- additions: events_candidates
+-- kind: merging (runs = events_candidates)
 -- grain: cohort_id, layer, metric, event_id
 -- param tolerance: float = 0.05 in [0, 1] | largest gap in normalised time t between neighbouring candidates of one cluster
 -- param sample_set: str = '' | sample set whose series give t; empty: per run, the alphabetically first with pooled rows

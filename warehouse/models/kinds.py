@@ -1,0 +1,316 @@
+"""Model kinds: the one ``-- kind:`` header line that says what shape a model's output has.
+
+A kind is a name, with options in brackets for the kinds that take them::
+
+    -- kind: per_run
+    -- kind: table
+    -- kind: table_by_run
+    -- kind: grouped (groups = signatures(kind, scope, vector_layout))
+    -- kind: merging (runs = events_candidates)
+    -- kind: merging (runs = signatures, groups = signatures(kind, scope, vector_layout))
+    -- kind: view
+
+``per_run``
+    One unit of work per run, computed in batches of runs; only the runs whose inputs
+    changed are recomputed. The target must be partitioned by ``run_id``.
+``table``
+    The whole table is one unit, recomputed when any input changed. The target is not
+    partitioned by ``run_id``.
+``table_by_run``
+    The whole table is one unit, written as a folder per run (``probe_summaries``): the
+    target is partitioned by ``run_id``, and a run whose rows come out the same keeps its
+    files.
+``grouped (groups = DATASET(COLUMN, ...))``
+    One unit whose rows for one value of those columns depend only on DATASET's rows with
+    that value (``matches`` pairs signatures only within a kind, scope and vector layout):
+    when that input is larger than a batch, it is computed one group at a time.
+``merging (runs = DATASET[, groups = DATASET(COLUMN, ...)])``
+    One unit (grouped too, with ``groups``); when the only change to its inputs is new runs
+    of DATASET (a dataset partitioned by run), the SQL is rendered with ``adding`` true and
+    merges them into the previous output (``previous_output``; the new runs' ids are
+    ``added_runs(run_id)``).
+``view``
+    A view in the catalog, over the dataset views, at default parameters.
+
+Each kind is a small frozen dataclass with its options as typed fields. :func:`parse_kind`
+reads the header's text; :meth:`Kind.validate` checks the kind against its target's
+contract. ``materialization`` and ``incremental`` give each kind's older spelling
+(``lake``/``view``, ``run_id``/``full``), which the logic fingerprint hashes.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from typing import ClassVar
+
+from .. import contracts
+from ..errors import ModelError
+
+NAME_RE = re.compile(r"^(?P<name>[a-z_][a-z0-9_]*)\s*(?:\((?P<options>.*)\))?$", re.S)
+DATASET_RE = re.compile(r"^[a-z_][a-z0-9_]*$")
+GROUPS_RE = re.compile(r"^(?P<dataset>[a-z_][a-z0-9_]*)\s*\((?P<columns>[^()]*)\)$")
+COLUMN_RE = re.compile(r"^[a-z_][a-z0-9_]*$")
+KIND_SYNTAX = "`-- kind: NAME` or `-- kind: NAME (OPTION = VALUE, ...)`"
+
+Groups = tuple[str, tuple[str, ...]]  # (input dataset, its grouping columns)
+
+
+@dataclass(frozen=True)
+class Kind:
+    """What a model's output is and how it is computed; one subclass per kind."""
+
+    name: ClassVar[str]
+    syntax: ClassVar[str]  # the header line's shape, for messages
+    options: ClassVar[tuple[str, ...]] = ()  # the options it takes, in their canonical order
+    required: ClassVar[tuple[str, ...]] = ()
+    _materialization: ClassVar[str] = "lake"
+    _incremental: ClassVar[str] = "full"
+
+    @property
+    def materialization(self) -> str:
+        """``lake`` (Parquet in the target's partitions) or ``view`` (a catalog view)."""
+        return self._materialization
+
+    @property
+    def incremental(self) -> str:
+        """``run_id`` (one unit per run) or ``full`` (the table is one unit)."""
+        return self._incremental
+
+    @property
+    def header(self) -> str:
+        """The kind as the header writes it: ``merging (runs = signatures)``."""
+        given = [f"{key} = {_option_text(getattr(self, key))}" for key in self.options if getattr(self, key) is not None]
+        return f"{self.name} ({', '.join(given)})" if given else self.name
+
+    def __str__(self) -> str:
+        return self.header
+
+    @classmethod
+    def from_options(cls, options: dict[str, str], where: str) -> Kind:
+        """The kind with ``options`` (option name to its text), each read and checked."""
+        values = {key: _read_option(cls, key, text, where) for key, text in options.items()}
+        return cls(**values)
+
+    def validate(self, target: str, where: str) -> None:
+        """Refuse a target this kind cannot write (``where`` names the model and its file)."""
+        contract = contracts.DATASETS.get(target)
+        if contract is None or contract.kind != "interpretation":
+            raise ModelError(
+                f"{where}: a model of kind {self.name} writes to the lake: its target must be an interpretation "
+                f"dataset, not {target!r} (`-- kind: view` makes a view in the catalog)"
+            )
+
+    @staticmethod
+    def by_run(target: str) -> bool:
+        contract = contracts.DATASETS.get(target)
+        return contract is not None and "run_id" in contract.partition_by
+
+
+@dataclass(frozen=True)
+class PerRun(Kind):
+    """One unit per run, computed in batches of runs; the target is partitioned by run_id."""
+
+    name: ClassVar[str] = "per_run"
+    syntax: ClassVar[str] = "per_run"
+    _incremental: ClassVar[str] = "run_id"
+
+    def validate(self, target: str, where: str) -> None:
+        super().validate(target, where)
+        if not self.by_run(target):
+            raise ModelError(
+                f"{where}: kind per_run needs a target partitioned by run_id; {target} is not "
+                "(`-- kind: table` computes it as one table)"
+            )
+
+
+@dataclass(frozen=True)
+class Table(Kind):
+    """The whole table is one unit; the target is not partitioned by run_id."""
+
+    name: ClassVar[str] = "table"
+    syntax: ClassVar[str] = "table"
+
+    def validate(self, target: str, where: str) -> None:
+        super().validate(target, where)
+        if self.by_run(target):
+            raise ModelError(
+                f"{where}: kind table is for a target not partitioned by run_id; {target} is: write "
+                "`-- kind: table_by_run` (the table written as a folder per run) or `-- kind: per_run`"
+            )
+
+
+@dataclass(frozen=True)
+class TableByRun(Kind):
+    """The whole table is one unit, written as a folder per run (``probe_summaries``)."""
+
+    name: ClassVar[str] = "table_by_run"
+    syntax: ClassVar[str] = "table_by_run"
+
+    def validate(self, target: str, where: str) -> None:
+        super().validate(target, where)
+        if not self.by_run(target):
+            raise ModelError(
+                f"{where}: kind table_by_run needs a target partitioned by run_id; {target} is not: "
+                "write `-- kind: table`"
+            )
+
+
+@dataclass(frozen=True)
+class Grouped(Kind):
+    """One unit, computed one group of an input's rows at a time when that input is large:
+    its output for one value of ``groups``' columns depends only on the input rows with it."""
+
+    groups: Groups
+    name: ClassVar[str] = "grouped"
+    syntax: ClassVar[str] = "grouped (groups = DATASET(COLUMN, ...))"
+    options: ClassVar[tuple[str, ...]] = ("groups",)
+    required: ClassVar[tuple[str, ...]] = ("groups",)
+
+    def validate(self, target: str, where: str) -> None:
+        super().validate(target, where)
+        _validate_groups(self, where)
+
+
+@dataclass(frozen=True)
+class Merging(Kind):
+    """One unit (grouped too when ``groups`` is given); new runs of ``runs``, when they are
+    the only change, are merged into the previous output by the SQL itself."""
+
+    runs: str
+    groups: Groups | None = None
+    name: ClassVar[str] = "merging"
+    syntax: ClassVar[str] = "merging (runs = DATASET[, groups = DATASET(COLUMN, ...)])"
+    options: ClassVar[tuple[str, ...]] = ("runs", "groups")
+    required: ClassVar[tuple[str, ...]] = ("runs",)
+
+    def validate(self, target: str, where: str) -> None:
+        super().validate(target, where)
+        dataset = contracts.DATASETS.get(self.runs)
+        if dataset is None or "run_id" not in dataset.partition_by:
+            raise ModelError(
+                f"{where}: kind merging: runs must name a dataset partitioned by run, not {self.runs!r}"
+            )
+        if self.groups is not None:
+            _validate_groups(self, where)
+
+
+@dataclass(frozen=True)
+class View(Kind):
+    """A view in the catalog (over the dataset views, at default parameters)."""
+
+    name: ClassVar[str] = "view"
+    syntax: ClassVar[str] = "view"
+    _materialization: ClassVar[str] = "view"
+
+    def validate(self, target: str, where: str) -> None:
+        if target in contracts.DATASETS:
+            raise ModelError(f"{where}: a view model's target must not be a dataset name ({target!r})")
+
+
+KINDS: dict[str, type[Kind]] = {k.name: k for k in (PerRun, Table, TableByRun, Grouped, Merging, View)}
+
+
+def parse_kind(text: str, where: str) -> Kind:
+    """The kind a header's ``kind:`` text names, with its options; ``where`` (the file)
+    starts every error."""
+    text = " ".join(text.split())
+    m = NAME_RE.match(text)
+    if not m or not _paired(text):
+        raise ModelError(f"{where}: cannot read kind {text!r}; write {KIND_SYNTAX}")
+    cls = KINDS.get(m["name"])
+    if cls is None:
+        raise ModelError(f"{where}: unknown kind {m['name']!r}; the kinds are {', '.join(KINDS)}")
+    options = _split_options(m["options"] or "", cls, where)
+    unknown = [key for key in options if key not in cls.options]
+    if unknown:
+        takes = f"its options are {', '.join(cls.options)}" if cls.options else "it takes no options"
+        raise ModelError(f"{where}: kind {cls.name} has no option {unknown[0]!r} ({takes}); write `-- kind: {cls.syntax}`")
+    missing = [key for key in cls.required if key not in options]
+    if missing:
+        raise ModelError(f"{where}: kind {cls.name} needs the option {missing[0]}; write `-- kind: {cls.syntax}`")
+    return cls.from_options(options, where)
+
+
+def _paired(text: str) -> bool:
+    """Every bracket closes one opened before it."""
+    depth = 0
+    for char in text:
+        depth += {"(": 1, ")": -1}.get(char, 0)
+        if depth < 0:
+            return False
+    return depth == 0
+
+
+def _split_options(text: str, cls: type[Kind], where: str) -> dict[str, str]:
+    """``key = value`` pairs separated by commas outside brackets."""
+    parts, depth, start = [], 0, 0
+    for i, char in enumerate(text):
+        depth += {"(": 1, ")": -1}.get(char, 0)
+        if char == "," and depth == 0:
+            parts.append(text[start:i])
+            start = i + 1
+    parts.append(text[start:])
+    options: dict[str, str] = {}
+    if not text.strip():
+        return options
+    for part in parts:
+        key, sep, value = part.partition("=")
+        key, value = key.strip(), value.strip()
+        if not sep or not re.fullmatch(r"[a-z_]+", key) or not value:
+            raise ModelError(
+                f"{where}: cannot read the option {part.strip()!r} of kind {cls.name}; write `-- kind: {cls.syntax}`"
+            )
+        if key in options:
+            raise ModelError(f"{where}: kind {cls.name} gives the option {key} twice")
+        options[key] = value
+    return options
+
+
+def _read_option(cls: type[Kind], key: str, text: str, where: str) -> str | Groups:
+    if key == "groups":
+        m = GROUPS_RE.match(text)
+        columns = tuple(c.strip() for c in m["columns"].split(",")) if m else ()
+        if not m or not all(COLUMN_RE.match(c) for c in columns):
+            raise ModelError(
+                f"{where}: cannot read groups {text!r} of kind {cls.name}; write `groups = DATASET(COLUMN, ...)`"
+            )
+        return m["dataset"], columns
+    if not DATASET_RE.match(text):
+        raise ModelError(f"{where}: cannot read {key} {text!r} of kind {cls.name}; write `{key} = DATASET`")
+    return text
+
+
+def _option_text(value: str | Groups) -> str:
+    if isinstance(value, str):
+        return value
+    dataset, columns = value
+    return f"{dataset}({', '.join(columns)})"
+
+
+def _validate_groups(kind: Grouped | Merging, where: str) -> None:
+    dataset, columns = kind.groups
+    if dataset not in contracts.DATASETS:
+        raise ModelError(f"{where}: kind {kind.name}: groups names unknown dataset {dataset!r}")
+    unknown = [c for c in columns if c not in contracts.DATASETS[dataset].column_names]
+    if unknown:
+        raise ModelError(f"{where}: kind {kind.name}: groups names columns {dataset} does not have: {', '.join(unknown)}")
+
+
+def legacy_kind(fields: dict[str, str]) -> str:
+    """The ``kind:`` text that replaces a header's ``materialization``, ``incremental``,
+    ``batch_by`` and ``additions`` (for the message refusing them)."""
+    if fields.get("materialization") == "view":
+        return View().header
+    groups = fields.get("batch_by")
+    if groups is not None:
+        m = GROUPS_RE.match(groups.strip())
+        if m:  # written the canonical way: `signatures(kind, scope)`
+            groups = _option_text((m["dataset"], tuple(c.strip() for c in m["columns"].split(","))))
+    if fields.get("additions"):
+        return f"merging (runs = {fields['additions']}" + (f", groups = {groups})" if groups else ")")
+    if groups:
+        return f"grouped (groups = {groups})"
+    if fields.get("incremental") == "run_id":
+        return PerRun().header
+    return TableByRun().header if Kind.by_run(fields.get("target", "")) else Table().header
