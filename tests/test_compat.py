@@ -60,7 +60,7 @@ def readme_blocks(text: str, language: str) -> list[str]:
 def readme_queries(text: str) -> list[str]:
     """Every SQL query of the README: the ```sql blocks (not the model file shown as an
     example) and the literal SQL passed to ``con.sql`` / ``con.execute`` in ```python blocks."""
-    queries = [b.strip() for b in readme_blocks(text, "sql") if not re.search(r"^--\s*materialization:", b, re.M)]
+    queries = [b.strip() for b in readme_blocks(text, "sql") if not re.search(r"^--\s*kind:", b, re.M)]
     for block in readme_blocks(text, "python"):
         lines = block.splitlines()
         if any(line.startswith(">>>") for line in lines):  # an interactive session: keep its input
