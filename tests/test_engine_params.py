@@ -19,7 +19,8 @@ from model_fixtures import (
 )
 from warehouse import models
 from warehouse.models import ModelError, load_project
-from warehouse.models.compile import canonical, sql_literal
+from warehouse.models.compile import canonical
+from warehouse.sql import sql_literal
 
 
 INJECTIONS = [

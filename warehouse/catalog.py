@@ -276,7 +276,7 @@ def _create_current_table(con: duckdb.DuckDBPyConnection, root: Path, project: P
 def _create_model_views(con: duckdb.DuckDBPyConnection, project: Project) -> None:
     """The models materialised as views: their SQL over the dataset views, at default parameters."""
     for model in project.models.values():
-        if model.spec.materialization != "view":
+        if model.spec.writes_lake:
             continue
         try:
             con.execute(f"CREATE VIEW {sql_ident(model.spec.target)} AS {model.sql}")
@@ -460,7 +460,7 @@ def _model_targets(root: Path, project: Project) -> list[Dataset]:
     recorded analysis wrote."""
     from .models.state import load_analyses
 
-    names = {m.spec.target for m in project.models.values() if m.spec.materialization == "lake"}
+    names = {m.spec.target for m in project.models.values() if m.spec.writes_lake}
     names |= {r.target for r in load_analyses(root).values()}
     return [d for name, d in DATASETS.items() if name in names]
 

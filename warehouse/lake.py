@@ -32,6 +32,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterable, Iterator, Mapping
+from urllib.parse import unquote
 
 from .contracts import DATASETS, IDENTIFIER_PATTERN, IDENTIFIER_RE, Dataset
 from .errors import LakeNotFound, UnsafeIdentifier, WarehouseError
@@ -185,6 +186,11 @@ def published_files(folder: Path) -> list[Path]:
 
 def _is_published(name: str) -> bool:
     return name.endswith(".parquet") and not name.startswith(".")
+
+
+def partition_value(folder: Path) -> str:
+    """The value of a ``key=value`` folder (DuckDB's partitioned writes escape the value)."""
+    return unquote(folder.name.split("=", 1)[1])
 
 
 def partition_folders(folder: Path, key: str) -> dict[str, Path]:

@@ -13,3 +13,12 @@ def quote_identifier(name: str) -> str:
 def quote_literal(value: str) -> str:
     """``value`` as a DuckDB string literal; quotes inside are escaped, never interpreted."""
     return exp.Literal.string(value).sql(dialect="duckdb")
+
+
+def sql_literal(value: bool | int | float | str) -> str:
+    """A typed value (a model parameter, a group key) as a DuckDB literal, built by sqlglot."""
+    if isinstance(value, bool):
+        return exp.Boolean(this=value).sql(dialect="duckdb")
+    if isinstance(value, (int, float)):
+        return exp.Literal.number(repr(value)).sql(dialect="duckdb")
+    return exp.Literal.string(str(value)).sql(dialect="duckdb")

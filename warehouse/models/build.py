@@ -88,7 +88,7 @@ class Build:
         results = []
         for name in self.names:
             spec = self.project.models[name].spec
-            if spec.materialization == "view":
+            if not spec.writes_lake:
                 self.report(f"{name} {spec.version}: a view in the catalog, created by `warehouse catalog`")
                 continue
             plan = self.plan(name)
@@ -146,8 +146,8 @@ class Build:
             versions = record.input_versions(plan, self.records)
             staged = compute.compute(plan, staging, excluded, progress, versions) if plan.build else {}
             publish.check_output(plan, staged)
-            by_run = publish.runs_in_one_unit(plan) and plan.build
-            contents = publish.run_contents(plan, staging / "out") if by_run else {}
+            keeps = plan.model.spec.kind.keeps_unchanged_runs and plan.build
+            contents = publish.run_contents(plan, staging / "out") if keeps else {}
             kept = publish.unchanged_runs(self.root, previous, contents)
             published = publish.publish(plan, self.root, staged, staging, kept)
             seconds = time.perf_counter() - began

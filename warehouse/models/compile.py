@@ -23,6 +23,7 @@ from sqlglot.errors import OptimizeError, ParseError
 from sqlglot.optimizer.qualify import qualify
 
 from .. import contracts
+from ..sql import sql_literal
 from .spec import ModelError, ModelSpec
 
 DIALECT = "duckdb"
@@ -64,15 +65,6 @@ class CompiledModel:
                    entry["logic_fingerprint"], tuple(entry["output_columns"]), entry["additions_sql"])
 
 
-def sql_literal(value: Any) -> str:
-    """A typed parameter value as a DuckDB literal, built by sqlglot."""
-    if isinstance(value, bool):
-        return exp.Boolean(this=value).sql(dialect=DIALECT)
-    if isinstance(value, (int, float)):
-        return exp.Literal.number(repr(value)).sql(dialect=DIALECT)
-    return exp.Literal.string(str(value)).sql(dialect=DIALECT)
-
-
 def jinja_environment(sql_dir: Path) -> jinja2.Environment:
     env = jinja2.Environment(
         loader=jinja2.FileSystemLoader(str(sql_dir)),
@@ -107,11 +99,11 @@ def compile_model(spec: ModelSpec, params: Mapping[str, Any], env: jinja2.Enviro
     defaults = {name: p.default for name, p in spec.params.items()}
     default_tree = tree if values == defaults else _parse(spec, _render(spec, defaults, env))
     # the kind as materialization and incremental, as before kinds: analysis ids stay as they were
-    logic = [spec.target, spec.materialization, spec.incremental, canonical(default_tree)]
+    logic = [spec.target, spec.kind.materialization, spec.kind.incremental, canonical(default_tree)]
     if spec.runs:
         logic.append(spec.runs)
     additions_sql = additions_tree = None
-    if spec.additions:
+    if spec.kind.merges:
         additions_sql = _render(spec, values, env, adding=True)
         additions_tree = _parse(spec, additions_sql)
         default_additions = (

@@ -13,17 +13,15 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Mapping
-from urllib.parse import unquote
 
 import duckdb
 import pyarrow.parquet as pq
 
-from .. import contracts
+from .. import contracts, lake as lk
 from ..duck import memory_bytes, work_connection
 from ..scan import select_dataset
 from ..sql import quote_identifier as qi, quote_literal as ql
-from .compile import sql_literal
-from .inputs import WHOLE
+from .kinds import WHOLE
 from .plan import ModelPlan
 from .project import ADDED_RUNS, ENGINE_COLUMNS, PREVIOUS_OUTPUT
 from .spec import ModelError
@@ -86,11 +84,10 @@ def compute(
     input files; rows and files per unit. ``versions``: the model version behind each input
     analysis, for the SQL to read.
 
-    A ``run_id`` model computes each run from that run's inputs alone, so its runs are
-    computed in batches whose input files stay within a share of DuckDB's memory limit
-    (:func:`batch_bytes`): the memory a build needs is bounded by the batch, not the lake.
-    A full model with ``batch_by`` is computed one group of its input at a time when that
-    input is larger than a batch. ``progress`` hears of each batch written.
+    The model's kind splits the work into batches (:meth:`~.kinds.Kind.batches`) whose
+    input files stay within a share of DuckDB's memory limit (:func:`batch_bytes`) where it
+    can: runs of a per_run model, groups of a grouped one. So the memory a build needs is
+    bounded by the batch, not the lake. ``progress`` hears of each batch written.
     """
     spec = plan.model.spec
     units = sorted(plan.build)
@@ -102,21 +99,17 @@ def compute(
     try:
         _set_variables(con, plan, versions or {})
         query = output_sql(plan, dt.datetime.now(dt.timezone.utc))
-        budget = batch_bytes(con, spec.batch_divisor)
-        if by_run and spec.incremental == "run_id":
-            steps = [(batch, None) for batch in _batches(plan, units, excluded, budget)]
-        elif plan.added:
+        if plan.added:
             _create_previous(plan, con)
-            steps = [(units, None)]
-        else:
-            steps = [(units, group) for group in _groups(plan, con, excluded, budget)]
+        steps = spec.kind.batches(plan, units, con, excluded, batch_bytes(con, spec.batch_divisor))
         began, rows = time.perf_counter(), 0
-        for i, (batch, group) in enumerate(steps):
+        for i, batch in enumerate(steps):
             for name, inp in plan.inputs.items():
                 # exact: every file left has the contract's columns (screened, vouched for or ours)
-                select = select_dataset(inp.dataset, [f for f in inp.files_for(batch) if f not in excluded], exact=True)
-                if group and name == spec.batch_by[0]:
-                    select = f"SELECT * FROM ({select}) WHERE {group}"
+                files = [f for f in inp.files_for(batch.units) if f not in excluded]
+                select = select_dataset(inp.dataset, files, exact=True)
+                if name in batch.filters:
+                    select = f"SELECT * FROM ({select}) WHERE {batch.filters[name]}"
                 con.execute(f"CREATE OR REPLACE VIEW {qi(name)} AS {select}")
             if i == 0:
                 _check_types(plan, con)
@@ -152,26 +145,6 @@ def _create_previous(plan: ModelPlan, con: duckdb.DuckDBPyConnection) -> None:
     con.execute(f"CREATE VIEW {ADDED_RUNS} AS SELECT CAST(unnest([{runs}]) AS VARCHAR) AS run_id")
 
 
-def _groups(plan: ModelPlan, con: duckdb.DuckDBPyConnection, excluded: set[Path], budget: int) -> list[str | None]:
-    """The filters of a ``batch_by`` model's groups, one per batch, if its grouped input's
-    files exceed ``budget`` bytes; else ``[None]``, one batch of everything."""
-    if not plan.model.spec.batch_by:
-        return [None]
-    dataset, columns = plan.model.spec.batch_by
-    files = [f for f in plan.inputs[dataset].files_for([WHOLE]) if f not in excluded]
-    if sum(f.stat().st_size for f in files) <= budget:
-        return [None]
-    keys = con.execute(
-        f"SELECT DISTINCT {', '.join(qi(c) for c in columns)}"
-        f" FROM ({select_dataset(plan.inputs[dataset].dataset, files, exact=True)})"
-        " ORDER BY ALL"
-    ).fetchall()
-    return [
-        " AND ".join(f"{qi(c)} IS NOT DISTINCT FROM {'NULL' if v is None else sql_literal(v)}" for c, v in zip(columns, key))
-        for key in keys
-    ] or [None]
-
-
 def batch_bytes(con: duckdb.DuckDBPyConnection, divisor: int = 32) -> int:
     """The input bytes (Parquet on disk) a batch of runs may read: ``$SQUIGGLE_BATCH_BYTES``,
     else the connection's memory limit / ``divisor`` (the model's ``batch_divisor``, 32 by
@@ -183,22 +156,6 @@ def batch_bytes(con: duckdb.DuckDBPyConnection, divisor: int = 32) -> int:
             raise ModelError(f"SQUIGGLE_BATCH_BYTES={value!r} is not a number of bytes (1 or more)")
         return int(value)
     return memory_bytes(con.execute("SELECT current_setting('memory_limit')").fetchone()[0]) // divisor
-
-
-def _batches(plan: ModelPlan, units: list[str], excluded: set[Path], budget: int) -> list[list[str]]:
-    """Consecutive runs grouped so that each group's own input files total at most ``budget``
-    bytes (a run larger than that is a batch of its own)."""
-    batches: list[list[str]] = [[]]
-    size = 0
-    for unit in units:
-        files = [f for inp in plan.inputs.values() if inp.by_run for f in inp.files.get(unit, []) if f not in excluded]
-        unit_size = sum(f.stat().st_size for f in files)
-        if batches[-1] and size + unit_size > budget:
-            batches.append([])
-            size = 0
-        batches[-1].append(unit)
-        size += unit_size
-    return batches
 
 
 def _check_types(plan: ModelPlan, con: duckdb.DuckDBPyConnection) -> None:
@@ -219,15 +176,10 @@ def _staged_units(out: Path, units: list[str], by_run: bool) -> Staged:
         staged[WHOLE] = _rows_and_files(sorted(out.glob("*.parquet")))
         return staged
     for folder in out.glob("run_id=*"):
-        staged[run_of(folder)] = _rows_and_files(sorted(folder.glob("*.parquet")))
+        staged[lk.partition_value(folder)] = _rows_and_files(sorted(folder.glob("*.parquet")))
     if WHOLE in units:  # a full model partitioned by run: its runs make up its one unit
         staged = {WHOLE: StagedUnit(sum(s.rows for s in staged.values()), [f for s in staged.values() for f in s.files])}
     return staged
-
-
-def run_of(folder: Path) -> str:
-    """The run of a ``run_id=...`` folder (DuckDB's partitioned writes escape the value)."""
-    return unquote(folder.name.split("=", 1)[1])
 
 
 def _rows_and_files(files: list[Path]) -> StagedUnit:

@@ -45,7 +45,7 @@ def expected_analyses(project: Project) -> dict[str, str]:
     ids: dict[str, str] = {}
     for name in project.order:
         model = project.models[name]
-        if model.spec.materialization != "lake":
+        if not model.spec.writes_lake:
             continue
         inputs = {}
         for dataset in model.dependencies:

@@ -18,15 +18,13 @@ from .. import contracts, lake as lk
 from ..check import Problem, check_files
 from ..checked import stamp
 from ..coverage import LeftOut, min_series_captures, older_analyses, outside_analysis, short_series
+from ..errors import ModelError
 from .current import NEWEST_PER_RUN, newest_per_run
-from .spec import ModelError
+from .kinds import WHOLE
 
 if TYPE_CHECKING:
     from .compile import CompiledModel
     from .plan import ModelPlan
-
-WHOLE = "*"  # the unit of a model computed as one table
-
 
 @dataclass(frozen=True)
 class Input:

@@ -36,16 +36,30 @@ Each kind is a small frozen dataclass with its options as typed fields. :func:`p
 reads the header's text; :meth:`Kind.validate` checks the kind against its target's
 contract. ``materialization`` and ``incremental`` give each kind's older spelling
 (``lake``/``view``, ``run_id``/``full``), which the logic fingerprint hashes.
+
+A kind also owns what differs between kinds in a build: its units of work
+(:meth:`Kind.units`), the batches it is computed in (:meth:`Kind.batches`) and how a unit's
+staged files are laid out for publishing (:meth:`Kind.stage`). The engine asks the kind and
+never branches on its name.
 """
 
 from __future__ import annotations
 
+import os
 import re
-from dataclasses import dataclass
-from typing import ClassVar
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, ClassVar, Iterable
 
-from .. import contracts
+import duckdb
+
+from .. import contracts, lake as lk
 from ..errors import ModelError
+from ..scan import select_dataset
+from ..sql import quote_identifier as qi, sql_literal
+
+if TYPE_CHECKING:
+    from .plan import ModelPlan
 
 NAME_RE = re.compile(r"^(?P<name>[a-z_][a-z0-9_]*)\s*(?:\((?P<options>.*)\))?$", re.S)
 DATASET_RE = re.compile(r"^[a-z_][a-z0-9_]*$")
@@ -54,6 +68,16 @@ COLUMN_RE = re.compile(r"^[a-z_][a-z0-9_]*$")
 KIND_SYNTAX = "`-- kind: NAME` or `-- kind: NAME (OPTION = VALUE, ...)`"
 
 Groups = tuple[str, tuple[str, ...]]  # (input dataset, its grouping columns)
+WHOLE = "*"  # the unit of work of a model computed as one table
+
+
+@dataclass(frozen=True)
+class Batch:
+    """One step of a model's computation: the units it computes, and per input dataset a
+    condition on the rows it reads (a group of a grouped model)."""
+
+    units: list[str]
+    filters: dict[str, str] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -106,6 +130,43 @@ class Kind:
         contract = contracts.DATASETS.get(target)
         return contract is not None and "run_id" in contract.partition_by
 
+    # -- in a build --------------------------------------------------------------------
+
+    merges: ClassVar[bool] = False  # merges new runs into its previous output (``merging``)
+    keeps_unchanged_runs: ClassVar[bool] = False  # a run whose rows came out the same keeps its files
+
+    def check_reads(self, dependencies: tuple[str, ...], where: str) -> None:
+        """Refuse options naming a dataset the model's SQL does not read."""
+        named = {"groups": (getattr(self, "groups", None) or (None,))[0], "runs": getattr(self, "runs", None)}
+        for option, dataset in named.items():
+            if dataset is not None and dataset not in dependencies:
+                what = "groups" if option == "groups" else "merges new runs of"
+                raise ModelError(f"{where}: `kind: {self.header}` {what} {dataset}, which the model does not read")
+
+    def units(self, runs: Iterable[str]) -> list[str]:
+        """Its units of work, given the runs its by-run inputs hold: the whole table."""
+        return [WHOLE]
+
+    def unit_of(self, run: str) -> str:
+        """The unit a run's input files belong to."""
+        return WHOLE
+
+    def unit_word(self, n: int) -> str:
+        return "table"
+
+    def batches(
+        self, plan: ModelPlan, units: list[str], con: duckdb.DuckDBPyConnection, excluded: set[Path], budget: int
+    ) -> list[Batch]:
+        """The steps computing ``units``, each reading input files (less ``excluded``) of about
+        ``budget`` bytes at most where the kind can split its work: here, one step."""
+        return [Batch(units)]
+
+    def stage(self, out: Path, fresh: Path, files: list[Path], kept: dict[str, list[Path]]) -> list[Path]:
+        """Move a unit's staged ``files`` (in ``out``) into the ``fresh`` folder that replaces
+        its published one; the files, where they are now. ``kept``: runs whose old files
+        stay (a kind that keeps unchanged runs)."""
+        return [lk.publish(f, fresh) for f in files]
+
 
 @dataclass(frozen=True)
 class PerRun(Kind):
@@ -114,6 +175,33 @@ class PerRun(Kind):
     name: ClassVar[str] = "per_run"
     syntax: ClassVar[str] = "per_run"
     _incremental: ClassVar[str] = "run_id"
+
+    def units(self, runs: Iterable[str]) -> list[str]:
+        return sorted(runs)
+
+    def unit_of(self, run: str) -> str:
+        return run
+
+    def unit_word(self, n: int) -> str:
+        return "run" if n == 1 else "runs"
+
+    def batches(
+        self, plan: ModelPlan, units: list[str], con: duckdb.DuckDBPyConnection, excluded: set[Path], budget: int
+    ) -> list[Batch]:
+        """Consecutive runs grouped so that each batch's own input files total at most
+        ``budget`` bytes (a run larger than that is a batch of its own): a run's output
+        depends on its inputs alone, so memory follows the batch, not the lake."""
+        batches: list[Batch] = [Batch([])]
+        size = 0
+        for unit in units:
+            files = [f for inp in plan.inputs.values() if inp.by_run for f in inp.files.get(unit, []) if f not in excluded]
+            unit_size = sum(f.stat().st_size for f in files)
+            if batches[-1].units and size + unit_size > budget:
+                batches.append(Batch([]))
+                size = 0
+            batches[-1].units.append(unit)
+            size += unit_size
+        return batches
 
     def validate(self, target: str, where: str) -> None:
         super().validate(target, where)
@@ -146,6 +234,23 @@ class TableByRun(Kind):
 
     name: ClassVar[str] = "table_by_run"
     syntax: ClassVar[str] = "table_by_run"
+    keeps_unchanged_runs: ClassVar[bool] = True
+
+    def stage(self, out: Path, fresh: Path, files: list[Path], kept: dict[str, list[Path]]) -> list[Path]:
+        """Every staged run folder goes under the new analysis folder or, for a ``kept`` run,
+        links to its old files (the models reading it see nothing new there)."""
+        moved = []
+        for folder in out.glob("run_id=*"):
+            run = lk.check_identifier(lk.partition_value(folder), "run_id")
+            target = fresh / f"run_id={run}"
+            if run in kept:
+                target.mkdir()
+                for old in kept[run]:
+                    os.link(old, target / old.name)
+                    moved.append(target / old.name)
+            else:
+                moved += [lk.publish(f, target) for f in sorted(folder.glob("*.parquet"))]
+        return moved
 
     def validate(self, target: str, where: str) -> None:
         super().validate(target, where)
@@ -167,6 +272,11 @@ class Grouped(Kind):
     options: ClassVar[tuple[str, ...]] = ("groups",)
     required: ClassVar[tuple[str, ...]] = ("groups",)
 
+    def batches(
+        self, plan: ModelPlan, units: list[str], con: duckdb.DuckDBPyConnection, excluded: set[Path], budget: int
+    ) -> list[Batch]:
+        return _group_batches(self.groups, plan, units, con, excluded, budget)
+
     def validate(self, target: str, where: str) -> None:
         super().validate(target, where)
         _validate_groups(self, where)
@@ -183,6 +293,16 @@ class Merging(Kind):
     syntax: ClassVar[str] = "merging (runs = DATASET[, groups = DATASET(COLUMN, ...)])"
     options: ClassVar[tuple[str, ...]] = ("runs", "groups")
     required: ClassVar[tuple[str, ...]] = ("runs",)
+    merges: ClassVar[bool] = True
+
+    def batches(
+        self, plan: ModelPlan, units: list[str], con: duckdb.DuckDBPyConnection, excluded: set[Path], budget: int
+    ) -> list[Batch]:
+        """A merge of new runs is one step (it reads only their pairs and the last output);
+        a full build goes by groups, if any."""
+        if plan.added or self.groups is None:
+            return [Batch(units)]
+        return _group_batches(self.groups, plan, units, con, excluded, budget)
 
     def validate(self, target: str, where: str) -> None:
         super().validate(target, where)
@@ -286,6 +406,28 @@ def _option_text(value: str | Groups) -> str:
         return value
     dataset, columns = value
     return f"{dataset}({', '.join(columns)})"
+
+
+def _group_batches(
+    groups: Groups, plan: ModelPlan, units: list[str], con: duckdb.DuckDBPyConnection, excluded: set[Path], budget: int
+) -> list[Batch]:
+    """One batch per group of the grouped input's rows if its files exceed ``budget`` bytes
+    (memory then follows the largest group); else one batch of everything."""
+    dataset, columns = groups
+    inp = plan.inputs[dataset]
+    files = [f for f in inp.files_for([WHOLE]) if f not in excluded]
+    if sum(f.stat().st_size for f in files) <= budget:
+        return [Batch(units)]
+    keys = con.execute(
+        f"SELECT DISTINCT {', '.join(qi(c) for c in columns)}"
+        f" FROM ({select_dataset(inp.dataset, files, exact=True)})"
+        " ORDER BY ALL"
+    ).fetchall()
+    filters = [
+        " AND ".join(f"{qi(c)} IS NOT DISTINCT FROM {'NULL' if v is None else sql_literal(v)}" for c, v in zip(columns, key))
+        for key in keys
+    ]
+    return [Batch(units, {dataset: f}) for f in filters] or [Batch(units)]
 
 
 def _validate_groups(kind: Grouped | Merging, where: str) -> None:

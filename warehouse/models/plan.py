@@ -19,7 +19,8 @@ import duckdb
 from .. import contracts, lake as lk
 from ..scan import select_dataset
 from .compile import CompiledModel, analysis_id as make_analysis_id, fingerprint
-from .inputs import WHOLE, Input, InputListing, files_by_run, resolve_input
+from .inputs import Input, InputListing, files_by_run, resolve_input
+from .kinds import WHOLE
 from .project import Project
 from .state import AnalysisRecord, UnitRecord, digest
 
@@ -83,9 +84,7 @@ class ModelPlan:
         return [d for d, i in self.inputs.items() if "analysis_id" in i.dataset.partition_by] or list(self.inputs)
 
     def _unit_word(self, n: int = 2) -> str:
-        if self.model.spec.incremental == "full":
-            return "table"
-        return "run" if n == 1 else "runs"
+        return self.model.spec.kind.unit_word(n)
 
 
 def plan_model(
@@ -118,7 +117,7 @@ def plan_model(
     if model.spec.runs:
         inputs, scope = _scope_runs(model, inputs, root, record)
     plan = ModelPlan(model, analysis, fp, inputs, _digests(model, inputs, root), run_scope=scope,
-                     input_digests=_run_digests(inputs, root) if model.spec.additions else None)
+                     input_digests=_run_digests(inputs, root) if model.spec.kind.merges else None)
     if record is None and plan.no_input:
         return plan  # nothing to compute, and no earlier output to remove
     if record is None:
@@ -131,7 +130,7 @@ def plan_model(
         if reason:
             build[unit] = reason
     plan = replace(plan, build=build, drop=tuple(sorted(set(record.units) - set(plan.digests))))
-    if model.spec.additions and build.get(WHOLE) in ("changed input", "upstream changed"):
+    if model.spec.kind.merges and build.get(WHOLE) in ("changed input", "upstream changed"):
         return _merging(plan, record.units[WHOLE], root)
     return plan
 
@@ -181,13 +180,16 @@ def _merging(plan: ModelPlan, done: UnitRecord, root: Path) -> ModelPlan:
 
 
 def _digests(model: CompiledModel, inputs: Mapping[str, Input], root: Path) -> dict[str, str]:
-    """The digest of each unit's input files. A run's unit also sees every non-run input."""
-    shared = [p for i in inputs.values() if not i.by_run for p in i.files_for([WHOLE])]
-    if model.spec.incremental == "full":
-        every = shared + [p for i in inputs.values() if i.by_run for p in i.files_for([WHOLE])]
-        return {WHOLE: digest(every, root)}
-    runs = sorted({r for i in inputs.values() if i.by_run for r in i.files})
-    return {r: digest(shared + [p for i in inputs.values() if i.by_run for p in i.files.get(r, [])], root) for r in runs}
+    """The digest of each unit's input files: the files of its runs, and every input not
+    partitioned by run."""
+    kind = model.spec.kind
+    runs = {r for i in inputs.values() if i.by_run for r in i.files}
+    files = {unit: [p for i in inputs.values() if not i.by_run for p in i.files_for([WHOLE])] for unit in kind.units(runs)}
+    for inp in inputs.values():
+        if inp.by_run:
+            for run, fs in inp.files.items():
+                files[kind.unit_of(run)] += fs
+    return {unit: digest(fs, root) for unit, fs in files.items()}
 
 
 def _run_digests(inputs: Mapping[str, Input], root: Path) -> tuple[dict[str, str], str]:

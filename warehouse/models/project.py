@@ -142,9 +142,8 @@ def _check_model(project: Project, model: CompiledModel) -> None:
             known = ", ".join(sorted(contracts.DATASETS))
             raise ModelError(f"{where}: reads unknown table {table!r}; known datasets: {known}") from None
     check_columns(model, schemas)
-    if model.spec.batch_by and model.spec.batch_by[0] not in model.dependencies:
-        raise ModelError(f"{where}: `kind: {model.spec.kind}` groups {model.spec.batch_by[0]}, which the model does not read")
-    if model.spec.additions:
+    model.spec.kind.check_reads(model.dependencies, where)
+    if model.spec.kind.merges:
         _check_additions(model, schemas)
     if model.spec.runs:
         _check_run_scope(model)
@@ -166,9 +165,6 @@ def _check_additions(model: CompiledModel, schemas: dict[str, dict[str, str]]) -
     """The variant that merges new runs reads what the full one reads, plus its previous
     output and the added runs, and gives the same columns."""
     where = model.spec.where()
-    if model.spec.additions not in model.dependencies:
-        raise ModelError(f"{where}: `kind: {model.spec.kind}` merges new runs of {model.spec.additions}, which the model "
-                         "does not read")
     extra = {PREVIOUS_OUTPUT: contract_schema(model.spec.contract), ADDED_RUNS: {"run_id": "VARCHAR"}}
     check_columns(model, schemas | extra, model.additions_tree)
     if tuple(model.additions_tree.named_selects) != model.output_columns:

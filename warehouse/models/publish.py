@@ -18,8 +18,8 @@ import duckdb
 from .. import lake as lk
 from ..scan import read_parquet
 from ..sql import quote_identifier as qi, quote_literal as ql
-from .compute import Staged, run_of
-from .inputs import WHOLE
+from .compute import Staged
+from .kinds import WHOLE
 from .plan import ModelPlan
 from .spec import ModelError
 from .state import AnalysisRecord
@@ -50,11 +50,6 @@ def check_output(plan: ModelPlan, staged: Staged) -> None:
         )
 
 
-def runs_in_one_unit(plan: ModelPlan) -> bool:
-    """A full model partitioned by run: one unit (the table) holding a folder per run."""
-    return plan.model.spec.incremental == "full" and "run_id" in plan.model.spec.contract.partition_by
-
-
 def run_contents(plan: ModelPlan, out: Path) -> dict[str, str]:
     """Per staged run folder, a key of its rows' content: their count and an order-free sum
     of row hashes over every column but created_at_utc (which differs in every build)."""
@@ -77,7 +72,7 @@ def unchanged_runs(root: Path, record: AnalysisRecord | None, contents: dict[str
     old_files: dict[str, list[Path]] = {}
     for rel in old.files:
         path = root / rel
-        old_files.setdefault(run_of(path.parent), []).append(path)
+        old_files.setdefault(lk.partition_value(path.parent), []).append(path)
     return {
         run: old_files[run] for run, key in contents.items()
         if (old.runs or {}).get(run) == key and run in old_files and all(f.is_file() for f in old_files[run])
@@ -87,7 +82,7 @@ def unchanged_runs(root: Path, record: AnalysisRecord | None, contents: dict[str
 def publish(plan: ModelPlan, root: Path, staged: Staged, staging: Path, kept: dict[str, list[Path]]) -> dict[str, list[Path]]:
     """Swap each unit's folder into place: build it in staging, then exchange it with the old one.
 
-    ``kept``: runs of a full model whose files stay as they are (hard links into the new
+    ``kept``: runs of a table by run whose files stay as they are (hard links into the new
     folder). Returns the files each unit published, where they are now.
     """
     trash = staging / "trash"
@@ -97,30 +92,11 @@ def publish(plan: ModelPlan, root: Path, staged: Staged, staging: Path, kept: di
         target = plan.output_dir(root, unit)
         fresh = staging / "publish" / uuid.uuid4().hex
         fresh.mkdir(parents=True)
-        if runs_in_one_unit(plan):
-            moved = _move_runs(staging / "out", fresh, kept)
-        else:
-            moved = [lk.publish(f, fresh) for f in (staged[unit].files if unit in staged else [])]
+        files = staged[unit].files if unit in staged else []
+        moved = plan.model.spec.kind.stage(staging / "out", fresh, files, kept)
         published[unit] = [target / f.relative_to(fresh) for f in moved]
         if moved:
             lk.replace_dir(fresh, target, trash / uuid.uuid4().hex)
         elif target.exists():
             os.rename(target, trash / uuid.uuid4().hex)
     return published
-
-
-def _move_runs(out: Path, fresh: Path, kept: dict[str, list[Path]]) -> list[Path]:
-    """A full model partitioned by run: every staged run folder goes under the new analysis
-    folder, or for a ``kept`` run, links to its old files."""
-    moved = []
-    for folder in out.glob("run_id=*"):
-        run = lk.check_identifier(run_of(folder), "run_id")
-        target = fresh / f"run_id={run}"
-        if run in kept:
-            target.mkdir()
-            for old in kept[run]:
-                os.link(old, target / old.name)
-                moved.append(target / old.name)
-        else:
-            moved += [lk.publish(f, target) for f in sorted(folder.glob("*.parquet"))]
-    return moved

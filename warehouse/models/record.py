@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Mapping
 
 from .compute import Staged
-from .inputs import WHOLE
+from .kinds import WHOLE
 from .plan import ModelPlan
 from .state import AnalysisRecord, UnitRecord, save_analysis
 

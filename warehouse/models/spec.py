@@ -144,27 +144,10 @@ class ModelSpec:
     runs: str | None = None  # condition on `runs`: the only runs whose files the model reads
     batch_divisor: int = 32  # a batch reads at most memory_limit / batch_divisor input bytes
 
-    # What the engine read of the header before kinds; each is derived from the kind.
-
     @property
-    def materialization(self) -> str:
-        """``lake`` or ``view``."""
-        return self.kind.materialization
-
-    @property
-    def incremental(self) -> str:
-        """``run_id`` (a ``per_run`` model) or ``full``."""
-        return self.kind.incremental
-
-    @property
-    def batch_by(self) -> tuple[str, tuple[str, ...]] | None:
-        """(input dataset, its grouping columns) of a grouped model, else None."""
-        return getattr(self.kind, "groups", None)
-
-    @property
-    def additions(self) -> str | None:
-        """The input dataset whose new runs a merging model merges in, else None."""
-        return getattr(self.kind, "runs", None)
+    def writes_lake(self) -> bool:
+        """Whether its output is Parquet in the lake (else a view in the catalog)."""
+        return self.kind.materialization == "lake"
 
     @property
     def contract(self) -> contracts.Dataset | None:
