@@ -124,8 +124,8 @@ def write_model(folder: Path, name: str, target: str, kind_lines: str) -> Path:
 @pytest.mark.parametrize(
     "target, kind, expected",
     [
-        ("events", "per_run", "kind per_run needs a target partitioned by run_id; events is not "
-                              "(`-- kind: table` computes it as one table)"),
+        ("events", "per_run", "kind per_run needs a target partitioned by run_id; events is not: "
+                              "write `-- kind: table`"),
         ("geometry_dynamics", "table", "kind table is for a target not partitioned by run_id; geometry_dynamics is: "
                                        "write `-- kind: table_by_run`"),
         ("matches", "table_by_run", "kind table_by_run needs a target partitioned by run_id; matches is not: "

@@ -90,6 +90,10 @@ class Kind:
     required: ClassVar[tuple[str, ...]] = ()
     _materialization: ClassVar[str] = "lake"
     _incremental: ClassVar[str] = "full"
+    # whether its target must be partitioned by run_id (None: either), and the kind to
+    # write instead when it is not so
+    target_by_run: ClassVar[bool | None] = None
+    instead: ClassVar[str] = ""
 
     @property
     def materialization(self) -> str:
@@ -123,6 +127,12 @@ class Kind:
             raise ModelError(
                 f"{where}: a model of kind {self.name} writes to the lake: its target must be an interpretation "
                 f"dataset, not {target!r} (`-- kind: view` makes a view in the catalog)"
+            )
+        if self.target_by_run is not None and self.by_run(target) != self.target_by_run:
+            need = "needs a target partitioned by run_id" if self.target_by_run else "is for a target not partitioned by run_id"
+            raise ModelError(
+                f"{where}: kind {self.name} {need}; {target} is{' not' if self.target_by_run else ''}: "
+                f"write `-- kind: {self.instead}`"
             )
 
     @staticmethod
@@ -175,6 +185,8 @@ class PerRun(Kind):
     name: ClassVar[str] = "per_run"
     syntax: ClassVar[str] = "per_run"
     _incremental: ClassVar[str] = "run_id"
+    target_by_run: ClassVar[bool | None] = True
+    instead: ClassVar[str] = "table"
 
     def units(self, runs: Iterable[str]) -> list[str]:
         return sorted(runs)
@@ -203,14 +215,6 @@ class PerRun(Kind):
             size += unit_size
         return batches
 
-    def validate(self, target: str, where: str) -> None:
-        super().validate(target, where)
-        if not self.by_run(target):
-            raise ModelError(
-                f"{where}: kind per_run needs a target partitioned by run_id; {target} is not "
-                "(`-- kind: table` computes it as one table)"
-            )
-
 
 @dataclass(frozen=True)
 class Table(Kind):
@@ -218,14 +222,8 @@ class Table(Kind):
 
     name: ClassVar[str] = "table"
     syntax: ClassVar[str] = "table"
-
-    def validate(self, target: str, where: str) -> None:
-        super().validate(target, where)
-        if self.by_run(target):
-            raise ModelError(
-                f"{where}: kind table is for a target not partitioned by run_id; {target} is: write "
-                "`-- kind: table_by_run` (the table written as a folder per run) or `-- kind: per_run`"
-            )
+    target_by_run: ClassVar[bool | None] = False
+    instead: ClassVar[str] = "table_by_run"
 
 
 @dataclass(frozen=True)
@@ -235,6 +233,8 @@ class TableByRun(Kind):
     name: ClassVar[str] = "table_by_run"
     syntax: ClassVar[str] = "table_by_run"
     keeps_unchanged_runs: ClassVar[bool] = True
+    target_by_run: ClassVar[bool | None] = True
+    instead: ClassVar[str] = "table"
 
     def stage(self, out: Path, fresh: Path, files: list[Path], kept: dict[str, list[Path]]) -> list[Path]:
         """Every staged run folder goes under the new analysis folder or, for a ``kept`` run,
@@ -251,14 +251,6 @@ class TableByRun(Kind):
             else:
                 moved += [lk.publish(f, target) for f in sorted(folder.glob("*.parquet"))]
         return moved
-
-    def validate(self, target: str, where: str) -> None:
-        super().validate(target, where)
-        if not self.by_run(target):
-            raise ModelError(
-                f"{where}: kind table_by_run needs a target partitioned by run_id; {target} is not: "
-                "write `-- kind: table`"
-            )
 
 
 @dataclass(frozen=True)
