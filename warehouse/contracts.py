@@ -39,6 +39,20 @@ DESCRIPTORS = (
     "act_norm",
 )
 
+# The single-metric diagnostics of an events_candidates row, each with the column that
+# holds it per metric, as JSON, on a composite event: the models read them as the Jinja
+# globals `diagnostics` and `diagnostic_json`.
+DIAGNOSTIC_JSON = {
+    "metric_size": "metric_sizes_json",
+    "metric_z": "metric_z_json",
+    "baseline_median": "baseline_median_json",
+    "baseline_mad": "baseline_mad_json",
+    "volatility_event": "volatility_event_json",
+    "volatility_baseline": "volatility_baseline_json",
+    "volatility_ratio": "volatility_ratio_json",
+}
+DIAGNOSTICS = tuple(DIAGNOSTIC_JSON)
+
 # The dis@1 features of one layer (probe_summaries columns), in the order a probe signature
 # lists them: the models read them as the Jinja global `dis_features`.
 DIS_FEATURES = (
@@ -461,15 +475,6 @@ _F32_DIAGNOSTICS = (
     ("volatility_ratio", "volatility_event / volatility_baseline."),
     ("volatility_ratio_agg", "Median volatility_ratio over the run's layers."),
 )
-_JSON_DIAGNOSTICS = (
-    "metric_sizes",
-    "metric_z",
-    "baseline_median",
-    "baseline_mad",
-    "volatility_event",
-    "volatility_baseline",
-    "volatility_ratio",
-)
 
 EVENTS_CANDIDATES = Dataset(
     "22", "events_candidates", "interpretation", "events_candidates@2.0",
@@ -491,7 +496,8 @@ EVENTS_CANDIDATES = Dataset(
         f32("score", doc="magnitude_eff * coherence * novelty."),
     )
     + tuple(f32(name, True, doc) for name, doc in _F32_DIAGNOSTICS)
-    + tuple(s(f"{name}_json", True, f"{name} of every metric of the layer at the peak, as JSON.") for name in _JSON_DIAGNOSTICS),
+    + tuple(s(column, True, f"{column.removesuffix('_json')} of every metric of the layer at the peak, as JSON.")
+            for column in DIAGNOSTIC_JSON.values()),
     primary_key=("run_id", "analysis_id", "event_id"),
     partition_by=("analysis_id", "run_id"),
 )

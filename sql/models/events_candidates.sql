@@ -47,10 +47,8 @@
 {% set spans = namespace(list=[]) %}
 {% for g in ns.scales %}{% set spans.list = spans.list + [[g, params.noise_window] | max] %}{% endfor %}
 {% set noise_spans = spans.list | unique | list %}
-{#- the single-metric diagnostics, and the name of each one's JSON column (composite events) #}
-{% set diagnostics = ['metric_size', 'metric_z', 'baseline_median', 'baseline_mad',
-                      'volatility_event', 'volatility_baseline', 'volatility_ratio'] %}
-{% set json_names = {'metric_size': 'metric_sizes_json'} %}
+{#- `diagnostics` and `diagnostic_json` (each one's JSON column on composite events) come
+    from the contracts #}
 
 {#- The median of three values. -#}
 {% macro median3(a, b, c) -%}
@@ -494,7 +492,7 @@ composite_diagnostics AS (
         '{' || string_agg(
             CAST(to_json(metric) AS VARCHAR) || ':' || coalesce(CAST(CAST({{ col }} AS FLOAT) AS VARCHAR), 'null'), ','
             ORDER BY metric
-        ) || '}' AS {{ json_names.get(col, col ~ '_json') }}{{ "," if not loop.last }}
+        ) || '}' AS {{ diagnostic_json[col] }}{{ "," if not loop.last }}
         {%- endfor %}
     FROM composite_metrics
     GROUP BY run_id, layer, step
@@ -519,7 +517,7 @@ all_events AS (
         e.metric_size, e.z AS metric_z, e.baseline_median, e.baseline_mad,
         e.volatility_event, e.volatility_baseline, e.volatility_ratio, e.volatility_ratio_agg,
         {%- for col in diagnostics %}
-        CAST(NULL AS VARCHAR) AS {{ json_names.get(col, col ~ '_json') }}{{ "," if not loop.last }}
+        CAST(NULL AS VARCHAR) AS {{ diagnostic_json[col] }}{{ "," if not loop.last }}
         {%- endfor %}
     FROM metric_diagnostics AS e
     UNION ALL
@@ -533,7 +531,7 @@ all_events AS (
         NULL,
         {%- endfor %}
         {%- for col in diagnostics %}
-        j.{{ json_names.get(col, col ~ '_json') }}{{ "," if not loop.last }}
+        j.{{ diagnostic_json[col] }}{{ "," if not loop.last }}
         {%- endfor %}
     FROM composite_events AS c
     JOIN composite_diagnostics AS j ON c.run_id = j.run_id AND c.layer = j.layer AND c.step = j.step
@@ -597,10 +595,19 @@ SELECT
     CAST(magnitude * structure_modifier AS FLOAT) AS magnitude_eff,
     CAST(coherence AS FLOAT) AS coherence,
     CAST(novelty AS FLOAT) AS novelty,
-    {%- for col in diagnostics + ['volatility_ratio_agg'] %}
-    CAST({{ col }} AS FLOAT) AS {{ col }},
-    {%- endfor %}
-    {%- for col in diagnostics %}
-    {{ json_names.get(col, col ~ '_json') }}{{ "," if not loop.last }}
-    {%- endfor %}
+    CAST(metric_size AS FLOAT) AS metric_size,
+    CAST(metric_z AS FLOAT) AS metric_z,
+    CAST(baseline_median AS FLOAT) AS baseline_median,
+    CAST(baseline_mad AS FLOAT) AS baseline_mad,
+    CAST(volatility_event AS FLOAT) AS volatility_event,
+    CAST(volatility_baseline AS FLOAT) AS volatility_baseline,
+    CAST(volatility_ratio AS FLOAT) AS volatility_ratio,
+    CAST(volatility_ratio_agg AS FLOAT) AS volatility_ratio_agg,
+    metric_sizes_json,
+    metric_z_json,
+    baseline_median_json,
+    baseline_mad_json,
+    volatility_event_json,
+    volatility_baseline_json,
+    volatility_ratio_json
 FROM scored_events

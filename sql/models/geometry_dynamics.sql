@@ -91,6 +91,8 @@ drift AS (
     FROM velocities
 )
 
+-- Per descriptor d (the contract's descriptors: eff_rank, sv_entropy, ...) four columns,
+-- d_delta, d_velocity, d_accel and d_volatility (eff_rank_delta, eff_rank_velocity, ...).
 SELECT
     run_id, step, seed, sample_set, sample_id, layer, module,
     {%- for d in descriptors %}

@@ -73,7 +73,8 @@ def jinja_environment(sql_dir: Path) -> jinja2.Environment:
         keep_trailing_newline=True,
     )
     env.globals.update(descriptors=list(contracts.DESCRIPTORS), modules=list(contracts.MODULES),
-                       dis_features=list(contracts.DIS_FEATURES), refuse=_refuse)
+                       dis_features=list(contracts.DIS_FEATURES), diagnostics=list(contracts.DIAGNOSTICS),
+                       diagnostic_json=dict(contracts.DIAGNOSTIC_JSON), refuse=_refuse)
     return env
 
 
