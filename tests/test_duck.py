@@ -6,7 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from warehouse.duck import work_connection
+from warehouse import duck
+from warehouse.duck import memory_bytes, work_connection
 
 
 def _setting(con, name: str) -> str:
@@ -57,3 +58,37 @@ def test_checks_honour_the_memory_limit(monkeypatch: pytest.MonkeyPatch) -> None
     with _connection() as con:
         limit = con.execute("SELECT current_setting('memory_limit')").fetchone()[0]
     assert limit in {"286.1 MiB", "300.0 MB"}, limit
+
+
+def _physical_ram() -> int:
+    with open("/proc/meminfo") as f:
+        kib = next(int(line.split()[1]) for line in f if line.startswith("MemTotal:"))
+    return kib * 1024
+
+
+def test_unset_the_memory_limit_is_a_quarter_of_ram_at_most_4_gib(tmp_path: Path, monkeypatch) -> None:
+    monkeypatch.delenv("SQUIGGLE_MEMORY_LIMIT", raising=False)
+    monkeypatch.setattr(duck, "available_memory", _physical_ram)
+    expected_mib = min(_physical_ram() // 4, 4 * 2**30) // 2**20
+    with work_connection(tmp_path / "spill") as con, duck.bounded_connection() as bounded:
+        for c in (con, bounded):
+            assert memory_bytes(_setting(c, "memory_limit")) == pytest.approx(expected_mib * 2**20, rel=0.001)
+
+
+def test_a_small_container_gets_a_quarter_of_its_own_limit(monkeypatch) -> None:
+    monkeypatch.setattr(duck, "available_memory", lambda: 2 * 2**30)
+    assert duck.default_memory_limit() == "512MiB"
+
+
+def test_duckdb_keeps_duckdbs_own_default(tmp_path: Path, monkeypatch) -> None:
+    monkeypatch.setenv("SQUIGGLE_MEMORY_LIMIT", "duckdb")
+    with work_connection(tmp_path / "spill") as con:
+        ours = memory_bytes(_setting(con, "memory_limit"))
+    # DuckDB's default: 80% of the memory it sees
+    assert ours == pytest.approx(0.8 * duck.available_memory(), rel=0.05)
+
+
+def test_a_bounded_connection_honours_the_limit(tmp_path: Path, monkeypatch) -> None:
+    monkeypatch.setenv("SQUIGGLE_MEMORY_LIMIT", "300MB")
+    with duck.bounded_connection() as con:
+        assert _setting(con, "memory_limit") in {"286.1 MiB", "300.0 MB"}

@@ -21,6 +21,7 @@ from typing import Iterable, Mapping, Sequence
 import duckdb
 
 from . import contracts, lake as lk
+from .duck import bounded_connection
 from .scan import select_dataset
 from .sql import quote_literal
 
@@ -186,7 +187,7 @@ GROUP BY run_id
 HAVING min(n) < {int(min_captures)}
 ORDER BY run_id
 """
-    with duckdb.connect() as con:
+    with bounded_connection() as con:
         return [tuple(row) for row in con.execute(query).fetchall()]
 
 

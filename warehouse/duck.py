@@ -16,8 +16,8 @@ from .sql import quote_literal
 def work_connection(spill: Path) -> duckdb.DuckDBPyConnection:
     """An in-memory connection that spills to ``spill`` and honours the resource settings.
 
-    ``SQUIGGLE_MEMORY_LIMIT`` (e.g. ``2GB``) sets DuckDB's memory_limit and
-    ``SQUIGGLE_THREADS`` its threads; unset, DuckDB's defaults apply.
+    Its memory_limit is :func:`memory_limit` (``SQUIGGLE_MEMORY_LIMIT``, else the
+    warehouse's default) and ``SQUIGGLE_THREADS`` its threads (unset: one per core).
     ``SQUIGGLE_TEMP_DIRECTORY`` moves the spill files out of ``spill`` (see
     :func:`spill_directory`).
     """
@@ -33,21 +33,68 @@ def work_connection(spill: Path) -> duckdb.DuckDBPyConnection:
     return con
 
 
+def bounded_connection() -> duckdb.DuckDBPyConnection:
+    """An in-memory connection within the warehouse's memory limit and threads, for work
+    that needs no spill folder of its own (it spills where DuckDB's default puts it)."""
+    con = duckdb.connect()
+    try:
+        apply_resource_settings(con)
+    except BaseException:
+        con.close()
+        raise
+    return con
+
+
 def apply_resource_settings(con: duckdb.DuckDBPyConnection) -> None:
-    """``SQUIGGLE_MEMORY_LIMIT`` and ``SQUIGGLE_THREADS`` on ``con``: every connection the
-    warehouse opens for its own work (writes, builds, checks) stays within them."""
-    limit, threads = os.environ.get("SQUIGGLE_MEMORY_LIMIT"), os.environ.get("SQUIGGLE_THREADS")
-    if limit:
+    """The memory limit (:func:`memory_limit`) and ``SQUIGGLE_THREADS`` on ``con``: every
+    connection the warehouse opens for its own work (writes, builds, checks) stays within them."""
+    limit, threads = memory_limit(), os.environ.get("SQUIGGLE_THREADS")
+    if limit != DUCKDB_DEFAULT:
         try:
             con.execute(f"SET memory_limit = {quote_literal(limit)}")
         except duckdb.Error as exc:
             raise WarehouseError(
-                f"SQUIGGLE_MEMORY_LIMIT={limit!r} is not a memory size (e.g. 2GB): {str(exc).splitlines()[0]}"
+                f"SQUIGGLE_MEMORY_LIMIT={limit!r} is not a memory size (e.g. 2GB) nor {DUCKDB_DEFAULT!r}:"
+                f" {str(exc).splitlines()[0]}"
             ) from None
     if threads:
         if not (threads.isdigit() and int(threads) >= 1):
             raise WarehouseError(f"SQUIGGLE_THREADS={threads!r} is not a number of threads (1 or more)")
         con.execute(f"SET threads = {int(threads)}")
+
+
+# DuckDB alone would take 80% of RAM, beside the notebooks and BI tools that read the same
+# lake: the warehouse's own work takes a quarter of the memory it may use, at most 4 GiB
+# (enough for the default batches of every model; a larger limit buys little speed).
+DEFAULT_MEMORY_SHARE = 4
+DEFAULT_MEMORY_CAP = 4 * 2**30
+DUCKDB_DEFAULT = "duckdb"  # SQUIGGLE_MEMORY_LIMIT=duckdb: DuckDB's own default
+
+
+def memory_limit() -> str:
+    """The memory_limit of the warehouse's DuckDB connections: ``$SQUIGGLE_MEMORY_LIMIT``
+    (a size such as ``2GB``, or ``duckdb`` for DuckDB's own default), else
+    :func:`default_memory_limit`."""
+    return os.environ.get("SQUIGGLE_MEMORY_LIMIT", "").strip() or default_memory_limit()
+
+
+def default_memory_limit() -> str:
+    """A quarter of the memory this process may use (the machine's RAM, or its container's
+    limit when lower), at most 4 GiB, in MiB as DuckDB reads it."""
+    return f"{min(available_memory() // DEFAULT_MEMORY_SHARE, DEFAULT_MEMORY_CAP) // 2**20}MiB"
+
+
+def available_memory() -> int:
+    """Bytes of RAM this process may use: physical memory, or the cgroup's limit when lower."""
+    physical = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    for limit_file in ("/sys/fs/cgroup/memory.max", "/sys/fs/cgroup/memory/memory.limit_in_bytes"):
+        try:
+            text = Path(limit_file).read_text().strip()
+        except OSError:
+            continue
+        if text.isdigit():  # "max" (v2) means none
+            return min(physical, int(text))
+    return physical
 
 
 def spill_directory(default: Path) -> Path:

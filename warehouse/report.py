@@ -18,6 +18,7 @@ from pathlib import Path
 
 import duckdb
 
+from .duck import apply_resource_settings
 from .errors import WarehouseError
 from .plots import MAX_POINTS
 from .plots import data
@@ -115,6 +116,7 @@ def write_report(
     figures = _plotting()
     con = connect(db, lake=lake)
     try:
+        apply_resource_settings(con)  # a command of the warehouse's: within its memory limit
         scope = _scope(con, cohort, run)
         page = _Page(figures)
         _body(con, page, scope, limits)

@@ -17,6 +17,7 @@ from typing import Collection, Mapping
 import duckdb
 
 from .. import contracts, lake as lk
+from ..duck import bounded_connection
 from ..scan import select_dataset
 from .compile import CompiledModel, analysis_id as make_analysis_id, fingerprint
 from .inputs import Input, InputListing, files_by_run, resolve_input
@@ -152,7 +153,7 @@ def _scope_runs(
     todo = [f for run in digests if run not in verdicts for f in files[run]]
     if todo:
         try:
-            with duckdb.connect() as con:
+            with bounded_connection() as con:
                 chosen = {r for (r,) in con.execute(
                     f"SELECT run_id FROM ({select_dataset(contracts.RUNS, todo)}) WHERE {model.spec.runs}"
                 ).fetchall()}

@@ -13,9 +13,8 @@ import os
 import uuid
 from pathlib import Path
 
-import duckdb
-
 from .. import lake as lk
+from ..duck import bounded_connection
 from ..scan import read_parquet
 from ..sql import quote_identifier as qi, quote_literal as ql
 from .compute import Staged
@@ -40,7 +39,7 @@ def check_output(plan: ModelPlan, staged: Staged) -> None:
     if not files or not rules:
         return
     counts = ", ".join(f"count(*) FILTER ({rule}) AS {qi(name)}" for name, rule in rules.items())
-    with duckdb.connect() as con:
+    with bounded_connection() as con:
         row = con.execute(f"SELECT {counts} FROM {read_parquet(files)}").fetchone()
     broken = [f"{name} ({n} rows)" for name, n in zip(rules, row) if n]
     if broken:
@@ -56,7 +55,7 @@ def run_contents(plan: ModelPlan, out: Path) -> dict[str, str]:
     contract = plan.model.spec.contract
     columns = ", ".join(qi(c.name) for c in contract.file_columns if c.name != "created_at_utc")
     staged = read_parquet(str(out / "run_id=*" / "*.parquet"), partitions=("run_id",), union=False)
-    with duckdb.connect() as con:
+    with bounded_connection() as con:
         rows = con.execute(
             f"SELECT run_id, count(*), sum(hash({columns})::HUGEINT) FROM {staged} GROUP BY run_id"
         ).fetchall() if any(out.glob("run_id=*/*.parquet")) else []
