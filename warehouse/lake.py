@@ -283,7 +283,8 @@ def replace_dir(fresh: Path, target: Path, trash: Path) -> None:
     On Linux both folders are exchanged in one atomic step (``renameat2`` with
     ``RENAME_EXCHANGE``): a reader listing ``target`` finds the old folder or the new one,
     never neither, and a process killed at any moment leaves one of them in place. Where the
-    exchange is not available the old folder is moved out, then the new one in.
+    exchange is not available the old folder is moved out, then the new one in. The caller
+    flushes ``target``'s parent folder (:func:`fsync`) to make the exchange durable.
     """
     target.parent.mkdir(parents=True, exist_ok=True)
     if not target.exists():
@@ -293,7 +294,6 @@ def replace_dir(fresh: Path, target: Path, trash: Path) -> None:
     else:
         os.rename(target, trash)
         os.rename(fresh, target)
-    fsync(target.parent)
 
 
 _AT_FDCWD = -100

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import os
 import uuid
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from .. import lake as lk
@@ -22,6 +23,8 @@ from .kinds import WHOLE
 from .plan import ModelPlan
 from .spec import ModelError
 from .state import AnalysisRecord
+
+PUBLISH_THREADS = 8
 
 
 def check_output(plan: ModelPlan, staged: Staged) -> None:
@@ -82,20 +85,33 @@ def publish(plan: ModelPlan, root: Path, staged: Staged, staging: Path, kept: di
     """Swap each unit's folder into place: build it in staging, then exchange it with the old one.
 
     ``kept``: runs of a table by run whose files stay as they are (hard links into the new
-    folder). Returns the files each unit published, where they are now.
+    folder). Returns the files each unit published, where they are now. The units' folders
+    are assembled by several threads (hashing and flushing files to disk, which many small
+    runs make the larger part of publishing; flushes issued together share the disk's
+    writes); the exchanges follow one by one, and each parent folder is flushed once after
+    them, before the build is recorded.
     """
     trash = staging / "trash"
     trash.mkdir()
-    published = {}
-    for unit in sorted(plan.build) + list(plan.drop):
-        target = plan.output_dir(root, unit)
+    units = sorted(plan.build) + list(plan.drop)
+
+    def assemble(unit: str) -> tuple[Path, list[Path]]:
         fresh = staging / "publish" / uuid.uuid4().hex
         fresh.mkdir(parents=True)
         files = staged[unit].files if unit in staged else []
-        moved = plan.model.spec.kind.stage(staging / "out", fresh, files, kept)
+        return fresh, plan.model.spec.kind.stage(staging / "out", fresh, files, kept)
+
+    with ThreadPoolExecutor(PUBLISH_THREADS) as pool:
+        assembled = dict(zip(units, pool.map(assemble, units)))
+    published, parents = {}, set()
+    for unit, (fresh, moved) in assembled.items():
+        target = plan.output_dir(root, unit)
         published[unit] = [target / f.relative_to(fresh) for f in moved]
         if moved:
             lk.replace_dir(fresh, target, trash / uuid.uuid4().hex)
         elif target.exists():
             os.rename(target, trash / uuid.uuid4().hex)
+        parents.add(target.parent)
+    for parent in sorted(p for p in parents if p.exists()):
+        lk.fsync(parent)
     return published
