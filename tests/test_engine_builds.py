@@ -211,6 +211,17 @@ def test_deleted_output_files_are_rebuilt(built: tuple[Path, str]) -> None:
     assert read_rows(lake, DYN, analysis) == rows
 
 
+def test_one_removed_output_file_is_rebuilt(built: tuple[Path, str]) -> None:
+    """Every file a unit published must still be there, not only some file of its folder."""
+    lake, analysis = built
+    record = load_analyses(lake)[analysis]
+    folder = lake / DYN / f"analysis_id={analysis}" / "run_id=r1"
+    stray = folder / "data-0000.parquet"
+    shutil.copyfile(lake / record.units["r1"].files[0], stray)  # the folder keeps a file, not its own
+    (lake / record.units["r1"].files[0]).unlink()
+    assert only(build(lake)).plan.build == {"r1": "missing output"}
+
+
 def test_removed_input_run_removes_its_output(built: tuple[Path, str]) -> None:
     lake, analysis = built
     shutil.rmtree(lake / "geometry_state" / f"analysis_id={CAPTURE}" / "run_id=r2")

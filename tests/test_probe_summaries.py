@@ -8,6 +8,7 @@ input is read as producer data. The demo lake runs the real geometry_dynamics mo
 from __future__ import annotations
 
 import datetime as dt
+import json
 import math
 import shutil
 from pathlib import Path
@@ -582,3 +583,31 @@ def test_demo_matches_numpy(demo_lake) -> None:
     assert len(want) == 18
     got = built(lake, analysis_of(lake))
     assert_matches(got, want)
+
+
+def test_a_condition_choosing_no_run_is_asked_once_per_runs_file(tmp_path: Path, monkeypatch) -> None:
+    """A lake of training runs only: probe_summaries has nothing to build and so no record;
+    the verdicts of its runs condition are kept in _meta, and a later build asks the condition
+    only of a run whose runs file is new or changed."""
+    runs, state, dynamics = random_inputs()
+    training = [run_row(f"t{k}", None, 0, None, None) for k in range(3)]
+    names = {r["run_id"]: f"t{k}" for k, r in enumerate(runs[:3])}
+    lake = init_lake(tmp_path / "lake")
+    write_inputs(lake, training, [dict(g, run_id=names[g["run_id"]]) for g in state if g["run_id"] in names],
+                 [dict(g, run_id=names[g["run_id"]]) for g in dynamics if g["run_id"] in names], [])
+    sql = only_sql(tmp_path)
+    [first] = models.run(lake=lake, sql_dir=sql, report=lambda _: None)
+    assert first.plan.build == {} and load_analyses(lake) == {}
+    verdicts = json.loads((lake / "_meta" / "run_verdicts.json").read_text())
+    assert {run: chosen for run, (_, chosen) in verdicts[first.plan.model.spec.runs].items()} == dict.fromkeys(
+        ["t0", "t1", "t2"], False)
+
+    import warehouse.models.plan as plan_module
+    asked: list[str] = []
+    real = plan_module.select_dataset
+    monkeypatch.setattr(plan_module, "select_dataset", lambda d, files, **kw: asked.extend(map(str, files)) or real(d, files, **kw))
+    [again] = models.run(lake=lake, sql_dir=sql, report=lambda _: None)
+    assert again.plan.build == {} and asked == []
+    writer.write("runs", [run_row("t9", None, 0, None, None)], lake=lake)
+    models.run(lake=lake, sql_dir=sql, report=lambda _: None)
+    assert len(asked) == 1 and "run_id=t9" in asked[0]

@@ -39,11 +39,14 @@ class LeftOut:
         return f"{self.path}: {self.reason}"
 
 
-def left_out(root: Path, datasets: Iterable[str]) -> list[LeftOut]:
-    """What of ``datasets`` (and of geometry_state's runs) the models leave out of the lake at ``root``."""
+def left_out(
+    root: Path, datasets: Iterable[str], geometry: Mapping[str, Mapping[str, object]] | None = None
+) -> list[LeftOut]:
+    """What of ``datasets`` (and of geometry_state's runs) the models leave out of the lake at
+    ``root``; ``geometry``: geometry_state's runs per analysis, if listed already."""
     found = [item for name in datasets for item in misplaced(root, contracts.DATASETS[name])]
     if "geometry_state" in datasets:
-        found += runs_without_runs_row(root)
+        found += runs_without_runs_row(root, geometry)
     return found
 
 
@@ -70,10 +73,13 @@ def misplaced(root: Path, dataset: contracts.Dataset) -> list[LeftOut]:
     return found
 
 
-def runs_without_runs_row(root: Path) -> list[LeftOut]:
-    """Runs with geometry_state files but no ``runs`` partition: the models cannot place them in a cohort."""
+def runs_without_runs_row(root: Path, geometry: Mapping[str, Mapping[str, object]] | None = None) -> list[LeftOut]:
+    """Runs with geometry_state files but no ``runs`` partition: the models cannot place them
+    in a cohort. ``geometry``: geometry_state's runs per analysis, if listed already."""
     captured: dict[str, list[str]] = {}
-    for analysis, runs in lk.Lake(root).table(contracts.GEOMETRY_STATE).files_by_analysis().items():
+    if geometry is None:
+        geometry = lk.Lake(root).table(contracts.GEOMETRY_STATE).files_by_analysis()
+    for analysis, runs in geometry.items():
         for run in runs:
             if lk.is_identifier(run):  # an unsafe one is a problem of its own
                 captured.setdefault(run, []).append(analysis)
@@ -88,10 +94,12 @@ def runs_without_runs_row(root: Path) -> list[LeftOut]:
     ]
 
 
-def outside_analysis(root: Path, dataset: contracts.Dataset, analysis: str, model: str) -> list[LeftOut]:
+def outside_analysis(
+    dataset: contracts.Dataset, analysis: str, model: str, by_analysis: Mapping[str, Mapping[str, object]]
+) -> list[LeftOut]:
     """The runs of a dataset that ``model`` does not read because it is pinned to ``analysis``
-    and they were captured only under others."""
-    by_analysis = lk.Lake(root).table(dataset).files_by_analysis()
+    and they were captured only under others; ``by_analysis``: the dataset's runs per
+    analysis (:meth:`warehouse.lake.Table.files_by_analysis`)."""
     pinned = set(by_analysis.get(analysis, {}))
     others: dict[str, str] = {}
     for other, runs in by_analysis.items():
@@ -106,15 +114,17 @@ def outside_analysis(root: Path, dataset: contracts.Dataset, analysis: str, mode
     ]
 
 
-def older_analyses(root: Path, dataset: contracts.Dataset, read: dict[str, str]) -> list[LeftOut]:
+def older_analyses(
+    dataset: contracts.Dataset, read: Mapping[str, str], by_analysis: Mapping[str, Mapping[str, object]]
+) -> list[LeftOut]:
     """The analyses of a run that the models do not read because ``read`` (run -> analysis)
-    chose a newer one of that run."""
+    chose a newer one of that run; ``by_analysis`` as for :func:`outside_analysis`."""
     return [
         LeftOut(dataset.name, f"{dataset.name}/analysis_id={analysis}/run_id={run}", (
             f"an older capture of run {run}: the models read each run's newest analysis ({read[run]}); "
             f"pin this one with --input MODEL.{dataset.name}={analysis}"
         ), (run,))
-        for analysis, runs in lk.Lake(root).table(dataset).files_by_analysis().items()
+        for analysis, runs in by_analysis.items()
         for run in runs if read.get(run, analysis) != analysis
     ]
 

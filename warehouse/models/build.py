@@ -16,6 +16,7 @@ written only for a model whose output is in place.
 
 from __future__ import annotations
 
+import copy
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -30,7 +31,7 @@ from .current import expected_analyses
 from .plan import ModelPlan, plan_model
 from .project import Project
 from .spec import ModelError
-from .state import AnalysisRecord, build_lock, load_analyses, remove_stale_records
+from .state import AnalysisRecord, build_lock, load_analyses, load_run_verdicts, remove_stale_records, save_run_verdicts
 
 BUILD_STAGING_PREFIX = "build-"  # a build's own folders in the staging area
 
@@ -71,6 +72,7 @@ class Build:
         self.records: dict[str, AnalysisRecord] = load_analyses(root)
         self.expected = expected_analyses(project)
         self.listing = self._list_inputs()
+        self._verdicts_before = copy.deepcopy(self.listing.run_verdicts)
         self.plans: dict[str, ModelPlan] = {}
         self.executed: set[str] = set()  # models computed and published (not planned only)
         self._said: set[LeftOut] = set()  # each left-out line once per build, whichever model meets it first
@@ -83,7 +85,8 @@ class Build:
         progress: Callable[[compute.Progress], None] | None = None,
     ) -> list[ModelResult]:
         """Plan each model, and unless ``dry_run`` run it; one line per model to ``report``."""
-        for item in left_out(self.root, self._read_only_inputs()):
+        geometry = self.listing.files_by_analysis(lk.Lake(self.root).table(contracts.GEOMETRY_STATE).folder)
+        for item in left_out(self.root, self._read_only_inputs(), geometry):
             self.report(f"left out: {item}")
         results = []
         for name in self.names:
@@ -102,6 +105,8 @@ class Build:
             result = self.execute(plan, progress)
             results.append(result)
             self.report(result.describe())
+        if not dry_run and self.listing.run_verdicts != self._verdicts_before:
+            save_run_verdicts(self.root, self.listing.run_verdicts)
         return results
 
     def plan(self, name: str) -> ModelPlan:
@@ -113,7 +118,7 @@ class Build:
             listing=self.listing, expected=self.expected,
         )
         self.plans[name] = plan
-        for item in inputs.left_out_by(plan, self.root):
+        for item in inputs.left_out_by(plan, self.root, self.listing):
             if item not in self._said:
                 self._said.add(item)
                 self.report(f"left out: {item}")
@@ -167,7 +172,8 @@ class Build:
 
     def _list_inputs(self) -> inputs.InputListing:
         """List, before any model runs, every input the build reads that none of its models writes."""
-        listing = inputs.InputListing(recorded_clean(self.records) | writer_clean(self.root))
+        listing = inputs.InputListing(recorded_clean(self.records) | writer_clean(self.root),
+                                      load_run_verdicts(self.root))
         written = {self.project.models[n].spec.target for n in self.names}
         for name in self.names:
             model = self.project.models[name]

@@ -12,6 +12,7 @@ output under this id.
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Mapping
 
 from .. import contracts, lake as lk
 from .compile import analysis_id, fingerprint
@@ -60,11 +61,15 @@ def expected_analyses(project: Project) -> dict[str, str]:
     return ids
 
 
-def newest_per_run(base: Path) -> tuple[dict[str, list[Path]], dict[str, str]]:
+def newest_per_run(
+    base: Path, by_analysis: Mapping[str, Mapping[str, list[Path]]] | None = None
+) -> tuple[dict[str, list[Path]], dict[str, str]]:
     """Below a captured dataset's folder ``base``: each run's files in its newest analysis
-    (the one holding the run's newest file; ties by analysis id), and that analysis per run."""
+    (the one holding the run's newest file; ties by analysis id), and that analysis per run.
+    ``by_analysis``: the folder's files as :func:`~warehouse.lake.run_files_by_analysis`
+    lists them, when the caller has listed them already."""
     newest: dict[str, tuple[float, str, list[Path]]] = {}
-    for analysis, runs in lk.run_files_by_analysis(base).items():
+    for analysis, runs in (lk.run_files_by_analysis(base) if by_analysis is None else by_analysis).items():
         for run, files in runs.items():
             key = (max(p.stat().st_mtime for p in files), analysis, files)
             if run not in newest or key[:2] > newest[run][:2]:

@@ -62,13 +62,18 @@ class InputListing:
     next build.
     """
 
-    def __init__(self, known_clean: set[tuple[str, str]] | None = None) -> None:
+    def __init__(
+        self, known_clean: set[tuple[str, str]] | None = None, run_verdicts: dict[str, dict[str, list]] | None = None
+    ) -> None:
         self._files: dict[Path, dict[str, list[Path]]] = {}
         self._newest: dict[Path, str | None] = {}
         self._per_run: dict[Path, tuple[dict[str, list[Path]], dict[str, str]]] = {}
+        self._by_analysis: dict[Path, dict[str, dict[str, list[Path]]]] = {}
         self._screened: dict[Path, list[Problem]] = {}
         self._known_clean = known_clean or set()  # (folder, stamp) found clean by earlier builds
         self.clean: dict[Path, str] = {}  # folder -> stamp, found clean by this build or before
+        # runs condition -> run -> [digest of its runs files, chosen], found by earlier builds or this one
+        self.run_verdicts: dict[str, dict[str, list]] = run_verdicts or {}
 
     def files_by_run(self, base: Path, contract: contracts.Dataset) -> dict[str, list[Path]]:
         if base not in self._files:
@@ -82,8 +87,15 @@ class InputListing:
 
     def newest_per_run(self, base: Path) -> tuple[dict[str, list[Path]], dict[str, str]]:
         if base not in self._per_run:
-            self._per_run[base] = newest_per_run(base)
+            self._per_run[base] = newest_per_run(base, self.files_by_analysis(base))
         return self._per_run[base]
+
+    def files_by_analysis(self, base: Path) -> dict[str, dict[str, list[Path]]]:
+        """Per analysis, each run's files below a dataset's folder (listed once per build:
+        what the models read, what they leave out and the checks all see the same files)."""
+        if base not in self._by_analysis:
+            self._by_analysis[base] = lk.run_files_by_analysis(base)
+        return self._by_analysis[base]
 
     def screen(self, root: Path, dataset: contracts.Dataset, files: list[Path]) -> list[Problem]:
         """The problems of these input files as :func:`check_files` finds them. Each folder is
@@ -226,23 +238,27 @@ def skipped_by_unit(plan: ModelPlan, root: Path, problems: list[Problem]) -> dic
 # -- what a plan leaves out ------------------------------------------------------------------
 
 
-def left_out_by(plan: ModelPlan, root: Path) -> list[LeftOut]:
+def left_out_by(plan: ModelPlan, root: Path, listing: InputListing) -> list[LeftOut]:
     """What the plan's inputs leave out: the runs outside a pinned captured analysis, the
     older analyses of runs read newest per run, and the series too short for the model."""
-    return _pinned_left_out(plan, root) + _older_left_out(plan, root) + _short_left_out(plan, root)
+    return _pinned_left_out(plan, root, listing) + _older_left_out(plan, root, listing) + _short_left_out(plan, root)
 
 
-def _pinned_left_out(plan: ModelPlan, root: Path) -> list[LeftOut]:
+def _pinned_left_out(plan: ModelPlan, root: Path, listing: InputListing) -> list[LeftOut]:
     return [
         item for inp in plan.inputs.values()
         if inp.pinned and inp.by_run
-        for item in outside_analysis(root, inp.dataset, inp.analysis, plan.name)
+        for item in outside_analysis(inp.dataset, inp.analysis, plan.name, _by_analysis(root, inp, listing))
     ]
 
 
-def _older_left_out(plan: ModelPlan, root: Path) -> list[LeftOut]:
+def _older_left_out(plan: ModelPlan, root: Path, listing: InputListing) -> list[LeftOut]:
     return [item for inp in plan.inputs.values() if inp.analysis == NEWEST_PER_RUN
-            for item in older_analyses(root, inp.dataset, inp.sources)]
+            for item in older_analyses(inp.dataset, inp.sources, _by_analysis(root, inp, listing))]
+
+
+def _by_analysis(root: Path, inp: Input, listing: InputListing) -> dict[str, dict[str, list[Path]]]:
+    return listing.files_by_analysis(lk.Lake(root).table(inp.dataset).folder)
 
 
 def _short_left_out(plan: ModelPlan, root: Path) -> list[LeftOut]:

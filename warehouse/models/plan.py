@@ -10,6 +10,7 @@ inputs gives a new plan).
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Collection, Mapping
@@ -20,7 +21,7 @@ from .. import contracts, lake as lk
 from ..duck import bounded_connection
 from ..scan import select_dataset
 from .compile import CompiledModel, analysis_id as make_analysis_id, fingerprint
-from .inputs import Input, InputListing, files_by_run, resolve_input
+from .inputs import Input, InputListing, resolve_input
 from .kinds import WHOLE
 from .project import Project
 from .state import AnalysisRecord, UnitRecord, digest
@@ -116,7 +117,7 @@ def plan_model(
     record = records.get(analysis)
     scope = None
     if model.spec.runs:
-        inputs, scope = _scope_runs(model, inputs, root, record)
+        inputs, scope = _scope_runs(model, inputs, root, record, listing)
     plan = ModelPlan(model, analysis, fp, inputs, _digests(model, inputs, root), run_scope=scope,
                      input_digests=_run_digests(inputs, root) if model.spec.kind.merges else None)
     if record is None and plan.no_input:
@@ -137,7 +138,7 @@ def plan_model(
 
 
 def _scope_runs(
-    model: CompiledModel, inputs: dict[str, Input], root: Path, record: AnalysisRecord | None
+    model: CompiledModel, inputs: dict[str, Input], root: Path, record: AnalysisRecord | None, listing: InputListing
 ) -> tuple[dict[str, Input], dict[str, list] | None]:
     """The by-run inputs cut to the runs the model's ``runs`` condition chooses, and each
     run's verdict with a digest of its runs files (for the analysis record: a later build
@@ -148,7 +149,9 @@ def _scope_runs(
     """
     files = inputs["runs"].files
     digests = {run: digest(fs, root) for run, fs in files.items()}
-    recorded = (record.run_scope if record else None) or {}
+    # what this model's last build found, else what another model with the same condition
+    # found in this build (a model with nothing to build has no record to keep its verdicts)
+    recorded = ((record.run_scope if record else None) or {}) | listing.run_verdicts.get(model.spec.runs, {})
     verdicts = {r: v for r, v in recorded.items() if v[0] == digests.get(r)}
     todo = [f for run in digests if run not in verdicts for f in files[run]]
     if todo:
@@ -160,6 +163,7 @@ def _scope_runs(
         except duckdb.Error:
             return inputs, None
         verdicts |= {run: [digests[run], run in chosen] for run in digests if run not in verdicts}
+    listing.run_verdicts[model.spec.runs] = verdicts
     keep = {run for run, (_, chosen) in verdicts.items() if chosen}
     return {d: inp.of_runs(keep) for d, inp in inputs.items()}, verdicts
 
@@ -231,13 +235,13 @@ def _unit_reason(
         return "upstream changed"
     if done.digest != d:
         return "upstream changed" if rebuilt else "changed input"
-    if done.rows and not _has_files(plan.output_dir(root, unit), plan.model.spec.contract, unit):
+    if done.rows and not _all_there(root, done.files):
         return "missing output"
     return None
 
 
-def _has_files(folder: Path, contract: contracts.Dataset, unit: str) -> bool:
-    """Whether a unit's output folder holds a published Parquet file (one emptied by hand does not)."""
-    if unit != WHOLE:
-        return bool(lk.published_files(folder))
-    return any(files_by_run(folder, contract).values())
+def _all_there(root: Path, files: Collection[str]) -> bool:
+    """Whether every file a unit published is still in the lake (none removed by hand).
+    Plain string paths: a no-op build asks this of every run of every model."""
+    base = str(root)
+    return all(os.path.isfile(os.path.join(base, f)) for f in files)

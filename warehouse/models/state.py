@@ -145,6 +145,25 @@ def save_analysis(root: Path, record: AnalysisRecord) -> None:
     lk.fsync(folder)
 
 
+RUN_VERDICTS = "run_verdicts.json"
+
+
+def load_run_verdicts(root: Path) -> dict[str, dict[str, list]]:
+    """What earlier builds found of each ``runs`` condition: per condition's SQL, per run,
+    [digest of its runs files, chosen]. Kept apart from the analysis records for the models
+    whose condition chooses no run (they have no record); a missing or unreadable file only
+    makes the next build ask the conditions again."""
+    try:
+        data = json.loads((root / lk.META_DIR / RUN_VERDICTS).read_text())
+    except (OSError, ValueError):
+        return {}
+    return data if isinstance(data, dict) else {}
+
+
+def save_run_verdicts(root: Path, verdicts: Mapping[str, Mapping[str, list]]) -> None:
+    lk.write_bytes_atomic(root / lk.META_DIR / RUN_VERDICTS, json.dumps(verdicts, sort_keys=True).encode())
+
+
 def remove_stale_records(root: Path) -> None:
     """Remove temporary record files a killed build left (call under the build lock)."""
     lk.remove_quietly(analyses_dir(root).glob(f"{lk.TEMP_PREFIX}*.partial"))
