@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Callable, Mapping
 
 import duckdb
+import pyarrow.parquet as pq
 
 from .. import contracts, lake as lk
 from ..duck import memory_bytes, work_connection
@@ -101,7 +102,7 @@ def compute(
         if plan.added:
             _create_previous(plan, con)
         steps = spec.kind.batches(plan, units, con, excluded, batch_bytes(con, spec.batch_divisor))
-        began, written = time.perf_counter(), []
+        began, rows = time.perf_counter(), 0
         for i, batch in enumerate(steps):
             for name, inp in plan.inputs.items():
                 # exact: every file left has the contract's columns (screened, vouched for or ours)
@@ -114,17 +115,15 @@ def compute(
                 _check_types(plan, con)
             # a partitioned target takes later batches' run folders beside the first's
             target = ql(str(out)) if by_run else ql(str(out / f"data-{i}.parquet"))
-            append = ", APPEND" if i and by_run else ""
-            # each file written and its rows, so that nothing has to read their footers again
-            written += con.execute(f"COPY (\n{query}\n) TO {target} ({options}, RETURN_STATS{append})").fetchall()
+            written = con.execute(f"COPY (\n{query}\n) TO {target} ({options}{', APPEND' if i and by_run else ''})")
             if progress:
-                rows = sum(n for _, n, *_ in written)
+                rows += written.fetchone()[0]
                 progress(Progress(plan, i + 1, len(steps), rows, time.perf_counter() - began))
     except duckdb.Error as exc:
         raise ModelError(f"{spec.where()}: the SQL failed: {exc}\n--- rendered SQL ---\n{model_sql(plan)}") from None
     finally:
         con.close()
-    return _staged_units([(Path(f), n) for f, n, *_ in written], units, by_run)
+    return _staged_units(out, units, by_run)
 
 
 def _set_variables(con: duckdb.DuckDBPyConnection, plan: ModelPlan, versions: Mapping[str, str]) -> None:
@@ -171,14 +170,19 @@ def _check_types(plan: ModelPlan, con: duckdb.DuckDBPyConnection) -> None:
             )
 
 
-def _staged_units(written: list[tuple[Path, int]], units: list[str], by_run: bool) -> Staged:
-    """The rows and files of each unit from the files COPY wrote and their row counts (an
-    empty file is never published)."""
-    rows: dict[str, int] = dict.fromkeys(units, 0)
-    files: dict[str, list[Path]] = {u: [] for u in units}
-    for path, n in sorted(written):
-        unit = lk.partition_value(path.parent) if by_run and WHOLE not in units else WHOLE
-        if n:
-            rows[unit] = rows.get(unit, 0) + n
-            files.setdefault(unit, []).append(path)
-    return {u: StagedUnit(rows[u], files[u]) for u in rows}
+def _staged_units(out: Path, units: list[str], by_run: bool) -> Staged:
+    staged = {u: StagedUnit(0, []) for u in units}
+    if not by_run:
+        staged[WHOLE] = _rows_and_files(sorted(out.glob("*.parquet")))
+        return staged
+    for folder in out.glob("run_id=*"):
+        staged[lk.partition_value(folder)] = _rows_and_files(sorted(folder.glob("*.parquet")))
+    if WHOLE in units:  # a full model partitioned by run: its runs make up its one unit
+        staged = {WHOLE: StagedUnit(sum(s.rows for s in staged.values()), [f for s in staged.values() for f in s.files])}
+    return staged
+
+
+def _rows_and_files(files: list[Path]) -> StagedUnit:
+    """Rows of staged output files, and the files that hold rows (an empty file is never published)."""
+    counts = [(pq.ParquetFile(f).metadata.num_rows, f) for f in files]
+    return StagedUnit(sum(n for n, _ in counts), [f for n, f in counts if n])
