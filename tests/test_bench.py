@@ -262,11 +262,11 @@ def test_pandas_baseline_gives_the_numbers_of_the_frozen_cpd1_build(built_lake: 
     import pandas_baseline
 
     # the build `make bench` times the baseline against, on a copy of the lake the repository's
-    # models (cpd@2.1) built: it adds a cpd@1 analysis of events_candidates beside cpd@2.1's
+    # models (cpd@2.2) built: it adds a cpd@1 analysis of events_candidates beside cpd@2.2's
     lake = fresh_copy(built_lake, tmp_path / "lake")
     subprocess.run(cpd1_build(lake, frozen_cpd1.sql_dir(tmp_path / "sql")), check=True, capture_output=True)
     analyses = sorted(p.name.split("=", 1)[1].split("-")[0] for p in (lake / "events_candidates").iterdir())
-    assert analyses == ["cpd1", "cpd2_1"]
+    assert analyses == ["cpd1", "cpd2_2"]
     gs = pandas_baseline.load(lake)
     out = tmp_path / "pandas"
     out.mkdir()

@@ -172,9 +172,9 @@ def test_a_model_outside_the_build_must_have_built_its_current_analysis(tmp_path
     capture(lake, "r1", 0)
     done = cli("models", "run", "--lake", str(lake), "--select", "signatures")
     assert done.returncode == 2
-    assert "reads events_candidates analysis cpd2_1-" in done.stderr and "which is not built" in done.stderr
+    assert "reads events_candidates analysis cpd2_2-" in done.stderr and "which is not built" in done.stderr
     plan = cli("models", "plan", "--lake", str(lake), "--select", "signatures")
-    assert plan.returncode == 0 and "waits for events_candidates analysis cpd2_1-" in plan.stdout
+    assert plan.returncode == 0 and "waits for events_candidates analysis cpd2_2-" in plan.stdout
 
 
 # -- 3. the views show the current analysis ------------------------------------------------------

@@ -1,5 +1,5 @@
 -- name: events_candidates
--- version: cpd@2.1
+-- version: cpd@2.2
 -- target: events_candidates
 -- kind: per_run
 -- grain: run_id, event_type, layer, metric, step
@@ -26,6 +26,9 @@
 --   scale (bottom-up merging), so one change gives one event. Diagnostics come from the
 --   detecting scale's windows. Composite events do the same per layer on the root mean
 --   square of its metrics' z. cpd@2.1: the cpd@2 formula, with fewer joins (its outputs).
+--   cpd@2.2: the same formula; the other layers' volatility at an event comes from running
+--   windows over every series (linear in the captures, whatever the number of events and
+--   layers), not from each event's windows in every layer.
 {% import 'macros/series.sql' as series %}
 {% if params.min_scale > params.max_scale %}
 {{ refuse('parameter min_scale = %d is above max_scale = %d: no scale is left' % (params.min_scale, params.max_scale)) }}
@@ -373,13 +376,11 @@ composite_events AS (
 
 event_anchors AS (
     -- Every window to describe, as (run, layer, metric, index i, scale G): a metric event's
-    -- windows at its own index in every layer having that metric (for volatility_ratio_agg),
-    -- and a composite event's at each metric of its layer with a capture at its step.
+    -- own windows, and a composite event's at each metric of its layer with a capture at
+    -- its step.
     SELECT e.run_id, e.layer AS event_layer, e.metric AS event_metric, e.step AS event_step,
-           'change_point' AS event_type, x.layer, x.metric, e.i, e.scale
+           'change_point' AS event_type, e.layer, e.metric, e.i, e.scale
     FROM metric_events AS e
-    JOIN (SELECT DISTINCT run_id, layer, metric FROM indexed) AS x
-        ON x.run_id = e.run_id AND x.metric = e.metric
     UNION ALL
     SELECT e.run_id, e.layer, '__composite__', e.step, 'change_point_composite', x.layer, x.metric, x.j, e.scale
     FROM composite_events AS e
@@ -427,11 +428,46 @@ window_stats AS (
     JOIN window_mads AS d USING (run_id, event_layer, event_metric, event_step, event_type, layer, metric)
 ),
 
+running_volatility AS (
+    -- at every capture and scale G, the volatility over the G - 1 first differences ending
+    -- there: a window [i - G, i + G) has its baseline volatility at i - 1 and its event
+    -- volatility at i + G - 1
+    SELECT
+        run_id, layer, metric, j,
+        {%- for g in ns.scales %}
+        stddev_pop(x - x_prev) OVER (by_j ROWS BETWEEN {{ g - 2 }} PRECEDING AND CURRENT ROW) AS volatility_{{ g }}{{ "," if not loop.last }}
+        {%- endfor %}
+    FROM indexed
+    WINDOW by_j AS (PARTITION BY run_id, layer, metric ORDER BY j)
+),
+
+layer_windows AS (
+    -- per metric event and layer with that metric: the volatility at both ends of the
+    -- event's windows (a window that starts before the series has none)
+    SELECT
+        e.run_id, e.layer AS event_layer, e.metric AS event_metric, e.step AS event_step, v.layer,
+        e.at > e.i AS after,
+        CASE e.scale
+            {%- for g in ns.scales %}
+            WHEN {{ g }} THEN v.volatility_{{ g }}
+            {%- endfor %}
+        END AS volatility
+    FROM (SELECT *, unnest([i - 1, i + scale - 1]) AS at FROM metric_events WHERE i >= scale) AS e
+    JOIN running_volatility AS v ON v.run_id = e.run_id AND v.metric = e.metric AND v.j = e.at
+),
+
 layer_ratios AS (
-    -- per metric event: the median volatility ratio over the layers' windows at its index
+    -- per metric event: the median volatility ratio over the layers' whole windows at its index
     SELECT run_id, event_layer, event_metric, event_step, median(volatility_ratio) AS volatility_ratio_agg
-    FROM window_stats
-    WHERE event_type = 'change_point'
+    FROM (
+        SELECT
+            run_id, event_layer, event_metric, event_step, layer,
+            max(volatility) FILTER (WHERE after) / greatest(max(volatility) FILTER (WHERE NOT after), 1e-12)
+                AS volatility_ratio
+        FROM layer_windows
+        GROUP BY ALL
+        HAVING count(*) = 2
+    )
     GROUP BY run_id, event_layer, event_metric, event_step
 ),
 
