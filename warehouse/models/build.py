@@ -149,7 +149,7 @@ class Build:
         previous = self.records.get(plan.analysis_id)
         with lk.scratch_dir(self.root, BUILD_STAGING_PREFIX) as staging:
             versions = record.input_versions(plan, self.records)
-            staged = compute.compute(plan, staging, excluded, progress, versions) if plan.build else {}
+            staged = compute.compute(plan, staging, excluded, progress, versions, self.report) if plan.build else {}
             publish.check_output(plan, staged)
             keeps = plan.model.spec.kind.keeps_unchanged_runs and plan.build
             contents = publish.run_contents(plan, staging / "out") if keeps else {}

@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import datetime as dt
 import os
+import shutil
 import time
+from collections import deque
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Mapping
@@ -21,7 +23,7 @@ from .. import contracts, lake as lk
 from ..duck import memory_bytes, work_connection
 from ..scan import select_dataset
 from ..sql import quote_identifier as qi, quote_literal as ql
-from .kinds import WHOLE
+from .kinds import WHOLE, Batch
 from .plan import ModelPlan
 from .project import ADDED_RUNS, ENGINE_COLUMNS, PREVIOUS_OUTPUT
 from .spec import ModelError
@@ -79,21 +81,22 @@ def model_sql(plan: ModelPlan) -> str:
 def compute(
     plan: ModelPlan, staging: Path, excluded: set[Path],
     progress: Callable[[Progress], None] | None = None, versions: Mapping[str, str] | None = None,
+    say: Callable[[str], None] = print,
 ) -> Staged:
     """Run the model for the plan's units into ``staging/out`` without the ``excluded``
     input files; rows and files per unit. ``versions``: the model version behind each input
-    analysis, for the SQL to read.
+    analysis, for the SQL to read. ``say`` hears of a batch split because it ran out of memory.
 
     The model's kind splits the work into batches (:meth:`~.kinds.Kind.batches`) whose
     input files stay within a share of DuckDB's memory limit (:func:`batch_bytes`) where it
     can: runs of a per_run model, groups of a grouped one. So the memory a build needs is
-    bounded by the batch, not the lake. ``progress`` hears of each batch written.
+    bounded by the batch, not the lake. A batch of runs that runs out of memory all the same
+    is computed again as two halves (:func:`_halves`). ``progress`` hears of each batch written.
     """
     spec = plan.model.spec
     units = sorted(plan.build)
     out = staging / "out"
     by_run = "run_id" in spec.contract.partition_by
-    options = "FORMAT parquet, COMPRESSION zstd" + (", PARTITION_BY (run_id)" if by_run else "")
     out.mkdir(parents=True, exist_ok=True)
     con = work_connection(staging / "spill")
     try:
@@ -101,29 +104,64 @@ def compute(
         query = output_sql(plan, dt.datetime.now(dt.timezone.utc))
         if plan.added:
             _create_previous(plan, con)
-        steps = spec.kind.batches(plan, units, con, excluded, batch_bytes(con, spec.batch_divisor))
-        began, rows = time.perf_counter(), 0
-        for i, batch in enumerate(steps):
-            for name, inp in plan.inputs.items():
-                # exact: every file left has the contract's columns (screened, vouched for or ours)
-                files = [f for f in inp.files_for(batch.units) if f not in excluded]
-                select = select_dataset(inp.dataset, files, exact=True)
-                if name in batch.filters:
-                    select = f"SELECT * FROM ({select}) WHERE {batch.filters[name]}"
-                con.execute(f"CREATE OR REPLACE VIEW {qi(name)} AS {select}")
-            if i == 0:
+        steps = deque(spec.kind.batches(plan, units, con, excluded, batch_bytes(con, spec.batch_divisor)))
+        began, rows, done, total = time.perf_counter(), 0, 0, len(steps)
+        while steps:
+            batch = steps.popleft()
+            _input_views(con, plan, batch, excluded)
+            if done == 0:
                 _check_types(plan, con)
-            # a partitioned target takes later batches' run folders beside the first's
-            target = ql(str(out)) if by_run else ql(str(out / f"data-{i}.parquet"))
-            written = con.execute(f"COPY (\n{query}\n) TO {target} ({options}{', APPEND' if i and by_run else ''})")
+            try:
+                written = _copy(con, query, out, by_run, done)
+            except duckdb.OutOfMemoryException as exc:
+                if batch.filters or len(batch.units) < 2 or not by_run:  # no smaller batch computes it
+                    raise
+                steps.extendleft(reversed(_halves(batch, out)))
+                total += 1
+                say(f"  {spec.name}: {len(batch.units)} {spec.kind.unit_word(len(batch.units))} together ran out of"
+                    f" memory ({str(exc).splitlines()[0]}); computing them again as two batches")
+                continue
+            done += 1
             if progress:
                 rows += written.fetchone()[0]
-                progress(Progress(plan, i + 1, len(steps), rows, time.perf_counter() - began))
+                progress(Progress(plan, done, total, rows, time.perf_counter() - began))
     except duckdb.Error as exc:
         raise ModelError(f"{spec.where()}: the SQL failed: {exc}\n--- rendered SQL ---\n{model_sql(plan)}") from None
     finally:
         con.close()
     return _staged_units(out, units, by_run)
+
+
+def _input_views(con: duckdb.DuckDBPyConnection, plan: ModelPlan, batch: Batch, excluded: set[Path]) -> None:
+    """Each input as a view over the batch's files (less ``excluded``), under its name in the SQL."""
+    for name, inp in plan.inputs.items():
+        # exact: every file left has the contract's columns (screened, vouched for or ours)
+        files = [f for f in inp.files_for(batch.units) if f not in excluded]
+        select = select_dataset(inp.dataset, files, exact=True)
+        if name in batch.filters:
+            select = f"SELECT * FROM ({select}) WHERE {batch.filters[name]}"
+        con.execute(f"CREATE OR REPLACE VIEW {qi(name)} AS {select}")
+
+
+def _copy(con: duckdb.DuckDBPyConnection, query: str, out: Path, by_run: bool, done: int) -> duckdb.DuckDBPyConnection:
+    """Write one batch's output into ``out``: run folders beside the earlier batches' ones
+    (partitioned by run), else a file of its own."""
+    if by_run:
+        append = ", APPEND" if any(out.iterdir()) else ""
+        return con.execute(f"COPY (\n{query}\n) TO {ql(str(out))} (FORMAT parquet, COMPRESSION zstd,"
+                           f" PARTITION_BY (run_id){append})")
+    return con.execute(f"COPY (\n{query}\n) TO {ql(str(out / f'data-{done}.parquet'))} (FORMAT parquet, COMPRESSION zstd)")
+
+
+def _halves(batch: Batch, out: Path) -> list[Batch]:
+    """A batch of runs that ran out of memory as two batches of half its runs each, once the
+    run folders its failed ``COPY`` may have begun are gone (each run is in one batch only)."""
+    units = set(batch.units)
+    for folder in out.glob("run_id=*"):
+        if lk.partition_value(folder) in units:
+            shutil.rmtree(folder)
+    half = len(batch.units) // 2
+    return [Batch(batch.units[:half]), Batch(batch.units[half:])]
 
 
 def _set_variables(con: duckdb.DuckDBPyConnection, plan: ModelPlan, versions: Mapping[str, str]) -> None:

@@ -1,0 +1,84 @@
+"""A batch of runs that runs out of DuckDB's memory is computed again as two halves, until a
+run alone: the output is the one a build of one run per batch gives, and the split is said.
+A single run out of memory fails the build as before, with nothing published."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import duckdb
+import pytest
+
+from model_fixtures import only_models_sql, read_rows, snapshot, write_runs
+from warehouse import models
+from warehouse.models import ModelError, compute
+
+DYN = "geometry_dynamics"
+RUNS = {f"r{i}": range(0, 100, 10) for i in range(5)}
+
+
+class RunsAtMost:
+    """A DuckDB connection whose ``COPY`` runs out of memory when its batch reads more than
+    ``most`` runs (``most`` = 0: always), as a real one does past its memory limit."""
+
+    def __init__(self, con: duckdb.DuckDBPyConnection, most: int) -> None:
+        self.con, self.most = con, most
+
+    def execute(self, sql: str, *args: object) -> duckdb.DuckDBPyConnection:
+        if sql.startswith("COPY"):
+            runs = self.con.execute("SELECT count(DISTINCT run_id) FROM geometry_state").fetchone()[0]
+            if runs > self.most:
+                raise duckdb.OutOfMemoryException("Out of Memory Error: could not allocate block (injected)")
+        return self.con.execute(sql, *args)
+
+    def __getattr__(self, name: str) -> object:
+        return getattr(self.con, name)
+
+
+@pytest.fixture
+def lakes(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> tuple[Path, Path]:
+    monkeypatch.setenv("SQUIGGLE_SQL", str(only_models_sql(tmp_path / "sql", DYN)))
+    lake = tmp_path / "lake"
+    write_runs(lake, RUNS)
+    twin = tmp_path / "twin"
+    shutil.copytree(lake, twin)
+    return lake, twin
+
+
+def limit_runs(monkeypatch: pytest.MonkeyPatch, most: int) -> None:
+    connect = compute.work_connection
+    monkeypatch.setattr(compute, "work_connection", lambda spill: RunsAtMost(connect(spill), most))
+
+
+def test_a_batch_out_of_memory_is_split_until_it_fits(lakes: tuple[Path, Path], monkeypatch: pytest.MonkeyPatch) -> None:
+    lake, twin = lakes
+    monkeypatch.setenv("SQUIGGLE_BATCH_BYTES", "1")  # the reference: every run a batch of its own
+    models.run(lake=twin, report=lambda _: None)
+    monkeypatch.setenv("SQUIGGLE_BATCH_BYTES", str(10**9))  # all five runs in one batch
+    limit_runs(monkeypatch, 2)
+    said: list[str] = []
+    [result] = models.run(lake=lake, report=said.append)
+    # 5 -> 2 + 3, and 3 -> 1 + 2: two splits, each said with the memory error
+    splits = [line for line in said if "ran out of memory" in line]
+    assert [s.split(":")[0].strip() for s in splits] == [DYN, DYN]
+    assert "5 runs together ran out of memory (Out of Memory Error: could not allocate block (injected))" in splits[0]
+    assert "3 runs together" in splits[1]
+    assert result.rows == len(read_rows(twin, DYN))
+    assert sorted(read_rows(lake, DYN), key=repr) == sorted(read_rows(twin, DYN), key=repr)
+    assert sorted(p.name for p in (lake / DYN).glob("analysis_id=*/run_id=*")) == [f"run_id={r}" for r in RUNS]
+
+
+def test_a_single_run_out_of_memory_fails_the_build_and_publishes_nothing(
+    lakes: tuple[Path, Path], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    lake, _ = lakes
+    monkeypatch.setenv("SQUIGGLE_BATCH_BYTES", str(10**9))
+    limit_runs(monkeypatch, 0)
+    before = snapshot(lake)
+    said: list[str] = []
+    with pytest.raises(ModelError, match=r"model geometry_dynamics .*the SQL failed: Out of Memory Error"):
+        models.run(lake=lake, report=said.append)
+    # halved down to single runs, the first of which still fails
+    assert len([line for line in said if "ran out of memory" in line]) == 2
+    assert snapshot(lake) == before
