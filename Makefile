@@ -12,14 +12,14 @@ WH     := $(BIN)/warehouse
 # Benchmarks: sizes in geometry_state rows, rounds of each measurement, DuckDB's memory limit.
 BENCH_SIZES  ?= 1000000 10000000
 BENCH_REPEAT ?= 3
-BENCH_MEMORY ?= 2GB
+BENCH_MEMORY ?= default
 BENCH_WORK   ?= .bench
 # The change-point cost benchmark: pooled geometry_state rows of each series length.
 CPD_ROWS     ?= 10000000
 # The HTML report's file: beside the catalog.
 REPORT ?= $(dir $(DB))report.html
 
-.PHONY: install torch chromium demo models report catalog check test test-faults example docs bench bench-100m bench-cpd bench-report eval eval-deps eval-cpd eval-match clean
+.PHONY: install torch chromium demo models report catalog check test test-faults example docs bench bench-100m bench-cpd bench-shapes bench-report eval eval-deps eval-cpd eval-match clean
 
 # The virtual environment, re-made when the project's dependencies change.
 $(VENV)/.installed: pyproject.toml
@@ -102,6 +102,10 @@ bench-100m: $(VENV)/.bench-installed
 ## bench-cpd: events_candidates alone, cpd@2 against cpd@1, on CPD_ROWS rows as series of 64, 1,000 and 5,000 captures -> bench/results/cpd_cost.md
 bench-cpd: install
 	$(BIN)/python bench/cpd_cost.py --rows $(CPD_ROWS) --repeat $(BENCH_REPEAT) --memory-limit $(BENCH_MEMORY) --work $(BENCH_WORK)
+
+## bench-shapes: every model on series of 16 to 5,000 captures and on 1,000 small runs, beside the polars peer -> bench/results/shapes.md
+bench-shapes: $(VENV)/.bench-installed
+	$(BIN)/python bench/shapes.py --repeat $(BENCH_REPEAT) --memory-limit $(BENCH_MEMORY) --work $(BENCH_WORK)
 
 ## bench-report: `warehouse report` on the demo lake and 1 and 10 million rows -> bench/results/report_cost.md
 bench-report: install

@@ -3,10 +3,8 @@
 The same number of pooled geometry_state rows (``--rows``, default 10 million; one module,
 ``--layers`` layers, all six descriptors filled) is laid out as series of 64, 1,000 and
 5,000 captures (``--captures``): runs = rows / (captures x layers), rounded, so the shapes
-differ only in how long each series is. Every (run, layer, descriptor) series is a random
-walk with noise and two level shifts at random captures (numpy, seeded: the same rows on
-every machine). Each shape's lake is written once through ``warehouse.write`` and cached
-under ``--work``.
+differ only in how long each series is: the lakes of ``shape_lake.py`` (random walks with
+noise and two level shifts), cached under ``--work``.
 
 Each measurement builds the model alone on a fresh hard-linked copy of the shape's lake:
 ``warehouse models run --select events_candidates`` (a first build: every run computed), in
@@ -36,103 +34,19 @@ import shutil
 import statistics
 import sys
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict
 from pathlib import Path
-
-import numpy as np
-import pyarrow as pa
 
 import frozen_cpd1
 import machine
 from report import save
 from measure import CommandFailed, measure
-from models import Settings, fresh_copy
+from models import Settings, fresh_copy, memory_limit as resolve_limit
+from shape_lake import Shape, cached_lake, require_disk
 
-from warehouse import writer
-from warehouse.contracts import DESCRIPTORS
 
 RESULTS = Path(__file__).resolve().parent / "results"
-GENERATOR = 1  # version of the generator below: part of a cached lake's name
-MODULE = "resid_post"
-CHUNK_ROWS = 1_000_000  # rows simulated and written together
-SHIFTS = 2  # level shifts per series
 BUILD_LINE = re.compile(r"^events_candidates \S+ -> .*: ([0-9,]+) rows, .*, ([0-9.]+) s$", re.MULTILINE)
-
-
-@dataclass(frozen=True)
-class Shape:
-    """A layout of the rows: ``runs`` runs of ``layers`` series of ``captures`` captures."""
-
-    captures: int
-    layers: int
-    runs: int
-
-    @classmethod
-    def for_rows(cls, rows: int, captures: int, layers: int) -> Shape:
-        return cls(captures, layers, max(1, round(rows / (captures * layers))))
-
-    @property
-    def rows(self) -> int:
-        return self.captures * self.layers * self.runs
-
-
-def series_values(rng: np.random.Generator, count: int, captures: int) -> np.ndarray:
-    """``count`` series of ``captures`` values: a random walk, noise and SHIFTS level shifts
-    of 1 to 3 units, each at least an eighth of the series from its ends."""
-    walk = np.cumsum(rng.normal(0.0, 0.05, (count, captures)), axis=1)
-    noise = rng.normal(0.0, 0.2, (count, captures))
-    margin = captures // 8
-    at = rng.integers(margin, captures - margin, (count, SHIFTS))
-    size = rng.uniform(1.0, 3.0, (count, SHIFTS)) * rng.choice([-1.0, 1.0], (count, SHIFTS))
-    t = np.arange(captures)
-    shifts = sum(size[:, [k]] * (t >= at[:, [k]]) for k in range(SHIFTS))
-    return (4.0 + walk + noise + shifts).astype(np.float32)
-
-
-def geometry_chunk(shape: Shape, runs: range, rng: np.random.Generator) -> pa.Table:
-    """The pooled rows of ``runs`` (indices), ordered by run, layer and capture."""
-    per_run = shape.layers * shape.captures
-    total = len(runs) * per_run
-    names = np.repeat(np.array([run_id(k) for k in runs]), per_run)
-    columns: dict = {
-        "run_id": names, "analysis_id": np.full(total, "cpd-cost"),
-        "step": np.tile(np.arange(shape.captures, dtype=np.int64) * 10, len(runs) * shape.layers),
-        "seed": np.zeros(total, np.int64), "sample_set": np.full(total, "bench"),
-        "sample_id": pa.nulls(total, pa.string()),
-        "layer": np.tile(np.repeat(np.arange(shape.layers, dtype=np.int32), shape.captures), len(runs)),
-        "module": np.full(total, MODULE), "n_samples": np.full(total, 64, np.int32), "dim": np.full(total, 256, np.int32),
-    }
-    for d in DESCRIPTORS:
-        columns[d] = series_values(rng, len(runs) * shape.layers, shape.captures).ravel()
-    return pa.table(columns)
-
-
-def run_id(k: int) -> str:
-    return f"cost-{k:06d}"
-
-
-def runs_rows(runs: range) -> list[dict]:
-    return [{"run_id": run_id(k), "seed": 0, "run_mode": "train_full", "model_id": "bench", "config_json": "{}",
-             "config_hash": "bench", "status": "completed", "started_at_utc": "2026-01-01T00:00:00Z"} for k in runs]
-
-
-def cached_lake(work: Path, shape: Shape) -> Path:
-    """The shape's lake under ``work`` (written first if missing; into ``.partial``, then renamed)."""
-    lake = work / "lakes" / f"cpd-cost-v{GENERATOR}-{shape.runs}x{shape.layers}x{shape.captures}"
-    if lake.exists():
-        return lake
-    partial = lake.with_name(lake.name + ".partial")
-    shutil.rmtree(partial, ignore_errors=True)
-    print(f"writing {shape.rows:,} rows ({shape.runs:,} runs x {shape.layers} layers x {shape.captures:,} captures)"
-          f" to {lake} ...", flush=True)
-    rng = np.random.default_rng([GENERATOR, shape.captures])
-    step = max(1, CHUNK_ROWS // (shape.layers * shape.captures))
-    for first in range(0, shape.runs, step):
-        runs = range(first, min(first + step, shape.runs))
-        writer.write("runs", runs_rows(runs), lake=partial, create=True)
-        writer.write("geometry_state", geometry_chunk(shape, runs, rng), lake=partial)
-    partial.rename(lake)
-    return lake
 
 
 def build(lake: Path, sql: Path, env: dict[str, str], work: Path) -> dict:
@@ -237,8 +151,9 @@ def _ratio(shape: dict, a: str, b: str) -> str:
 
 
 def build_env(memory_limit: str, batch_bytes: int | None, work: Path) -> dict[str, str]:
-    """The builds' environment: DuckDB's memory limit and spill folder, and the batch size."""
-    env = Settings(memory_limit, None, work / "spill").env()
+    """The builds' environment: DuckDB's memory limit ('default': the warehouse's own) and
+    spill folder, and the batch size."""
+    env = Settings(resolve_limit(memory_limit), None, work / "spill").env()
     env.pop("SQUIGGLE_BATCH_BYTES", None)
     if batch_bytes:
         env["SQUIGGLE_BATCH_BYTES"] = str(batch_bytes)
@@ -252,7 +167,7 @@ def main(argv: list[str] | None = None) -> None:
                         help="captures per series of each shape (default 64 1000 5000)")
     parser.add_argument("--layers", type=int, default=8, help="layers per run (default 8)")
     parser.add_argument("--repeat", type=int, default=3, help="builds of each model on each shape (default 3)")
-    parser.add_argument("--memory-limit", default="2GB", help="DuckDB memory_limit of the builds (default 2GB)")
+    parser.add_argument("--memory-limit", default="2GB", help="DuckDB memory_limit of the builds: a size, 'default' (the warehouse's own) or 'duckdb' (default 2GB)")
     parser.add_argument("--batch-bytes", nargs="+", default=["default", "8000000"],
                         help="engine batch sizes to measure, SQUIGGLE_BATCH_BYTES or 'default' (default: default 8000000)")
     parser.add_argument("--work", type=Path, default=Path(".bench"), help="cached lakes and spill (default .bench)")
@@ -266,6 +181,7 @@ def main(argv: list[str] | None = None) -> None:
     started = time.perf_counter()
     sql = {"cpd@2": frozen_cpd1.REPO_SQL, "cpd@1": frozen_cpd1.sql_dir(work / "sql-cpd1")}
     shapes = [Shape.for_rows(args.rows, c, args.layers) for c in sorted(args.captures)]
+    require_disk(work, sum(s.rows for s in shapes), "this benchmark")
     report = {
         "machine": machine.one_line(machine.describe()), "memory_limit": args.memory_limit, "repeat": args.repeat,
         "requested_rows": args.rows, "layers": args.layers,

@@ -48,7 +48,7 @@ import machine
 import scale_lake
 from measure import CommandFailed, Measurement, measure
 
-from warehouse import contracts, demo, lake as lk
+from warehouse import contracts, demo, duck, lake as lk
 from warehouse.models import load_project
 from warehouse.scan import select_dataset
 from warehouse.scorecard import scorecard
@@ -63,6 +63,13 @@ FLOOR = (
     "con = work_connection(Path(sys.argv[1])); [con.execute(q).fetchall() for q in sys.argv[2:]]"
 )
 TWO_MODELS = ["--select", "geometry_dynamics", "--select", "events_candidates"]
+
+
+def memory_limit(text: str) -> str:
+    """A benchmark's ``--memory-limit``: 'default' is the warehouse's own limit (as a size),
+    'duckdb' (or 'none') DuckDB's default, anything else a size passed on as it is."""
+    return {"default": duck.default_memory_limit(), "none": duck.DUCKDB_DEFAULT,
+            "duckdb": duck.DUCKDB_DEFAULT}.get(text.lower(), text)
 
 
 @dataclass(frozen=True)

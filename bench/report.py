@@ -63,6 +63,12 @@ def limit_bytes(limit: str) -> int:
         raise ValueError(f"not a memory limit: {limit!r} (e.g. 2GB, 1.5GiB)") from None
 
 
+def _limited(entry: dict) -> bool:
+    """Whether the entry ran under a memory limit of its own (not DuckDB's default: None in
+    results from before the warehouse chose a default, 'duckdb' after)."""
+    return entry["memory_limit"] not in (None, "duckdb")
+
+
 def ratios(entry: dict) -> dict:
     """The issue's figures for one size (None where the size lacks a measurement)."""
     med = {name: m["median_seconds"] for name, m in entry["measurements"].items()}
@@ -72,7 +78,7 @@ def ratios(entry: dict) -> dict:
 
     peaks = [m["max_peak_rss_mib"] for name, m in entry["measurements"].items() if name != "pandas baseline"]
     peak = max(peaks, default=None)
-    ceiling = (limit_bytes(entry["memory_limit"]) + GB) / MIB if entry["memory_limit"] else None
+    ceiling = (limit_bytes(entry["memory_limit"]) + GB) / MIB if _limited(entry) else None
     noop = med.get("no-op make models")
     return {
         "full_over_copy": ratio("full build", "copy floor"),
@@ -168,7 +174,7 @@ def _size_section(e: dict) -> list[str]:
         f" ({e['training_runs']:,} training runs, {e['probe_runs']:,} probe runs)",
         "",
         f"Machine: {machine.one_line(e['machine'])}.",
-        f"DuckDB memory limit {e['memory_limit'] or 'default (80% of RAM)'}, threads {e['threads'] or 'default'},"
+        f"DuckDB memory limit {e['memory_limit'] if _limited(e) else 'DuckDB default (80% of RAM)'}, threads {e['threads'] or 'default'},"
         f" spill to {e['spill']}. {e['rounds']} round{'s' if e['rounds'] > 1 else ''}"
         f" (1-minute load average at the start of each: {load}); finished {e['finished_at']}.",
         "",

@@ -15,7 +15,9 @@ import argparse
 from pathlib import Path
 
 import report
-from models import Settings, measure_size
+from models import Settings, measure_size, memory_limit
+
+from warehouse import duck
 
 
 def main() -> None:
@@ -25,8 +27,9 @@ def main() -> None:
     parser.add_argument("--repeat", type=int, default=3, help="rounds of every measurement (default 3)")
     parser.add_argument("--work", type=Path, default=Path(".bench"),
                         help="cached lakes and the rounds' working copies (default .bench)")
-    parser.add_argument("--memory-limit", default="2GB",
-                        help="DuckDB memory_limit of every DuckDB process, or 'none' for DuckDB's default (default 2GB)")
+    parser.add_argument("--memory-limit", default="default",
+                        help="DuckDB memory_limit of every DuckDB process: a size (2GB), 'default' for the warehouse's"
+                             " own (a quarter of RAM, at most 4 GiB) or 'duckdb' for DuckDB's (default: default)")
     parser.add_argument("--threads", type=int, help="DuckDB threads (default: DuckDB's, one per core)")
     parser.add_argument("--temp-directory", type=Path,
                         help="where DuckDB spills, through SQUIGGLE_TEMP_DIRECTORY (default: WORK/spill)")
@@ -35,8 +38,8 @@ def main() -> None:
     args = parser.parse_args()
     if args.repeat < 1:
         parser.error("--repeat must be at least 1")
-    limit = None if args.memory_limit.lower() == "none" else args.memory_limit
-    if limit:
+    limit = memory_limit(args.memory_limit)
+    if limit != duck.DUCKDB_DEFAULT:
         report.limit_bytes(limit)  # refuse a malformed limit before hours of work
     work = args.work.resolve()
     settings = Settings(limit, args.threads, (args.temp_directory or work / "spill").resolve())

@@ -25,7 +25,7 @@ import frozen_cpd1  # noqa: E402
 import report  # noqa: E402
 import scale_lake  # noqa: E402
 from measure import CommandFailed, measure  # noqa: E402
-from models import MODEL_LINE, Recorder, Settings, SpillWatch, cpd1_build, fresh_copy  # noqa: E402
+from models import MODEL_LINE, Recorder, Settings, SpillWatch, cpd1_build, fresh_copy, memory_limit  # noqa: E402
 
 
 SMALL = 2 * 3 * 13_824  # nearest to this: two cohorts, of 3 and 4 training runs (7 runs, not 3)
@@ -203,6 +203,13 @@ def test_fresh_copy_links_the_files(tmp_path: Path) -> None:
 @pytest.mark.parametrize("limit, expected", [("2GB", 2 * 10**9), ("1.5GiB", 3 * 2**29), ("512MB", 512 * 10**6)])
 def test_memory_limits_read_as_duckdb_reads_them(limit: str, expected: int) -> None:
     assert report.limit_bytes(limit) == expected
+
+
+def test_the_benchmarks_memory_limit_names_the_warehouse_default_or_duckdbs(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr("warehouse.duck.available_memory", lambda: 8 * 2**30)
+    assert memory_limit("default") == "2048MiB"  # a quarter of 8 GiB
+    assert memory_limit("duckdb") == memory_limit("none") == "duckdb"
+    assert memory_limit("3GB") == "3GB"
 
 
 def test_a_malformed_memory_limit_is_refused() -> None:

@@ -12,23 +12,24 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "bench"))
 import cpd_cost  # noqa: E402  (bench/ is a folder of scripts)
+import shape_lake  # noqa: E402
 
 from warehouse.contracts import DESCRIPTORS  # noqa: E402
 
 
 def test_the_shapes_of_ten_million_rows_differ_by_less_than_a_ten_thousandth() -> None:
-    shapes = [cpd_cost.Shape.for_rows(10_000_000, c, 8) for c in (64, 1000, 5000)]
+    shapes = [shape_lake.Shape.for_rows(10_000_000, c, 8) for c in (64, 1000, 5000)]
     # 10^7 / (64 * 8) = 19,531.25 runs -> 19,531; 10^7 / 8,000 = 1,250; 10^7 / 40,000 = 250
     assert [s.runs for s in shapes] == [19_531, 1_250, 250]
     assert [s.rows for s in shapes] == [9_999_872, 10_000_000, 10_000_000]
 
 
 def test_a_chunk_holds_whole_series_with_their_level_shifts() -> None:
-    shape = cpd_cost.Shape(captures=400, layers=3, runs=5)
-    table = cpd_cost.geometry_chunk(shape, range(2, 4), np.random.default_rng(0))
+    shape = shape_lake.Shape(captures=400, layers=3, runs=5)
+    table = shape_lake.geometry_chunk(shape, range(2, 4), np.random.default_rng(0))
     assert table.num_rows == 2 * 3 * 400
     rows = table.to_pydict()
-    assert sorted(set(rows["run_id"])) == ["cost-000002", "cost-000003"]
+    assert sorted(set(rows["run_id"])) == ["shape-000002", "shape-000003"]
     assert rows["step"][:3] == [0, 10, 20] and rows["step"][399] == 3990 and rows["step"][400] == 0
     assert rows["layer"][399] == 0 and rows["layer"][400] == 1 and rows["layer"][-1] == 2
     assert all(rows["sample_id"][k] is None for k in range(0, table.num_rows, 97))
