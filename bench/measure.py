@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import argparse
 import json
 import subprocess
 import sys
 import tempfile
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -64,3 +66,24 @@ def measure(argv: list[str], *, env: dict[str, str] | None = None, cwd: Path | N
             raise CommandFailed(argv, code, out.read(), err.read())
         seconds, cpu_seconds, peak_rss_mib = json.loads(report.read_text())
         return Measurement(seconds, cpu_seconds, peak_rss_mib, out.read())
+
+
+class Laps:
+    """Phases timed inside a script: each call prints ``<name> <phase>: <seconds> s``, the
+    time since the previous call (or since it was made)."""
+
+    def __init__(self, name: str) -> None:
+        self.name, self.clock = name, time.perf_counter()
+
+    def __call__(self, phase: str) -> None:
+        now = time.perf_counter()
+        print(f"{self.name} {phase}: {now - self.clock:.2f} s", flush=True)
+        self.clock = now
+
+
+def peer_arguments(description: str) -> argparse.ArgumentParser:
+    """The options every peer of the models takes: the lake it reads, the folder it writes."""
+    parser = argparse.ArgumentParser(description=description)
+    parser.add_argument("--lake", type=Path, required=True)
+    parser.add_argument("--out", type=Path, required=True, help="folder for the two Parquet files")
+    return parser

@@ -17,14 +17,13 @@ as ``pandas <phase>: <seconds> s``.
 
 from __future__ import annotations
 
-import argparse
 import json
-import time
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
+from measure import Laps, peer_arguments
 from warehouse import contracts
 
 DESCRIPTORS = list(contracts.DESCRIPTORS)
@@ -236,19 +235,9 @@ def events_candidates(gs: pd.DataFrame, w: int = W, z_min: float = Z_MIN, tolera
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--lake", type=Path, required=True)
-    parser.add_argument("--out", type=Path, required=True, help="folder for the two Parquet files")
-    args = parser.parse_args()
+    args = peer_arguments(__doc__.splitlines()[0]).parse_args()
     args.out.mkdir(parents=True, exist_ok=True)
-    clock = time.perf_counter()
-
-    def lap(phase: str) -> None:
-        nonlocal clock
-        now = time.perf_counter()
-        print(f"pandas {phase}: {now - clock:.2f} s", flush=True)
-        clock = now
-
+    lap = Laps("pandas")
     gs = load(args.lake)
     lap("read")
     dynamics = geometry_dynamics(gs)

@@ -25,13 +25,12 @@ collected frames. Each phase's time is printed as ``polars <phase>: <seconds> s`
 
 from __future__ import annotations
 
-import argparse
 import math
-import time
 from pathlib import Path
 
 import polars as pl
 
+from measure import Laps, peer_arguments
 from warehouse import contracts
 
 DESCRIPTORS = list(contracts.DESCRIPTORS)
@@ -307,20 +306,11 @@ TABLES = {"geometry_dynamics": geometry_dynamics, "events_candidates": events_ca
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--lake", type=Path, required=True)
-    parser.add_argument("--out", type=Path, required=True, help="folder for the two Parquet files")
+    parser = peer_arguments(__doc__.splitlines()[0])
     parser.add_argument("--only", choices=list(TABLES), help="compute and write this table alone")
     args = parser.parse_args()
     args.out.mkdir(parents=True, exist_ok=True)
-    clock = time.perf_counter()
-
-    def lap(phase: str) -> None:
-        nonlocal clock
-        now = time.perf_counter()
-        print(f"polars {phase}: {now - clock:.2f} s", flush=True)
-        clock = now
-
+    lap = Laps("polars")
     gs = load(args.lake)  # lazy: each collect below reads the files
     lap("read")
     frames = {}
