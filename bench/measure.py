@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
+import signal
 import subprocess
 import sys
 import tempfile
@@ -50,8 +52,10 @@ class Measurement:
     stdout: str
 
 
-def measure(argv: list[str], *, env: dict[str, str] | None = None, cwd: Path | None = None) -> Measurement:
-    """Run ``argv`` and measure it; raise :class:`CommandFailed` (with its stderr) if it fails.
+def measure(argv: list[str], *, env: dict[str, str] | None = None, cwd: Path | None = None,
+            timeout: float | None = None) -> Measurement:
+    """Run ``argv`` and measure it; raise :class:`CommandFailed` (with its stderr) if it fails,
+    or if it runs longer than ``timeout`` seconds (it and its children are killed then).
 
     Its output goes to temporary files, which also keeps a full pipe from stalling it.
     """
@@ -59,7 +63,13 @@ def measure(argv: list[str], *, env: dict[str, str] | None = None, cwd: Path | N
             open(Path(tmp) / "err", "w+") as err:
         report = Path(tmp) / "measured.json"
         launcher = [sys.executable, "-I", "-S", "-c", LAUNCHER, str(report)]
-        code = subprocess.run(launcher + argv, stdout=out, stderr=err, env=env, cwd=cwd).returncode
+        proc = subprocess.Popen(launcher + argv, stdout=out, stderr=err, env=env, cwd=cwd, start_new_session=True)
+        try:
+            code = proc.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)  # the launcher's session: the command too
+            proc.wait()
+            raise CommandFailed(argv, -signal.SIGKILL, "", f"error: timed out after {timeout:g} s (killed)") from None
         out.seek(0)
         err.seek(0)
         if code:

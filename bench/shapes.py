@@ -31,12 +31,14 @@ limit + 1 GB, and the peer ratios. Writes bench/results/shapes.md and .json (or 
 from __future__ import annotations
 
 import argparse
+import functools
 import os
 import shutil
 import statistics
 import sys
 import time
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 
@@ -75,6 +77,7 @@ def main(argv: list[str] | None = None) -> None:
                         help="DuckDB memory_limit of every process: a size, 'default' (the warehouse's own) or 'duckdb'")
     parser.add_argument("--measure", nargs="+", choices=MEASURES, default=list(MEASURES),
                         help="what to measure on every shape (default: builds peers)")
+    parser.add_argument("--timeout", type=float, help="seconds after which a command is killed and its shape ends (default: none)")
     parser.add_argument("--work", type=Path, default=Path(".bench"), help="cached lakes and spill (default .bench)")
     parser.add_argument("--out", type=Path, default=RESULTS / "shapes", help="results path, without .md / .json")
     args = parser.parse_args(argv)
@@ -91,7 +94,7 @@ def main(argv: list[str] | None = None) -> None:
     report = {
         "machine": machine.one_line(machine.describe()), "memory_limit": limit, "repeat": args.repeat,
         "limit_bytes": None if limit == duck.DUCKDB_DEFAULT else duck.memory_bytes(limit),
-        "shapes": [measure_shape(s, args.repeat, env, work, set(args.measure)) | {"many_small_runs": small}
+        "shapes": [measure_shape(s, args.repeat, env, work, set(args.measure), args.timeout) | {"many_small_runs": small}
                    for s, small in shapes],
     }
     report["seconds"] = time.perf_counter() - started
@@ -100,8 +103,10 @@ def main(argv: list[str] | None = None) -> None:
     print(text)
 
 
-def measure_shape(shape: Shape, rounds: int, env: dict[str, str], work: Path, measures: set[str]) -> dict:
-    """Every measurement on ``shape``, ``rounds`` times: samples per measurement, model times."""
+def measure_shape(shape: Shape, rounds: int, env: dict[str, str], work: Path, measures: set[str],
+                  timeout: float | None = None) -> dict:
+    """Every measurement on ``shape``, ``rounds`` times: samples per measurement, model times.
+    A command that fails or runs past ``timeout`` seconds ends the shape, named in its result."""
     cache = cached_lake(work, shape)
     sql_cpd1 = frozen_cpd1.sql_dir(work / "sql-cpd1") if "peers" in measures else None
     samples: dict[str, list[dict]] = {}
@@ -110,7 +115,8 @@ def measure_shape(shape: Shape, rounds: int, env: dict[str, str], work: Path, me
         lake = fresh_copy(cache, work / "round" / "lake")
         print(f"{shape.name} ({shape.rows:,} rows), round {i + 1}/{rounds}", flush=True)
         try:
-            _round(shape, lake, env, samples, result, sql_cpd1, "builds" in measures, first=i == 0)
+            take = functools.partial(_take, samples, env=env, timeout=timeout)
+            _round(shape, lake, take, result, sql_cpd1, "builds" in measures, first=i == 0)
         except CommandFailed as exc:
             result["failure"] = _error_line(exc)
             print(f"  FAILED: {result['failure']}", flush=True)
@@ -120,33 +126,34 @@ def measure_shape(shape: Shape, rounds: int, env: dict[str, str], work: Path, me
     return result
 
 
-def _round(shape: Shape, lake: Path, env: dict[str, str], samples: dict, result: dict,
+def _round(shape: Shape, lake: Path, take: Callable[..., Measurement], result: dict,
            sql_cpd1: Path | None, builds: bool, first: bool) -> None:
     build = WAREHOUSE + ["models", "run", "--lake", str(lake)]
     if builds:
-        full = _take(samples, "full build", build, env)
+        full = take("full build", build)
         for model, seconds in MODEL_LINE.findall(full.stdout):
             result["models"].setdefault(model, []).append(float(seconds))
-        _take(samples, "no-op build", build, env)
+        take("no-op build", build)
     if sql_cpd1 is not None:
         out = lake.parent / "peer"
         for name, model, frozen in PEERED:
             select = ["--select", model, "--full-refresh"] + (["--sql", str(sql_cpd1)] if frozen else [])
-            _take(samples, f"{name} build", build + select, env)
-            _take(samples, f"{name} polars", [sys.executable, str(HERE / "polars_baseline.py"), "--lake", str(lake),
-                                             "--out", str(out), "--only", model], env)
+            take(f"{name} build", build + select)
+            take(f"{name} polars", [sys.executable, str(HERE / "polars_baseline.py"), "--lake", str(lake),
+                                    "--out", str(out), "--only", model])
         if first:
             result["agreement"] = [t.summary() for t in agreement.compare(lake, out)]
         shutil.rmtree(out)
     if builds:
         if sql_cpd1 is not None:
-            _take(samples, "rebuild", build, env, keep=False)  # the repository's models again before the new run
+            take("rebuild", build, keep=False)  # the repository's models again before the new run
         write_runs(lake, shape, range(shape.runs, shape.runs + 1), np.random.default_rng([shape.captures, shape.runs]))
-        _take(samples, "one new run", build, env)
+        take("one new run", build)
 
 
-def _take(samples: dict, name: str, argv: list[str], env: dict[str, str], keep: bool = True) -> Measurement:
-    m = measure(argv, env=env)
+def _take(samples: dict, name: str, argv: list[str], env: dict[str, str], timeout: float | None = None,
+          keep: bool = True) -> Measurement:
+    m = measure(argv, env=env, timeout=timeout)
     if keep:
         samples.setdefault(name, []).append({"seconds": m.seconds, "cpu_seconds": m.cpu_seconds,
                                              "peak_rss_mib": m.peak_rss_mib, "load": os.getloadavg()[0]})

@@ -167,6 +167,27 @@ def test_a_failing_command_stops_the_benchmark_with_its_error() -> None:
         measure([sys.executable, "-c", "import sys; sys.exit(3)"])
 
 
+def test_a_command_past_its_timeout_is_killed_and_named(tmp_path: Path) -> None:
+    pid_file = tmp_path / "pid"
+    began = time.perf_counter()
+    with pytest.raises(CommandFailed, match=r"timed out after 1 s") as failed:
+        measure(["sh", "-c", f"echo $$ > {pid_file}; exec sleep 60"], timeout=1)
+    assert time.perf_counter() - began < 10 and "timed out" in failed.value.stderr
+    pid = int(pid_file.read_text())
+    deadline = time.monotonic() + 5
+    while running(pid):
+        assert time.monotonic() < deadline, f"the timed-out command (pid {pid}) still runs"
+        time.sleep(0.05)
+
+
+def running(pid: int) -> bool:
+    """Whether the process runs (a zombie waiting to be reaped does not)."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().split()[2] != "Z"
+    except FileNotFoundError:
+        return False
+
+
 def test_a_failed_build_is_recorded_with_the_models_done_before_it() -> None:
     build = ("import sys; print('events_candidates cpd@1 -> cpd1-x: 3 runs (first build): 9 rows, 3 partitions, 1.50 s');"
              " sys.exit('model geometry_dynamics: Out of Memory Error\\nPossible solutions: ...')")
