@@ -45,6 +45,7 @@ from pathlib import Path
 import agreement
 import frozen_cpd1
 import machine
+import report
 import scale_lake
 from measure import CommandFailed, Measurement, measure
 
@@ -67,9 +68,13 @@ TWO_MODELS = ["--select", "geometry_dynamics", "--select", "events_candidates"]
 
 def memory_limit(text: str) -> str:
     """A benchmark's ``--memory-limit``: 'default' is the warehouse's own limit (as a size),
-    'duckdb' (or 'none') DuckDB's default, anything else a size passed on as it is."""
-    return {"default": duck.default_memory_limit(), "none": duck.DUCKDB_DEFAULT,
-            "duckdb": duck.DUCKDB_DEFAULT}.get(text.lower(), text)
+    'duckdb' (or 'none') DuckDB's default, anything else a size, refused if malformed before
+    any work starts."""
+    limit = {"default": duck.default_memory_limit(), "none": duck.DUCKDB_DEFAULT,
+             "duckdb": duck.DUCKDB_DEFAULT}.get(text.lower(), text)
+    if limit != duck.DUCKDB_DEFAULT:
+        report.limit_bytes(limit)
+    return limit
 
 
 @dataclass(frozen=True)

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import machine
 
-from warehouse.duck import memory_bytes
+from warehouse.duck import DUCKDB_DEFAULT, memory_bytes
 
 RESULTS = Path(__file__).resolve().parent / "results"
 # the plotted and tabled lines, in the order a round takes them
@@ -66,7 +66,7 @@ def limit_bytes(limit: str) -> int:
 def _limited(entry: dict) -> bool:
     """Whether the entry ran under a memory limit of its own (not DuckDB's default: None in
     results from before the warehouse chose a default, 'duckdb' after)."""
-    return entry["memory_limit"] not in (None, "duckdb")
+    return entry["memory_limit"] not in (None, DUCKDB_DEFAULT)
 
 
 def ratios(entry: dict) -> dict:

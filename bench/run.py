@@ -17,8 +17,6 @@ from pathlib import Path
 import report
 from models import Settings, measure_size, memory_limit
 
-from warehouse import duck
-
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -38,9 +36,7 @@ def main() -> None:
     args = parser.parse_args()
     if args.repeat < 1:
         parser.error("--repeat must be at least 1")
-    limit = memory_limit(args.memory_limit)
-    if limit != duck.DUCKDB_DEFAULT:
-        report.limit_bytes(limit)  # refuse a malformed limit before hours of work
+    limit = memory_limit(args.memory_limit)  # a malformed one is refused before hours of work
     work = args.work.resolve()
     settings = Settings(limit, args.threads, (args.temp_directory or work / "spill").resolve())
     entries = []

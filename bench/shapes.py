@@ -47,7 +47,7 @@ import frozen_cpd1
 import machine
 from measure import CommandFailed, Measurement, measure
 from models import MODEL_LINE, WAREHOUSE, Settings, fresh_copy, memory_limit
-from report import save
+from report import limit_bytes, save
 from shape_lake import Shape, cached_lake, require_disk, write_runs
 
 from warehouse import duck
@@ -93,7 +93,7 @@ def main(argv: list[str] | None = None) -> None:
     started = time.perf_counter()
     report = {
         "machine": machine.one_line(machine.describe()), "memory_limit": limit, "repeat": args.repeat,
-        "limit_bytes": None if limit == duck.DUCKDB_DEFAULT else duck.memory_bytes(limit),
+        "limit_bytes": None if limit == duck.DUCKDB_DEFAULT else limit_bytes(limit),
         "shapes": [measure_shape(s, args.repeat, env, work, set(args.measure), args.timeout) | {"many_small_runs": small}
                    for s, small in shapes],
     }

@@ -231,6 +231,8 @@ def test_the_benchmarks_memory_limit_names_the_warehouse_default_or_duckdbs(monk
     assert memory_limit("default") == "2048MiB"  # a quarter of 8 GiB
     assert memory_limit("duckdb") == memory_limit("none") == "duckdb"
     assert memory_limit("3GB") == "3GB"
+    with pytest.raises(ValueError, match="not a memory limit: '2 gigs'"):
+        memory_limit("2 gigs")
 
 
 def test_a_malformed_memory_limit_is_refused() -> None:
