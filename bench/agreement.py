@@ -84,12 +84,14 @@ def model_files(root: Path, model: str) -> str:
     return str(root / newest.target / f"analysis_id={newest.analysis_id}" / "**" / "*.parquet")
 
 
-def compare(root: Path, pandas_out: Path) -> list[TableAgreement]:
-    """Compare the pandas baseline's two tables in ``pandas_out`` with the models' in ``root``."""
+def compare(root: Path, pandas_out: Path,
+            tables: tuple[str, ...] | list[str] = ("geometry_dynamics", "events_candidates")) -> list[TableAgreement]:
+    """Compare a peer's ``tables`` (both by default) in ``pandas_out`` with the models' in ``root``."""
+    compare_table = {"geometry_dynamics": _dynamics, "events_candidates": _events}
     with tempfile.TemporaryDirectory() as spill:
         con = work_connection(Path(spill) / "spill")
         try:
-            return [_dynamics(con, root, pandas_out), _events(con, root, pandas_out)]
+            return [compare_table[t](con, root, pandas_out) for t in tables]
         finally:
             con.close()
 

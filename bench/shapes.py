@@ -15,7 +15,9 @@ process of its own (wall time and that process's peak RSS, as ``measure.py`` tak
   ``models run --select geometry_dynamics --full-refresh`` (dyn@1) against ``polars_baseline.py
   --only geometry_dynamics``, and cpd@1 (the frozen model, ``frozen_cpd1``) against ``--only
   events_candidates``; the first round checks the peer's output against the models'
-  (``agreement.py``).
+  (``agreement.py``). Between the two, where the build's time goes: DuckDB copying the rows
+  the build wrote as the lake lays them out (a file per run) and into one file, so that the
+  cost of the layout is measured apart from the formula's.
 
 ``--measure`` picks the sets: ``builds`` (the first three) and ``peers`` (the last); a
 10-million-row run of the peers alone takes minutes where the full builds take an hour.
@@ -46,11 +48,13 @@ import agreement
 import frozen_cpd1
 import machine
 from measure import CommandFailed, Measurement, measure
-from models import MODEL_LINE, WAREHOUSE, Settings, fresh_copy, memory_limit
+from models import FLOOR, MODEL_LINE, WAREHOUSE, Settings, fresh_copy, memory_limit
 from report import limit_bytes, save
 from shape_lake import Shape, cached_lake, require_disk, write_runs
 
-from warehouse import duck
+from warehouse import contracts, duck
+from warehouse.scan import read_parquet
+from warehouse.sql import quote_literal as ql
 
 HERE = Path(__file__).resolve().parent
 RESULTS = HERE / "results"
@@ -77,7 +81,9 @@ def main(argv: list[str] | None = None) -> None:
                         help="DuckDB memory_limit of every process: a size, 'default' (the warehouse's own) or 'duckdb'")
     parser.add_argument("--measure", nargs="+", choices=MEASURES, default=list(MEASURES),
                         help="what to measure on every shape (default: builds peers)")
-    parser.add_argument("--timeout", type=float, help="seconds after which a command is killed and its shape ends (default: none)")
+    parser.add_argument("--timeout", type=float,
+                        help="seconds after which a command is killed (default: none); a killed warehouse command"
+                             " ends its shape, a killed peer is not run again on that shape")
     parser.add_argument("--work", type=Path, default=Path(".bench"), help="cached lakes and spill (default .bench)")
     parser.add_argument("--out", type=Path, default=RESULTS / "shapes", help="results path, without .md / .json")
     args = parser.parse_args(argv)
@@ -106,20 +112,20 @@ def main(argv: list[str] | None = None) -> None:
 def measure_shape(shape: Shape, rounds: int, env: dict[str, str], work: Path, measures: set[str],
                   timeout: float | None = None) -> dict:
     """Every measurement on ``shape``, ``rounds`` times: samples per measurement, model times.
-    A command that fails or runs past ``timeout`` seconds ends the shape, named in its result."""
+    A warehouse command that fails or runs past ``timeout`` seconds ends the shape; a peer that
+    does is not run again on it. Either is named in the result's ``failures``."""
     cache = cached_lake(work, shape)
     sql_cpd1 = frozen_cpd1.sql_dir(work / "sql-cpd1") if "peers" in measures else None
     samples: dict[str, list[dict]] = {}
-    result = {"shape": shape.__dict__ | {"rows": shape.rows}, "samples": samples, "models": {}, "agreement": None}
+    result = {"shape": shape.__dict__ | {"rows": shape.rows}, "samples": samples, "models": {}, "agreement": None,
+              "failures": {}}
     for i in range(rounds):
         lake = fresh_copy(cache, work / "round" / "lake")
         print(f"{shape.name} ({shape.rows:,} rows), round {i + 1}/{rounds}", flush=True)
         try:
-            take = functools.partial(_take, samples, env=env, timeout=timeout)
+            take = functools.partial(_take, samples, result["failures"], env=env, timeout=timeout)
             _round(shape, lake, take, result, sql_cpd1, "builds" in measures, first=i == 0)
-        except CommandFailed as exc:
-            result["failure"] = _error_line(exc)
-            print(f"  FAILED: {result['failure']}", flush=True)
+        except CommandFailed:
             break
         finally:
             shutil.rmtree(work / "round", ignore_errors=True)
@@ -135,15 +141,27 @@ def _round(shape: Shape, lake: Path, take: Callable[..., Measurement], result: d
             result["models"].setdefault(model, []).append(float(seconds))
         take("no-op build", build)
     if sql_cpd1 is not None:
-        out = lake.parent / "peer"
+        out, copies = lake.parent / "peer", lake.parent / "copies"
+        peered = []
         for name, model, frozen in PEERED:
             select = ["--select", model, "--full-refresh"] + (["--sql", str(sql_cpd1)] if frozen else [])
             take(f"{name} build", build + select)
-            take(f"{name} polars", [sys.executable, str(HERE / "polars_baseline.py"), "--lake", str(lake),
-                                    "--out", str(out), "--only", model])
-        if first:
-            result["agreement"] = [t.summary() for t in agreement.compare(lake, out)]
-        shutil.rmtree(out)
+            for layout, query in layout_copies(lake, model, copies).items():
+                copies.mkdir()
+                take(f"{name} output {layout}", [sys.executable, "-c", FLOOR, str(copies / "spill"), query])
+                shutil.rmtree(copies)
+            peer = f"{name} polars"
+            if peer in result["failures"]:
+                continue
+            try:
+                take(peer, [sys.executable, str(HERE / "polars_baseline.py"), "--lake", str(lake),
+                            "--out", str(out), "--only", model])
+                peered.append(model)
+            except CommandFailed:
+                print(f"  {peer} is not run again on this shape", flush=True)
+        if first and peered:
+            result["agreement"] = [t.summary() for t in agreement.compare(lake, out, peered)]
+        shutil.rmtree(out, ignore_errors=True)
     if builds:
         if sql_cpd1 is not None:
             take("rebuild", build, keep=False)  # the repository's models again before the new run
@@ -151,9 +169,27 @@ def _round(shape: Shape, lake: Path, take: Callable[..., Measurement], result: d
         take("one new run", build)
 
 
-def _take(samples: dict, name: str, argv: list[str], env: dict[str, str], timeout: float | None = None,
-          keep: bool = True) -> Measurement:
-    m = measure(argv, env=env, timeout=timeout)
+def layout_copies(lake: Path, model: str, target: Path) -> dict[str, str]:
+    """DuckDB copying the rows of ``model``'s newest analysis as the lake lays them out (a
+    zstd file per run) and into one zstd file: the first less the second is what the layout
+    costs a build that writes those rows."""
+    contract = contracts.DATASETS[model]
+    rows = f"SELECT * FROM {read_parquet(agreement.model_files(lake, model), partitions=contract.partition_by)}"
+    options = "FORMAT parquet, COMPRESSION zstd"
+    return {"to a file per run": f"COPY ({rows}) TO {ql(str(target / 'by_run'))} ({options}, PARTITION_BY (run_id))",
+            "to one file": f"COPY ({rows}) TO {ql(str(target / 'one.parquet'))} ({options})"}
+
+
+def _take(samples: dict, failures: dict, name: str, argv: list[str], env: dict[str, str],
+          timeout: float | None = None, keep: bool = True) -> Measurement:
+    """Measure ``argv`` as ``name`` (kept among the samples unless ``keep`` is false); if it
+    fails, why is kept in ``failures`` under ``name`` before the failure is raised on."""
+    try:
+        m = measure(argv, env=env, timeout=timeout)
+    except CommandFailed as exc:
+        failures[name] = _error_line(exc)
+        print(f"  {name}: FAILED: {failures[name]}", flush=True)
+        raise
     if keep:
         samples.setdefault(name, []).append({"seconds": m.seconds, "cpu_seconds": m.cpu_seconds,
                                              "peak_rss_mib": m.peak_rss_mib, "load": os.getloadavg()[0]})
@@ -190,7 +226,8 @@ def markdown(report: dict) -> str:
     for s in report["shapes"]:
         m = s["samples"]
         if "full build" not in m:
-            what = f"failed: {s['failure']}" if s.get("failure") else "not measured"
+            failed = s["failures"].get("full build")
+            what = f"failed: {failed}" if failed else "not measured"
             lines.append(f"| {_name(s)} | {s['shape']['rows']:,} | {what} | | | |")
             continue
         full = median(m["full build"])
@@ -211,8 +248,36 @@ def markdown(report: dict) -> str:
             ref = _per_row(base, model) if base else None
             cells.append("-" if per_row is None else f"{per_row:.2f}" + (f" ({per_row / ref:.2f})" if ref else ""))
         lines.append(f"| {_name(s)} | " + " | ".join(cells) + " |")
-    lines += ["", "## Targets\n", *_targets(report, limit_mib)]
+    lines += ["", "## Targets\n", *_targets(report, limit_mib), *_layout_cost(report), *_failures(report)]
     return "\n".join(lines) + "\n"
+
+
+def _layout_cost(report: dict) -> list[str]:
+    """Where the time of each build beside the peer goes: the rows it wrote copied by DuckDB
+    as a file per run and as one file (medians, seconds)."""
+    rows = []
+    for s in report["shapes"]:
+        m = s["samples"]
+        for name, _, _ in PEERED:
+            parts = [f"{name} build", f"{name} output to a file per run", f"{name} output to one file", f"{name} polars"]
+            if all(p in m for p in parts[:3]):
+                build, by_run, one = (median(m[p]) for p in parts[:3])
+                peer = f"{median(m[parts[3]]):.2f}" if parts[3] in m else "failed"
+                rows.append(f"| {name} | {_name(s)} | {build:.2f} | {by_run:.2f} | {one:.2f} | {by_run - one:.2f}"
+                            f" | {build - (by_run - one):.2f} | {peer} |")
+    if not rows:
+        return []
+    return ["", "## Where the time of the builds beside the peer goes (seconds)\n",
+            "The rows the build wrote, copied by DuckDB (read and zstd write, a process of its own) as the lake"
+            " lays them out (a file per run) and into one file: the difference is what the layout costs the"
+            " build; the build less that difference is what it would take writing one file.\n",
+            "| formula | shape | build | copy, a file per run | copy, one file | layout cost | build less layout"
+            " cost | polars |", "|---|---|---:|---:|---:|---:|---:|---:|", *rows]
+
+
+def _failures(report: dict) -> list[str]:
+    lines = [f"- {_name(s)}, {name}: {why}" for s in report["shapes"] for name, why in s["failures"].items()]
+    return ["", "## Failed measurements\n", *lines] if lines else []
 
 
 def _base(report: dict) -> dict | None:
@@ -236,10 +301,14 @@ def _targets(report: dict, limit_mib: float | None) -> list[str]:
     for s in report["shapes"]:
         m = s["samples"]
         for name, _, _ in PEERED:
+            target = f"| {name}: polars time / warehouse time >= 1.5 | {_name(s)}"
             if f"{name} build" in m and f"{name} polars" in m:
                 ours, theirs = median(m[f"{name} build"]), median(m[f"{name} polars"])
-                lines.append(f"| {name}: polars time / warehouse time >= 1.5 | {_name(s)} | {theirs / ours:.2f}"
-                             f" ({theirs:.1f} s / {ours:.1f} s) | {'yes' if theirs / ours >= 1.5 else 'no'} |")
+                lines.append(f"{target} | {theirs / ours:.2f} ({theirs:.1f} s / {ours:.1f} s)"
+                             f" | {'yes' if theirs / ours >= 1.5 else 'no'} |")
+            elif f"{name} build" in m and f"{name} polars" in s["failures"]:
+                lines.append(f"{target} | polars failed ({s['failures'][f'{name} polars']}); warehouse"
+                             f" {median(m[f'{name} build']):.1f} s | no ratio |")
         base = _base(report)
         if base and s["shape"]["captures"] > BASE_CAPTURES and not s["many_small_runs"]:
             for model in sorted(s["models"]):

@@ -42,15 +42,34 @@ def test_a_tiny_run_measures_every_model_and_the_peer(tmp_path: Path) -> None:
     assert [(s["shape"]["captures"], s["shape"]["runs"], s["many_small_runs"]) for s in report["shapes"]] == [
         (16, 64, False), (64, 16, False), (128, 8, False), (24, 6, True)]
     for s in report["shapes"]:
-        assert "failure" not in s, s.get("failure")
+        assert s["failures"] == {}
         assert {"full build", "no-op build", "one new run", "dyn@1 build", "dyn@1 polars", "cpd@1 build",
-                "cpd@1 polars"} <= set(s["samples"])
+                "cpd@1 polars", "dyn@1 output to a file per run", "dyn@1 output to one file"} <= set(s["samples"])
         assert {"geometry_dynamics", "events_candidates", "signatures", "matches"} <= set(s["models"])
         assert all(t["agrees"] for t in s["agreement"]), s["agreement"]
     text = out.with_suffix(".md").read_text()
     assert "| many small runs: full build < 5 s | 6 x 4 x 24 |" in text
     assert "| geometry_dynamics: time per row <= 1.5 x at 64 captures | 8 x 2 x 128 |" in text
     assert "| dyn@1: polars time / warehouse time >= 1.5 | 16 x 2 x 64 |" in text
+    assert "| cpd@1 | 8 x 2 x 128 | " in text.split("## Where the time")[1]
+
+
+def test_a_failed_peer_is_named_and_not_run_again_while_the_shape_goes_on(tmp_path: Path,
+                                                                        monkeypatch: pytest.MonkeyPatch) -> None:
+    peer = tmp_path / "peer"
+    peer.mkdir()
+    (peer / "polars_baseline.py").write_text("import sys\nsys.exit('error: the peer gave up')\n")
+    monkeypatch.setattr(shapes, "HERE", peer)
+    out = tmp_path / "shapes"
+    shapes.main(["--rows", "512", "--captures", "16", "--layers", "2", "--small-runs", "0", "--repeat", "2",
+                 "--measure", "peers", "--work", str(tmp_path / "work"), "--out", str(out)])
+    (shape,) = json.loads(out.with_suffix(".json").read_text())["shapes"]
+    assert shape["failures"] == {"dyn@1 polars": "error: the peer gave up", "cpd@1 polars": "error: the peer gave up"}
+    assert [len(shape["samples"][f"{f} build"]) for f in ("dyn@1", "cpd@1")] == [2, 2]  # both rounds went on
+    assert not any("polars" in name for name in shape["samples"]) and shape["agreement"] is None
+    text = out.with_suffix(".md").read_text()
+    assert "| dyn@1: polars time / warehouse time >= 1.5 | 16 x 2 x 16 | polars failed (error: the peer gave up)" in text
+    assert "- 16 x 2 x 16, cpd@1 polars: error: the peer gave up" in text
 
 
 def test_a_failed_build_is_named_by_its_error_not_by_the_last_line_of_its_sql() -> None:
