@@ -12,7 +12,9 @@ import pytest
 
 from model_fixtures import only_models_sql, read_rows, snapshot, write_runs
 from warehouse import models
+from warehouse.check import memory_split_notes
 from warehouse.models import ModelError, compute
+from warehouse.models.state import load_analyses
 
 DYN = "geometry_dynamics"
 RUNS = {f"r{i}": range(0, 100, 10) for i in range(5)}
@@ -56,6 +58,7 @@ def test_a_batch_out_of_memory_is_split_until_it_fits(lakes: tuple[Path, Path], 
     monkeypatch.setenv("SQUIGGLE_BATCH_BYTES", "1")  # the reference: every run a batch of its own
     models.run(lake=twin, report=lambda _: None)
     monkeypatch.setenv("SQUIGGLE_BATCH_BYTES", str(10**9))  # all five runs in one batch
+    unlimited = compute.work_connection
     limit_runs(monkeypatch, 2)
     said: list[str] = []
     [result] = models.run(lake=lake, report=said.append)
@@ -67,6 +70,14 @@ def test_a_batch_out_of_memory_is_split_until_it_fits(lakes: tuple[Path, Path], 
     assert result.rows == len(read_rows(twin, DYN))
     assert sorted(read_rows(lake, DYN), key=repr) == sorted(read_rows(twin, DYN), key=repr)
     assert sorted(p.name for p in (lake / DYN).glob("analysis_id=*/run_id=*")) == [f"run_id={r}" for r in RUNS]
+    # kept in the analysis record, and a note of `warehouse check` until a build needs no split
+    [record] = load_analyses(lake).values()
+    assert record.last_build_splits == tuple(s.strip() for s in splits)
+    [note] = memory_split_notes(lake)
+    assert note.startswith(f"{DYN}/analysis_id={record.analysis_id} ({DYN} ") and "computed 2 batch(es) again" in note
+    monkeypatch.setattr(compute, "work_connection", unlimited)
+    models.run(lake=lake, full_refresh=True, report=lambda _: None)
+    assert memory_split_notes(lake) == []
 
 
 def test_a_single_run_out_of_memory_fails_the_build_and_publishes_nothing(

@@ -66,7 +66,7 @@ def _schema(args: argparse.Namespace) -> int:
 
 
 def _check(args: argparse.Namespace) -> int:
-    from .check import check_catalog, check_lake, short_series_notes
+    from .check import check_catalog, check_lake, memory_split_notes, short_series_notes
 
     problems = check_lake(args.lake) + check_catalog(args.lake, args.db)
     if args.json:
@@ -74,7 +74,7 @@ def _check(args: argparse.Namespace) -> int:
     else:
         for p in problems:
             print(p)
-        for note in short_series_notes(args.lake):  # data the models leave out, not a problem of it
+        for note in [*short_series_notes(args.lake), *memory_split_notes(args.lake)]:  # not problems of the data
             print(f"note: {note}")
         print(f"{len(problems)} problem(s) found" if problems else "lake is clean")
     return 1 if problems else 0

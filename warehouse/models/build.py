@@ -149,7 +149,13 @@ class Build:
         previous = self.records.get(plan.analysis_id)
         with lk.scratch_dir(self.root, BUILD_STAGING_PREFIX) as staging:
             versions = record.input_versions(plan, self.records)
-            staged = compute.compute(plan, staging, excluded, progress, versions, self.report) if plan.build else {}
+            splits: list[str] = []
+
+            def say(line: str) -> None:  # a batch split: said now, and kept in the record
+                splits.append(line.strip())
+                self.report(line)
+
+            staged = compute.compute(plan, staging, excluded, progress, versions, say) if plan.build else {}
             publish.check_output(plan, staged)
             keeps = plan.model.spec.kind.keeps_unchanged_runs and plan.build
             contents = publish.run_contents(plan, staging / "out") if keeps else {}
@@ -159,7 +165,7 @@ class Build:
             self.records[plan.analysis_id] = record.record_build(
                 plan, self.root, previous, staged, published, seconds,
                 inputs.skipped_by_unit(plan, self.root, skipped), inputs.checked_by_unit(plan, self.root, self.listing),
-                contents,
+                contents, tuple(splits),
             )
         rows = sum(s.rows for s in staged.values())
         partitions = len({f.parent for s in staged.values() if s.rows for f in s.files})

@@ -24,8 +24,10 @@ def record_build(
     skipped: Mapping[str, list[str]],
     checked: Mapping[str, dict[str, str]],
     contents: Mapping[str, str],
+    splits: tuple[str, ...] = (),
 ) -> AnalysisRecord:
-    """The plan's analysis record after its build (``record``: the one before, if any), saved."""
+    """The plan's analysis record after its build (``record``: the one before, if any), saved;
+    ``splits``: what the build said of each batch it computed again in halves."""
     now = dt.datetime.now(dt.timezone.utc).isoformat()
     units = {u: r for u, r in (record.units if record else {}).items() if u not in plan.drop}
     for unit in plan.build:
@@ -52,6 +54,7 @@ def record_build(
         last_build_seconds=round(seconds, 3),
         last_build_units=len(plan.build),
         run_scope=plan.run_scope,
+        last_build_splits=splits,
     )
     save_analysis(root, new)
     return new

@@ -81,6 +81,8 @@ class AnalysisRecord:
     last_build_units: int
     # a model with a `runs:` condition: per run, [digest of its runs files, whether chosen]
     run_scope: Mapping[str, list] | None = None
+    # what the last build said of each batch it computed again in halves (out of memory)
+    last_build_splits: tuple[str, ...] = ()
 
     @property
     def rows(self) -> int:
@@ -102,13 +104,16 @@ class AnalysisRecord:
         return cls(data["analysis_id"], data["model"], data["version"], data["target"], data["fingerprint"],
                    data["logic_fingerprint"], data["params"], data["inputs"], data.get("input_sources", {}),
                    data["created_at"], data["updated_at"], units, data["last_build_seconds"],
-                   data["last_build_units"], data.get("run_scope"))
+                   data["last_build_units"], data.get("run_scope"), tuple(data.get("last_build_splits", ())))
 
     def to_json(self) -> dict[str, Any]:
-        out = {f.name: getattr(self, f.name) for f in fields(self) if f.name not in ("units", "run_scope")}
+        optional = ("run_scope", "last_build_splits")  # kept only when there is something to keep
+        out = {f.name: getattr(self, f.name) for f in fields(self) if f.name not in ("units", *optional)}
         out |= {"units": {u: r.to_json() for u, r in self.units.items()}, "rows": self.rows}
         if self.run_scope:
             out["run_scope"] = dict(self.run_scope)
+        if self.last_build_splits:
+            out["last_build_splits"] = list(self.last_build_splits)
         return out
 
 
