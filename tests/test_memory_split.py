@@ -1,6 +1,7 @@
-"""A batch of runs that runs out of DuckDB's memory is computed again as two halves, until a
-run alone: the output is the one a build of one run per batch gives, and the split is said.
-A single run out of memory fails the build as before, with nothing published."""
+"""A batch of n runs that runs out of DuckDB's memory is computed again, with the batches after
+it, in batches of at most n // 2 runs, down to a run alone: the output is the one a build of
+one run per batch gives, and the split is said, recorded and noted by ``warehouse check``. A
+single run out of memory fails the build as before, with nothing published."""
 
 from __future__ import annotations
 
@@ -62,11 +63,10 @@ def test_a_batch_out_of_memory_is_split_until_it_fits(lakes: tuple[Path, Path], 
     limit_runs(monkeypatch, 2)
     said: list[str] = []
     [result] = models.run(lake=lake, report=said.append)
-    # 5 -> 2 + 3, and 3 -> 1 + 2: two splits, each said with the memory error
+    # 5 -> 2 + 2 + 1: one split, said with the memory error
     splits = [line for line in said if "ran out of memory" in line]
-    assert [s.split(":")[0].strip() for s in splits] == [DYN, DYN]
-    assert "5 runs together ran out of memory (Out of Memory Error: could not allocate block (injected))" in splits[0]
-    assert "3 runs together" in splits[1]
+    assert splits == [f"  {DYN}: 5 runs together ran out of memory (Out of Memory Error: could not allocate block"
+                      " (injected)); computing them and the batches after them in batches of at most 2 runs"]
     assert result.rows == len(read_rows(twin, DYN))
     assert sorted(read_rows(lake, DYN), key=repr) == sorted(read_rows(twin, DYN), key=repr)
     assert sorted(p.name for p in (lake / DYN).glob("analysis_id=*/run_id=*")) == [f"run_id={r}" for r in RUNS]
@@ -74,7 +74,7 @@ def test_a_batch_out_of_memory_is_split_until_it_fits(lakes: tuple[Path, Path], 
     [record] = load_analyses(lake).values()
     assert record.last_build_splits == tuple(s.strip() for s in splits)
     [note] = memory_split_notes(lake)
-    assert note.startswith(f"{DYN}/analysis_id={record.analysis_id} ({DYN} ") and "computed 2 batch(es) again" in note
+    assert note.startswith(f"{DYN}/analysis_id={record.analysis_id} ({DYN} ") and "what 1 batch(es) ran out of memory on" in note
     monkeypatch.setattr(compute, "work_connection", unlimited)
     models.run(lake=lake, full_refresh=True, report=lambda _: None)
     assert memory_split_notes(lake) == []
@@ -90,6 +90,6 @@ def test_a_single_run_out_of_memory_fails_the_build_and_publishes_nothing(
     said: list[str] = []
     with pytest.raises(ModelError, match=r"model geometry_dynamics .*the SQL failed: Out of Memory Error"):
         models.run(lake=lake, report=said.append)
-    # halved down to single runs, the first of which still fails
-    assert len([line for line in said if "ran out of memory" in line]) == 2
+    # 5 runs, then batches of at most 2, then of 1, the first of which still fails
+    assert [line.split("at most ")[1] for line in said if "ran out of memory" in line] == ["2 runs", "1 run"]
     assert snapshot(lake) == before

@@ -157,12 +157,12 @@ def short_series_notes(lake: str | os.PathLike | None = None) -> list[LeftOut]:
 
 def memory_split_notes(lake: str | os.PathLike | None = None) -> list[str]:
     """Not problems either: the analyses whose last build computed batches of runs again in
-    halves because they ran out of DuckDB's memory (the output is whole, the build slower; a
-    larger memory limit avoids it). ``warehouse check`` prints them as notes."""
+    smaller batches because they ran out of DuckDB's memory (the output is whole, the build
+    slower; a larger memory limit avoids it). ``warehouse check`` prints them as notes."""
     from .models.state import load_analyses  # here: the model engine imports this module
 
     return [f"{r.target}/analysis_id={r.analysis_id} ({r.model} {r.version}): its last build, {r.updated_at},"
-            f" computed {len(r.last_build_splits)} batch(es) again in halves after running out of memory"
+            f" computed again in smaller batches what {len(r.last_build_splits)} batch(es) ran out of memory on"
             f" (first: {r.last_build_splits[0]}); its output is complete"
             for r in sorted(load_analyses(open_lake(lake)).values(), key=lambda r: r.analysis_id)
             if r.last_build_splits]

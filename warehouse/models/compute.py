@@ -90,8 +90,10 @@ def compute(
     The model's kind splits the work into batches (:meth:`~.kinds.Kind.batches`) whose
     input files stay within a share of DuckDB's memory limit (:func:`batch_bytes`) where it
     can: runs of a per_run model, groups of a grouped one. So the memory a build needs is
-    bounded by the batch, not the lake. A batch of runs that runs out of memory all the same
-    is computed again as two halves (:func:`_halves`). ``progress`` hears of each batch written.
+    bounded by the batch, not the lake. A batch of n runs that runs out of memory all the same
+    is computed again, with every batch after it, in batches of at most n // 2 runs (a wrong
+    estimate is learned once, not paid again by each batch sized like it). ``progress`` hears
+    of each batch written.
     """
     spec = plan.model.spec
     units = sorted(plan.build)
@@ -116,10 +118,14 @@ def compute(
             except duckdb.OutOfMemoryException as exc:
                 if batch.filters or len(batch.units) < 2 or not by_run:  # no smaller batch computes it
                     raise
-                steps.extendleft(reversed(_halves(batch, out)))
-                total += 1
+                # the batches after it were sized alike: none is given more runs than now fit
+                most = len(batch.units) // 2
+                _remove_runs(batch, out)
+                steps = deque(smaller for step in [batch, *steps] for smaller in _at_most(step, most))
+                total = done + len(steps)
                 say(f"  {spec.name}: {len(batch.units)} {spec.kind.unit_word(len(batch.units))} together ran out of"
-                    f" memory ({str(exc).splitlines()[0]}); computing them again as two batches")
+                    f" memory ({str(exc).splitlines()[0]}); computing them and the batches after them in batches"
+                    f" of at most {most} {spec.kind.unit_word(most)}")
                 continue
             done += 1
             if progress:
@@ -153,15 +159,18 @@ def _copy(con: duckdb.DuckDBPyConnection, query: str, out: Path, by_run: bool, d
     return con.execute(f"COPY (\n{query}\n) TO {ql(str(out / f'data-{done}.parquet'))} (FORMAT parquet, COMPRESSION zstd)")
 
 
-def _halves(batch: Batch, out: Path) -> list[Batch]:
-    """A batch of runs that ran out of memory as two batches of half its runs each, once the
-    run folders its failed ``COPY`` may have begun are gone (each run is in one batch only)."""
+def _remove_runs(batch: Batch, out: Path) -> None:
+    """Remove the run folders a batch's failed ``COPY`` may have begun (each run is in one
+    batch only)."""
     units = set(batch.units)
     for folder in out.glob("run_id=*"):
         if lk.partition_value(folder) in units:
             shutil.rmtree(folder)
-    half = len(batch.units) // 2
-    return [Batch(batch.units[:half]), Batch(batch.units[half:])]
+
+
+def _at_most(batch: Batch, most: int) -> list[Batch]:
+    """``batch`` as consecutive batches of at most ``most`` runs."""
+    return [Batch(batch.units[i:i + most]) for i in range(0, len(batch.units), most)]
 
 
 def _set_variables(con: duckdb.DuckDBPyConnection, plan: ModelPlan, versions: Mapping[str, str]) -> None:

@@ -27,7 +27,7 @@ def record_build(
     splits: tuple[str, ...] = (),
 ) -> AnalysisRecord:
     """The plan's analysis record after its build (``record``: the one before, if any), saved;
-    ``splits``: what the build said of each batch it computed again in halves."""
+    ``splits``: what the build said of each batch that ran out of memory and was split."""
     now = dt.datetime.now(dt.timezone.utc).isoformat()
     units = {u: r for u, r in (record.units if record else {}).items() if u not in plan.drop}
     for unit in plan.build:

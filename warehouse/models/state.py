@@ -81,7 +81,7 @@ class AnalysisRecord:
     last_build_units: int
     # a model with a `runs:` condition: per run, [digest of its runs files, whether chosen]
     run_scope: Mapping[str, list] | None = None
-    # what the last build said of each batch it computed again in halves (out of memory)
+    # what the last build said of each batch that ran out of memory and was split
     last_build_splits: tuple[str, ...] = ()
 
     @property
