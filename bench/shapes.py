@@ -218,6 +218,16 @@ def markdown(report: dict) -> str:
         " start-up included). Rows are pooled geometry_state rows of one module (all six descriptors);"
         f" time per row is against the {BASE_CAPTURES}-capture shape's of the same model."
         f" Whole run: {report['seconds']:.0f} s.\n",
+    ]
+    if any("full build" in x["samples"] or "full build" in x["failures"] for x in report["shapes"]):
+        lines += _builds(report)
+    lines += ["## Targets\n", *_targets(report, limit_mib), *_layout_cost(report), *_failures(report)]
+    return "\n".join(lines) + "\n"
+
+
+def _builds(report: dict) -> list[str]:
+    """The full builds, no-op builds and new runs of every shape, and each model's time per row."""
+    lines = [
         "## Full builds\n",
         "| shape (runs x layers x captures) | rows | full build (s) | peak RSS (MiB) | no-op (s)"
         " | one new run (s; % of the full build's time, and of its rows) |",
@@ -248,8 +258,7 @@ def markdown(report: dict) -> str:
             ref = _per_row(base, model) if base else None
             cells.append("-" if per_row is None else f"{per_row:.2f}" + (f" ({per_row / ref:.2f})" if ref else ""))
         lines.append(f"| {_name(s)} | " + " | ".join(cells) + " |")
-    lines += ["", "## Targets\n", *_targets(report, limit_mib), *_layout_cost(report), *_failures(report)]
-    return "\n".join(lines) + "\n"
+    return lines + [""]
 
 
 def _layout_cost(report: dict) -> list[str]:
@@ -333,8 +342,9 @@ def _targets(report: dict, limit_mib: float | None) -> list[str]:
                          f" | {_name(s)} | {peak:,.0f} MiB | {'yes' if peak <= limit_mib + 1e9 / 2**20 else 'no'} |")
         if s.get("agreement") is not None:
             agree = all(t["agrees"] for t in s["agreement"])
-            lines.append(f"| polars peer agrees with the models | {_name(s)} | {'agrees' if agree else 'differs'}"
-                         f" | {'yes' if agree else 'no'} |")
+            tables = ", ".join(t["table"] for t in s["agreement"])
+            lines.append(f"| polars peer agrees with the models ({tables}) | {_name(s)}"
+                         f" | {'agrees' if agree else 'differs'} | {'yes' if agree else 'no'} |")
     return lines
 
 

@@ -80,3 +80,19 @@ def test_a_failed_build_is_named_by_its_error_not_by_the_last_line_of_its_sql() 
     assert shapes._error_line(CommandFailed(["warehouse"], 2, "", stderr)).startswith(
         "warehouse models: error: model events_candidates")
     assert shapes._error_line(CommandFailed(["warehouse"], 1, "", "Killed\n")) == "Killed"
+
+
+def test_the_noop_profile_splits_a_noop_build_into_phases(tmp_path: Path) -> None:
+    import noop_profile  # noqa: E402
+
+    out = tmp_path / "noop"
+    noop_profile.main(["--runs", "6", "--repeat", "1", "--work", str(tmp_path / "work"), "--out", str(out)])
+    result = json.loads(out.with_suffix(".json").read_text())
+    # 6 runs: geometry_state and runs files, and a file per run of each per-run model's output
+    assert result["runs"] == 6 and result["files"] >= 6 * 4
+    phases = result["phases"]
+    assert list(phases) == [p for p, _, _ in noop_profile.PHASES]
+    whole = phases["the command as a whole (after imports)"]
+    assert all(0 < s <= whole for s in phases.values()), phases  # every phase was found and ran within the command
+    assert result["noop_seconds"][0] > result["imports_seconds"][0] > 0
+    assert "| list the inputs | " in out.with_suffix(".md").read_text()
