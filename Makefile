@@ -19,7 +19,7 @@ CPD_ROWS     ?= 10000000
 # The HTML report's file: beside the catalog.
 REPORT ?= $(dir $(DB))report.html
 
-.PHONY: install torch chromium demo models report catalog check test test-faults example docs bench bench-100m bench-cpd bench-shapes bench-noop bench-report eval eval-deps eval-cpd eval-match clean
+.PHONY: install torch chromium demo models report catalog check test test-faults example docs bench bench-100m bench-cpd bench-shapes bench-profile bench-report eval eval-deps eval-cpd eval-match clean
 
 # The virtual environment, re-made when the project's dependencies change.
 $(VENV)/.installed: pyproject.toml
@@ -107,9 +107,9 @@ bench-cpd: install
 bench-shapes: $(VENV)/.bench-installed
 	$(BIN)/python bench/shapes.py --repeat $(BENCH_REPEAT) --memory-limit $(BENCH_MEMORY) --work $(BENCH_WORK)
 
-## bench-noop: where a no-op build's time goes on a lake of 7,000 small runs (a 100M-row lake's file count) -> bench/results/noop_profile.md
-bench-noop: $(VENV)/.bench-installed
-	$(BIN)/python bench/noop_profile.py --repeat $(BENCH_REPEAT) --work $(BENCH_WORK)
+## bench-profile: where a no-op build's and one new run's time goes on a lake of 7,000 small runs (a 100M-row lake's file count) -> bench/results/build_profile.md
+bench-profile: $(VENV)/.bench-installed
+	$(BIN)/python bench/build_profile.py --repeat $(BENCH_REPEAT) --work $(BENCH_WORK)
 
 ## bench-report: `warehouse report` on the demo lake and 1 and 10 million rows -> bench/results/report_cost.md
 bench-report: install

@@ -82,17 +82,24 @@ def test_a_failed_build_is_named_by_its_error_not_by_the_last_line_of_its_sql() 
     assert shapes._error_line(CommandFailed(["warehouse"], 1, "", "Killed\n")) == "Killed"
 
 
-def test_the_noop_profile_splits_a_noop_build_into_phases(tmp_path: Path) -> None:
-    import noop_profile  # noqa: E402
+def test_the_build_profile_splits_a_noop_and_a_new_run_into_phases(tmp_path: Path) -> None:
+    import build_profile  # noqa: E402
 
-    out = tmp_path / "noop"
-    noop_profile.main(["--runs", "6", "--repeat", "1", "--work", str(tmp_path / "work"), "--out", str(out)])
+    out = tmp_path / "profile"
+    build_profile.main(["--runs", "6", "--repeat", "1", "--work", str(tmp_path / "work"), "--out", str(out)])
     result = json.loads(out.with_suffix(".json").read_text())
     # 6 runs: geometry_state and runs files, and a file per run of each per-run model's output
     assert result["runs"] == 6 and result["files"] >= 6 * 4
-    phases = result["phases"]
-    assert list(phases) == [p for p, _, _ in noop_profile.PHASES]
-    whole = phases["the command as a whole (after imports)"]
-    assert all(0 < s <= whole for s in phases.values()), phases  # every phase was found and ran within the command
-    assert result["noop_seconds"][0] > result["imports_seconds"][0] > 0
+    noop, new = result["phases"], result["new_run_phases"]
+    assert list(noop) == list(new) == [p for p, _, _ in build_profile.PHASES]
+    # a no-op plans but computes nothing; the new run's build computes and publishes it
+    assert all(0 < s <= noop[build_profile.WHOLE] for p, s in noop.items() if p in PLANNING), noop
+    assert noop["the models' SQL (DuckDB)"] == noop["publish the output"] == 0
+    assert all(0 < s <= new[build_profile.WHOLE] for s in new.values()), new
+    assert {"geometry_dynamics", "events_candidates", "signatures", "matches"} <= set(result["new_run_models"])
+    assert result["noop_seconds"][0] > 0 and result["imports_seconds"][0] > 0 and result["new_run_seconds"] > 0
     assert "| list the inputs | " in out.with_suffix(".md").read_text()
+
+
+PLANNING = ("load the project (compiled models cache)", "read the analysis records", "list the inputs",
+            "say what is left out", "plan every model")
