@@ -74,7 +74,7 @@ def test_a_batch_out_of_memory_is_split_until_it_fits(lakes: tuple[Path, Path], 
     [record] = load_analyses(lake).values()
     assert record.last_build_splits == tuple(s.strip() for s in splits)
     [note] = memory_split_notes(lake)
-    assert note.startswith(f"{DYN}/analysis_id={record.analysis_id} ({DYN} ") and "what 1 batch(es) ran out of memory on" in note
+    assert note.startswith(f"{DYN}/analysis_id={record.analysis_id} ({DYN} ") and "split 1 batch of runs that ran out of memory into smaller ones" in note
     monkeypatch.setattr(compute, "work_connection", unlimited)
     models.run(lake=lake, full_refresh=True, report=lambda _: None)
     assert memory_split_notes(lake) == []

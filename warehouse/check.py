@@ -161,11 +161,13 @@ def memory_split_notes(lake: str | os.PathLike | None = None) -> list[str]:
     slower; a larger memory limit avoids it). ``warehouse check`` prints them as notes."""
     from .models.state import load_analyses  # here: the model engine imports this module
 
-    return [f"{r.target}/analysis_id={r.analysis_id} ({r.model} {r.version}): its last build, {r.updated_at},"
-            f" computed again in smaller batches what {len(r.last_build_splits)} batch(es) ran out of memory on"
-            f" (first: {r.last_build_splits[0]}); its output is complete"
-            for r in sorted(load_analyses(open_lake(lake)).values(), key=lambda r: r.analysis_id)
-            if r.last_build_splits]
+    notes = []
+    for r in sorted(load_analyses(open_lake(lake)).values(), key=lambda r: r.analysis_id):
+        if n := len(r.last_build_splits):
+            notes.append(f"{r.target}/analysis_id={r.analysis_id} ({r.model} {r.version}): its last build, {r.updated_at},"
+                         f" split {n} batch{'es' if n > 1 else ''} of runs that ran out of memory into smaller ones"
+                         f" (the first: {r.last_build_splits[0]}); its output is complete")
+    return notes
 
 
 def check_files(root: Path, dataset: Dataset, paths: Sequence[Path], *, nonfinite_is_null: bool = False) -> list[Problem]:
