@@ -31,13 +31,11 @@ import sys
 import tempfile
 from pathlib import Path
 
-import numpy as np
-
 import machine
 from measure import measure
 from models import MODEL_LINE, WAREHOUSE, Settings, fresh_copy, memory_limit
 from report import save
-from shape_lake import Shape, cached_lake, write_runs
+from shape_lake import Shape, add_run, cached_lake
 
 HERE = Path(__file__).resolve().parent
 IMPORTS = [sys.executable, "-c", "import warehouse.cli, warehouse.models.build"]
@@ -83,7 +81,7 @@ def main(argv: list[str] | None = None) -> None:
     noop_phases = profile(build, env)
     twin = fresh_copy(lake, work / "round" / "twin")  # the same built lake, for the unprofiled new run
     for root in (lake, twin):
-        write_runs(root, shape, range(args.runs, args.runs + 1), np.random.default_rng([shape.captures, shape.runs]))
+        add_run(root, shape)
     os.sync()
     new_run = measure(WAREHOUSE + ["models", "run", "--lake", str(twin)], env=env)
     result = {"machine": machine.one_line(machine.describe()), "runs": args.runs, "files": files,
@@ -99,7 +97,7 @@ def main(argv: list[str] | None = None) -> None:
 def profile(build: list[str], env: dict[str, str]) -> dict[str, float]:
     """Each phase's cumulative seconds in one build run under cProfile."""
     with tempfile.TemporaryDirectory() as tmp:
-        stats_file = Path(tmp) / "noop.prof"
+        stats_file = Path(tmp) / "build.prof"
         argv = [build[0], "-m", "cProfile", "-o", str(stats_file)] + build[1:]
         subprocess.run(argv, check=True, capture_output=True, env=env)
         stats = pstats.Stats(str(stats_file)).stats  # (file, line, function) -> (cc, nc, tt, ct, callers)

@@ -126,6 +126,12 @@ def write_runs(lake: Path, shape: Shape, runs: range, rng: np.random.Generator) 
     writer.write("geometry_state", geometry_chunk(shape, runs, rng), lake=lake)
 
 
+def add_run(lake: Path, shape: Shape) -> None:
+    """One run more than the shape holds (the next index, seeded by the shape: the same rows
+    every time), as a sweep's new seed arrives."""
+    write_runs(lake, shape, range(shape.runs, shape.runs + 1), np.random.default_rng([shape.captures, shape.runs]))
+
+
 def require_disk(work: Path, rows: int, what: str) -> None:
     """Refuse, before anything is written, a benchmark whose lakes would not fit the disk of ``work``."""
     folder = work

@@ -42,15 +42,13 @@ import time
 from pathlib import Path
 from typing import Callable
 
-import numpy as np
-
 import agreement
 import frozen_cpd1
 import machine
 from measure import CommandFailed, Measurement, measure
 from models import FLOOR, MODEL_LINE, WAREHOUSE, Settings, fresh_copy, memory_limit
 from report import limit_bytes, save
-from shape_lake import Shape, cached_lake, require_disk, write_runs
+from shape_lake import Shape, add_run, cached_lake, require_disk
 
 from warehouse import contracts, duck
 from warehouse.scan import read_parquet
@@ -165,7 +163,7 @@ def _round(shape: Shape, lake: Path, take: Callable[..., Measurement], result: d
     if builds:
         if sql_cpd1 is not None:
             take("rebuild", build, keep=False)  # the repository's models again before the new run
-        write_runs(lake, shape, range(shape.runs, shape.runs + 1), np.random.default_rng([shape.captures, shape.runs]))
+        add_run(lake, shape)
         take("one new run", build)
 
 
