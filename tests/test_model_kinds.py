@@ -223,8 +223,9 @@ def test_old_repo_header_is_refused_by_load_project(tmp_path: Path) -> None:
 
 # -- the repository's models ------------------------------------------------------------
 
+COHORTS = ("runs", ("config_hash",))
 REPO_KINDS = {
-    "events": (Merging("events_candidates"), "lake", "full", None, "events_candidates"),
+    "events": (Merging("events_candidates", COHORTS), "lake", "full", COHORTS, "events_candidates"),
     "events_candidates": (PerRun(), "lake", "run_id", None, None),
     "geometry_dynamics": (PerRun(), "lake", "run_id", None, None),
     "matches": (Merging("signatures", MATCHES_GROUPS), "lake", "full", MATCHES_GROUPS, "signatures"),

@@ -189,6 +189,8 @@ def _models_run(args: argparse.Namespace) -> int:
         dry_run=dry_run,
         wait=args.wait,
         skip_invalid=args.skip_invalid,
+        executor=getattr(args, "executor", None),
+        address=getattr(args, "address", None),
     )
     if not dry_run and args.db:
         _refresh_catalog(args.lake, args.db, args.sql)
@@ -289,7 +291,8 @@ examples:
   warehouse models run --select geometry_dynamics+    # a model and everything downstream
   warehouse models run --param geometry_dynamics.volatility_window=7
   warehouse models run --input geometry_dynamics.geometry_state=capture-v1
-  warehouse models run --full-refresh"""),
+  warehouse models run --full-refresh
+  warehouse models run --executor ray --address 10.0.0.5:6379   # batches as tasks on a Ray cluster"""),
     "check": ("Check that no model's logic changed without a new version (sql/models.lock); exit 1 if one did.", """
 example:
   warehouse models check"""),
@@ -334,6 +337,10 @@ def _models_parser(sub: argparse._SubParsersAction) -> None:
                        help="build without the input files that break their contract, and list them")
         if name == "run":
             p.add_argument("--db", help="then bring this catalog file up to date (rebuilt only if something changed)")
+            p.add_argument("--executor", choices=["local", "ray"],
+                           help="where batches run: here (local) or as tasks on a Ray cluster (default $SQUIGGLE_EXECUTOR or local)")
+            p.add_argument("--address", metavar="HOST:PORT",
+                           help="the Ray cluster's address (default $SQUIGGLE_RAY_ADDRESS; none: a Ray instance for this build)")
     action("check", _models_check)
     p = action("lock", _models_lock)
     p.add_argument("--force", action="store_true", help="re-pin a version that was never released")

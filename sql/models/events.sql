@@ -1,7 +1,7 @@
 -- name: events
 -- version: consensus@2
 -- target: events
--- kind: merging (runs = events_candidates)
+-- kind: merging (runs = events_candidates, groups = runs(config_hash))
 -- grain: cohort_id, layer, metric, event_id
 -- param min_tolerance: float = 0.05 in [0, 1] | smallest gap tolerance in normalised time t: gaps up to it never split an event
 -- param max_tolerance: float = 0.25 in [0, 1] | largest gap tolerance in t, however far the seeds spread (at or below min_tolerance: a fixed tolerance)

@@ -2,7 +2,8 @@
 
 Python API (the ``warehouse models`` command mirrors it):
 
-- :func:`run` plans and runs the models (``dry_run=True`` only plans);
+- :func:`run` plans and runs the models (``dry_run=True`` only plans), here or on a Ray
+  cluster (``executor="ray"``);
 - :func:`lock_problems` and :func:`write_lock` keep ``sql/models.lock`` in step;
 - :func:`lineage` traces a model column back to the datasets it comes from;
 - :func:`render` gives a model's SQL as it runs.
@@ -19,6 +20,7 @@ from .project import Project, load_project, lock_problems
 from .project import write_lock as _write_lock
 from .build import ModelResult, run_models
 from .compute import Progress
+from .executors import RayExecutor, executor_from
 from .plan import ModelPlan
 from .spec import ModelError
 
@@ -40,15 +42,31 @@ def run(
     report: Callable[[str], None] = print,
     started: Callable[[ModelPlan], None] | None = None,
     progress: Callable[[Progress], None] | None = None,
+    executor: str | None = None,
+    address: str | None = None,
 ) -> list[ModelResult]:
     """Plan and run the models on an existing lake; see :func:`build.run_models` (``progress``
-    hears of each batch a model writes)."""
+    hears of each batch a model writes).
+
+    ``executor``: ``local`` (here) or ``ray`` (each batch a task on the Ray cluster at
+    ``address``, else ``$SQUIGGLE_RAY_ADDRESS``, else a Ray instance started for the build);
+    default ``$SQUIGGLE_EXECUTOR``, else ``local``. Ray is joined, and every node checked
+    to see the lake, before anything is written.
+    """
     project = load_project(Path(sql_dir) if sql_dir else None, params)
-    return run_models(
-        project, lk.open_lake(lake), selected=selected, chosen_inputs={k: dict(v) for k, v in (inputs or {}).items()},
-        full_refresh=full_refresh, dry_run=dry_run, wait=wait, skip_invalid=skip_invalid, report=report,
-        started=started, progress=progress,
-    )
+    root = lk.open_lake(lake)
+
+    def build(ray: RayExecutor | None = None) -> list[ModelResult]:
+        return run_models(
+            project, root, selected=selected, chosen_inputs={k: dict(v) for k, v in (inputs or {}).items()},
+            full_refresh=full_refresh, dry_run=dry_run, wait=wait, skip_invalid=skip_invalid, report=report,
+            started=started, progress=progress, executor=ray,
+        )
+
+    if executor_from(executor, address) == "local" or dry_run:
+        return build()
+    with RayExecutor(root, address) as ray:
+        return build(ray)
 
 
 def write_lock(sql_dir: str | Path | None = None, *, force: bool = False) -> Path:

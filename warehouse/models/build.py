@@ -28,6 +28,7 @@ from ..checked import recorded_clean, writer_clean
 from ..coverage import LeftOut, left_out
 from . import compute, inputs, publish, record
 from .current import expected_analyses
+from .executors import RayExecutor
 from .plan import ModelPlan, plan_model
 from .project import Project
 from .spec import ModelError
@@ -43,11 +44,14 @@ class ModelResult:
     partitions: int
     seconds: float
     skipped: list[Problem] = field(default_factory=list)  # invalid inputs left out (skip_invalid)
+    tasks: int | None = None  # batches computed as Ray tasks (None: the local executor)
 
     def describe(self) -> str:
         line = self.plan.describe()
         if self.plan.has_work:
             line += f": {self.rows:,} rows, {self.partitions} partitions, {self.seconds:.2f} s"
+            if self.tasks is not None:
+                line += f", {self.tasks} Ray tasks" if self.tasks else ", on the driver (one batch)"
         return "".join([line, *(f"\n  skipped invalid input {p}" for p in self.skipped)])
 
 
@@ -65,8 +69,10 @@ class Build:
         full_refresh: bool = False,
         skip_invalid: bool = False,
         report: Callable[[str], None] = print,
+        executor: RayExecutor | None = None,
     ) -> None:
         self.project, self.root, self.names = project, root, names
+        self.executor = executor
         self.chosen_inputs = chosen_inputs or {}
         self.full_refresh, self.skip_invalid, self.report = full_refresh, skip_invalid, report
         self.records: dict[str, AnalysisRecord] = load_analyses(root)
@@ -155,7 +161,9 @@ class Build:
                 splits.append(line.strip())
                 self.report(line)
 
-            staged = compute.compute(plan, staging, excluded, progress, versions, say) if plan.build else {}
+            sent = len(self.executor.stats) if self.executor else 0
+            staged = compute.compute(plan, staging, excluded, progress, versions, say, self.executor) if plan.build else {}
+            tasks = len(self.executor.stats) - sent if self.executor else None
             publish.check_output(plan, staged)
             keeps = plan.model.spec.kind.keeps_unchanged_runs and plan.build
             contents = publish.run_contents(plan, staging / "out") if keeps else {}
@@ -169,7 +177,7 @@ class Build:
             )
         rows = sum(s.rows for s in staged.values())
         partitions = len({f.parent for s in staged.values() if s.rows for f in s.files})
-        return ModelResult(plan, rows, partitions, seconds, skipped)
+        return ModelResult(plan, rows, partitions, seconds, skipped, tasks)
 
     def _engine_outputs(self, plan: ModelPlan) -> set[Path]:
         """The plan's input files that a build of this engine published (its records list them)."""
@@ -220,6 +228,7 @@ def run_models(
     report: Callable[[str], None] = print,
     started: Callable[[ModelPlan], None] | None = None,
     progress: Callable[[compute.Progress], None] | None = None,
+    executor: RayExecutor | None = None,
 ) -> list[ModelResult]:
     """Plan (and unless ``dry_run``, run) the selected models in build order under the lake's lock.
 
@@ -227,11 +236,12 @@ def run_models(
     ``started``, if given, each plan with work before it runs (a terminal shows it while
     the model computes); ``progress``, if given, a :class:`~.compute.Progress` after each
     batch a model writes. ``skip_invalid`` builds without the input files that break their
-    contract instead of failing.
+    contract instead of failing. ``executor``: a connected :class:`~.executors.RayExecutor`
+    to compute the batches on a Ray cluster (None: here).
     """
     with build_lock(root, wait=wait):
         lk.reclaim_stale(root)  # what killed builds and writers left: safe, their locks are gone
         remove_stale_records(root)
         build = Build(project, root, project.select(selected), chosen_inputs=chosen_inputs,
-                      full_refresh=full_refresh, skip_invalid=skip_invalid, report=report)
+                      full_refresh=full_refresh, skip_invalid=skip_invalid, report=report, executor=executor)
         return build.run(dry_run=dry_run, started=started, progress=progress)

@@ -14,7 +14,7 @@ import time
 from collections import deque
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Mapping
+from typing import TYPE_CHECKING, Callable, Mapping
 
 import duckdb
 import pyarrow.parquet as pq
@@ -27,6 +27,9 @@ from .kinds import WHOLE, Batch
 from .plan import ModelPlan
 from .project import ADDED_RUNS, ENGINE_COLUMNS, PREVIOUS_OUTPUT
 from .spec import ModelError
+
+if TYPE_CHECKING:
+    from .executors import RayExecutor
 
 # What a computation staged per unit: its rows and the files that hold them.
 Staged = dict[str, "StagedUnit"]
@@ -78,10 +81,22 @@ def model_sql(plan: ModelPlan) -> str:
     return plan.model.additions_sql if plan.added else plan.model.sql
 
 
+@dataclass(frozen=True)
+class Work:
+    """What every batch of one model's computation shares: the statements that prepare a
+    connection (variables, a merge's views), the output query and whether its output is
+    partitioned by run. An executor runs it batch by batch, here or on workers."""
+
+    model: str
+    setup: tuple[str, ...]
+    query: str
+    by_run: bool
+
+
 def compute(
     plan: ModelPlan, staging: Path, excluded: set[Path],
     progress: Callable[[Progress], None] | None = None, versions: Mapping[str, str] | None = None,
-    say: Callable[[str], None] = print,
+    say: Callable[[str], None] = print, executor: RayExecutor | None = None,
 ) -> Staged:
     """Run the model for the plan's units into ``staging/out`` without the ``excluded``
     input files; rows and files per unit. ``versions``: the model version behind each input
@@ -93,70 +108,111 @@ def compute(
     bounded by the batch, not the lake. A batch of n runs that runs out of memory all the same
     is computed again, with every batch after it, in batches of at most n // 2 runs (a wrong
     estimate is learned once, not paid again by each batch sized like it). ``progress`` hears
-    of each batch written.
+    of each batch written. ``executor`` runs the batches (:mod:`.executors`; default: here, one
+    after another); a model computed in one batch always runs here.
     """
     spec = plan.model.spec
     units = sorted(plan.build)
     out = staging / "out"
-    by_run = "run_id" in spec.contract.partition_by
     out.mkdir(parents=True, exist_ok=True)
+    work = Work(spec.where(), tuple(_setup(plan, versions or {})), output_sql(plan, dt.datetime.now(dt.timezone.utc)),
+                "run_id" in spec.contract.partition_by)
     con = work_connection(staging / "spill")
     try:
-        _set_variables(con, plan, versions or {})
-        query = output_sql(plan, dt.datetime.now(dt.timezone.utc))
-        if plan.added:
-            _create_previous(plan, con)
-        steps = deque(spec.kind.batches(plan, units, con, excluded, batch_bytes(con, spec.batch_divisor)))
-        began, rows, done, total = time.perf_counter(), 0, 0, len(steps)
-        while steps:
-            batch = steps.popleft()
-            _input_views(con, plan, batch, excluded)
-            if done == 0:
-                _check_types(plan, con)
-            try:
-                written = _copy(con, query, out, by_run, done)
-            except duckdb.OutOfMemoryException as exc:
-                if batch.filters or len(batch.units) < 2 or not by_run:  # no smaller batch computes it
-                    raise
-                # the batches after it were sized alike: none is given more runs than now fit
-                most = len(batch.units) // 2
-                _remove_runs(batch, out)
-                steps = deque(smaller for step in [batch, *steps] for smaller in _at_most(step, most))
-                total = done + len(steps)
-                say(f"  {spec.name}: {len(batch.units)} {spec.kind.unit_word(len(batch.units))} together ran out of"
-                    f" memory ({str(exc).splitlines()[0]}); computing them and the batches after them in batches"
-                    f" of at most {most} {spec.kind.unit_word(most)}")
-                continue
-            done += 1
-            if progress:
-                rows += written.fetchone()[0]
-                progress(Progress(plan, done, total, rows, time.perf_counter() - began))
+        for statement in work.setup:
+            con.execute(statement)
+        spread = executor.slots if executor else 1
+        steps = deque(spec.kind.batches(plan, units, con, excluded, batch_bytes(con, spec.batch_divisor), spread))
+        con.execute(batch_views(plan, steps[0], excluded))
+        _check_types(plan, con)
+        track = Tracker(plan, len(steps), progress, say)
+        if executor and len(steps) > 1:
+            con.close()
+            executor.run(work, list(steps), lambda b: batch_views(plan, b, excluded), out, track)
+        else:
+            _compute_here(con, plan, work, steps, excluded, out, track)
     except duckdb.Error as exc:
         raise ModelError(f"{spec.where()}: the SQL failed: {exc}\n--- rendered SQL ---\n{model_sql(plan)}") from None
     finally:
         con.close()
-    return _staged_units(out, units, by_run)
+    return _staged_units(out, units, work.by_run)
 
 
-def _input_views(con: duckdb.DuckDBPyConnection, plan: ModelPlan, batch: Batch, excluded: set[Path]) -> None:
+class Tracker:
+    """A computation's batches as they finish: progress, and the batches split when one ran
+    out of memory (every executor splits alike)."""
+
+    def __init__(self, plan: ModelPlan, total: int, progress: Callable[[Progress], None] | None,
+                 say: Callable[[str], None]) -> None:
+        self.plan, self.total, self.progress, self.say = plan, total, progress, say
+        self.done, self.rows, self.began = 0, 0, time.perf_counter()
+
+    def finished(self, rows: int) -> None:
+        self.done += 1
+        self.rows += rows
+        if self.progress:
+            self.progress(Progress(self.plan, self.done, self.total, self.rows, time.perf_counter() - self.began))
+
+    def split(self, batch: Batch, queue: list[Batch], by_run: bool, error: str, running: int = 0) -> list[Batch]:
+        """``batch`` (out of memory) and the ``queue`` not yet begun, in batches of at most
+        half its runs; raises when no smaller batch computes it. ``running``: other batches
+        being computed meanwhile (by workers)."""
+        if batch.filters or len(batch.units) < 2 or not by_run:
+            raise duckdb.OutOfMemoryException(error)
+        # the batches after it were sized alike: none is given more runs than now fit
+        most = len(batch.units) // 2
+        smaller = [part for step in [batch, *queue] for part in _at_most(step, most)]
+        self.total = self.done + len(smaller) + running
+        kind = self.plan.model.spec.kind
+        self.say(f"  {self.plan.name}: {len(batch.units)} {kind.unit_word(len(batch.units))} together ran out of"
+                 f" memory ({error.splitlines()[0]}); computing them and the batches after them in batches"
+                 f" of at most {most} {kind.unit_word(most)}")
+        return smaller
+
+
+def _compute_here(
+    con: duckdb.DuckDBPyConnection, plan: ModelPlan, work: Work, steps: deque[Batch], excluded: set[Path], out: Path,
+    track: Tracker,
+) -> None:
+    """Every batch in this process's connection, one after another, into ``out``."""
+    index = 0
+    while steps:
+        batch = steps.popleft()
+        con.execute(batch_views(plan, batch, excluded))
+        try:
+            written = copy_batch(con, work, out, index)
+        except duckdb.OutOfMemoryException as exc:
+            _remove_runs(batch, out)
+            steps = deque(track.split(batch, list(steps), work.by_run, str(exc)))
+            continue
+        index += 1
+        track.finished(written)
+
+
+def batch_views(plan: ModelPlan, batch: Batch, excluded: set[Path]) -> str:
     """Each input as a view over the batch's files (less ``excluded``), under its name in the SQL."""
+    views = []
     for name, inp in plan.inputs.items():
         # exact: every file left has the contract's columns (screened, vouched for or ours)
-        files = [f for f in inp.files_for(batch.units) if f not in excluded]
-        select = select_dataset(inp.dataset, files, exact=True)
+        select = select_dataset(inp.dataset, [f for f in batch.files(inp) if f not in excluded], exact=True)
         if name in batch.filters:
             select = f"SELECT * FROM ({select}) WHERE {batch.filters[name]}"
-        con.execute(f"CREATE OR REPLACE VIEW {qi(name)} AS {select}")
+        views.append(f"CREATE OR REPLACE VIEW {qi(name)} AS {select};")
+    return "\n".join(views)
 
 
-def _copy(con: duckdb.DuckDBPyConnection, query: str, out: Path, by_run: bool, done: int) -> duckdb.DuckDBPyConnection:
-    """Write one batch's output into ``out``: run folders beside the earlier batches' ones
-    (partitioned by run), else a file of its own."""
-    if by_run:
-        append = ", APPEND" if any(out.iterdir()) else ""
-        return con.execute(f"COPY (\n{query}\n) TO {ql(str(out))} (FORMAT parquet, COMPRESSION zstd,"
-                           f" PARTITION_BY (run_id){append})")
-    return con.execute(f"COPY (\n{query}\n) TO {ql(str(out / f'data-{done}.parquet'))} (FORMAT parquet, COMPRESSION zstd)")
+def copy_batch(con: duckdb.DuckDBPyConnection, work: Work, out: Path, index: int) -> int:
+    """Write one batch's output into ``out``, its rows: run folders beside the earlier
+    batches' ones (partitioned by run), else a file of its own."""
+    if work.by_run:
+        append = ", APPEND" if out.is_dir() and any(out.iterdir()) else ""
+        written = con.execute(f"COPY (\n{work.query}\n) TO {ql(str(out))} (FORMAT parquet, COMPRESSION zstd,"
+                              f" PARTITION_BY (run_id){append})")
+    else:
+        out.mkdir(parents=True, exist_ok=True)
+        written = con.execute(f"COPY (\n{work.query}\n) TO {ql(str(out / f'data-{index}.parquet'))}"
+                              " (FORMAT parquet, COMPRESSION zstd)")
+    return written.fetchone()[0]
 
 
 def _remove_runs(batch: Batch, out: Path) -> None:
@@ -173,23 +229,28 @@ def _at_most(batch: Batch, most: int) -> list[Batch]:
     return [Batch(batch.units[i:i + most]) for i in range(0, len(batch.units), most)]
 
 
-def _set_variables(con: duckdb.DuckDBPyConnection, plan: ModelPlan, versions: Mapping[str, str]) -> None:
+def _setup(plan: ModelPlan, versions: Mapping[str, str]) -> list[str]:
+    """The statements a batch's connection runs first: the variables, and a merge's views."""
+    return _variables(plan, versions) + (_previous_views(plan) if plan.added else [])
+
+
+def _variables(plan: ModelPlan, versions: Mapping[str, str]) -> list[str]:
     # Ids the SQL may need (e.g. inside stable hashes) but cannot hold as text: they
     # derive from its fingerprint. It reads them with getvariable('analysis_id').
-    con.execute(f"SET VARIABLE analysis_id = {ql(plan.analysis_id)}")
     # The version of the model behind each input analysis, which the SQL cannot know
     # either: getvariable('input_versions')['events_candidates'] (NULL for an input
     # without one). Not part of the SQL, so an upstream version leaves the logic as it is.
     pairs = ", ".join(f"{ql(d)}: {ql(v)}" for d, v in versions.items())
-    con.execute(f"SET VARIABLE input_versions = MAP {{{pairs}}}::MAP(VARCHAR, VARCHAR)")
+    return [f"SET VARIABLE analysis_id = {ql(plan.analysis_id)}",
+            f"SET VARIABLE input_versions = MAP {{{pairs}}}::MAP(VARCHAR, VARCHAR)"]
 
 
-def _create_previous(plan: ModelPlan, con: duckdb.DuckDBPyConnection) -> None:
+def _previous_views(plan: ModelPlan) -> list[str]:
     """The views a merging build reads besides its inputs: its last output and the new runs."""
     previous = select_dataset(plan.model.spec.contract, list(plan.previous_files), exact=True)
-    con.execute(f"CREATE VIEW {PREVIOUS_OUTPUT} AS {previous}")
     runs = ", ".join(ql(r) for r in plan.added)
-    con.execute(f"CREATE VIEW {ADDED_RUNS} AS SELECT CAST(unnest([{runs}]) AS VARCHAR) AS run_id")
+    return [f"CREATE VIEW {PREVIOUS_OUTPUT} AS {previous}",
+            f"CREATE VIEW {ADDED_RUNS} AS SELECT CAST(unnest([{runs}]) AS VARCHAR) AS run_id"]
 
 
 def batch_bytes(con: duckdb.DuckDBPyConnection, divisor: int = 32) -> int:

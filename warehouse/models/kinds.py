@@ -59,6 +59,7 @@ from ..scan import select_dataset
 from ..sql import quote_identifier as qi, sql_literal
 
 if TYPE_CHECKING:
+    from .inputs import Input
     from .plan import ModelPlan
 
 NAME_RE = re.compile(r"^(?P<name>[a-z_][a-z0-9_]*)\s*(?:\((?P<options>.*)\))?$", re.S)
@@ -73,11 +74,19 @@ WHOLE = "*"  # the unit of work of a model computed as one table
 
 @dataclass(frozen=True)
 class Batch:
-    """One step of a model's computation: the units it computes, and per input dataset a
-    condition on the rows it reads (a group of a grouped model)."""
+    """One step of a model's computation: the units it computes, per input dataset a
+    condition on the rows it reads (groups of a grouped model), and the runs whose files its
+    inputs partitioned by run are read from (None: those of its units)."""
 
     units: list[str]
     filters: dict[str, str] = field(default_factory=dict)
+    runs: frozenset[str] | None = None
+
+    def files(self, inp: Input) -> list[Path]:
+        """The input's files this batch reads."""
+        if self.runs is None or not inp.by_run:
+            return inp.files_for(self.units)
+        return [f for run in sorted(self.runs) for f in inp.files.get(run, [])]
 
 
 @dataclass(frozen=True)
@@ -165,10 +174,13 @@ class Kind:
         return "table"
 
     def batches(
-        self, plan: ModelPlan, units: list[str], con: duckdb.DuckDBPyConnection, excluded: set[Path], budget: int
+        self, plan: ModelPlan, units: list[str], con: duckdb.DuckDBPyConnection, excluded: set[Path], budget: int,
+        spread: int = 1,
     ) -> list[Batch]:
         """The steps computing ``units``, each reading input files (less ``excluded``) of about
-        ``budget`` bytes at most where the kind can split its work: here, one step."""
+        ``budget`` bytes at most where the kind can split its work: here, one step. ``spread``:
+        how many steps can run at once (an executor with workers); a kind that can split then
+        makes at least twice as many steps where its input allows."""
         return [Batch(units)]
 
     def stage(self, out: Path, fresh: Path, files: list[Path], kept: dict[str, list[Path]]) -> list[Path]:
@@ -198,22 +210,15 @@ class PerRun(Kind):
         return "run" if n == 1 else "runs"
 
     def batches(
-        self, plan: ModelPlan, units: list[str], con: duckdb.DuckDBPyConnection, excluded: set[Path], budget: int
+        self, plan: ModelPlan, units: list[str], con: duckdb.DuckDBPyConnection, excluded: set[Path], budget: int,
+        spread: int = 1,
     ) -> list[Batch]:
         """Consecutive runs grouped so that each batch's own input files total at most
-        ``budget`` bytes (a run larger than that is a batch of its own): a run's output
-        depends on its inputs alone, so memory follows the batch, not the lake."""
-        batches: list[Batch] = [Batch([])]
-        size = 0
-        for unit in units:
-            files = [f for inp in plan.inputs.values() if inp.by_run for f in inp.files.get(unit, []) if f not in excluded]
-            unit_size = sum(f.stat().st_size for f in files)
-            if batches[-1].units and size + unit_size > budget:
-                batches.append(Batch([]))
-                size = 0
-            batches[-1].units.append(unit)
-            size += unit_size
-        return batches
+        ``budget`` bytes (a run larger than that is a batch of its own), and with ``spread``
+        above 1 at most a 2 x ``spread``-th of them all: a run's output depends on its inputs
+        alone, so memory follows the batch, not the lake."""
+        sizes = {unit: _run_bytes(plan, unit, excluded) for unit in units}
+        return [Batch(list(chunk)) for chunk in _pack(units, sizes, _target(sizes, budget, spread))]
 
 
 @dataclass(frozen=True)
@@ -265,9 +270,10 @@ class Grouped(Kind):
     required: ClassVar[tuple[str, ...]] = ("groups",)
 
     def batches(
-        self, plan: ModelPlan, units: list[str], con: duckdb.DuckDBPyConnection, excluded: set[Path], budget: int
+        self, plan: ModelPlan, units: list[str], con: duckdb.DuckDBPyConnection, excluded: set[Path], budget: int,
+        spread: int = 1,
     ) -> list[Batch]:
-        return _group_batches(self.groups, plan, units, con, excluded, budget)
+        return _group_batches(self.groups, plan, units, con, excluded, budget, spread)
 
     def validate(self, target: str, where: str) -> None:
         super().validate(target, where)
@@ -288,13 +294,14 @@ class Merging(Kind):
     merges: ClassVar[bool] = True
 
     def batches(
-        self, plan: ModelPlan, units: list[str], con: duckdb.DuckDBPyConnection, excluded: set[Path], budget: int
+        self, plan: ModelPlan, units: list[str], con: duckdb.DuckDBPyConnection, excluded: set[Path], budget: int,
+        spread: int = 1,
     ) -> list[Batch]:
         """A merge of new runs is one step (it reads only their pairs and the last output);
         a full build goes by groups, if any."""
         if plan.added or self.groups is None:
             return [Batch(units)]
-        return _group_batches(self.groups, plan, units, con, excluded, budget)
+        return _group_batches(self.groups, plan, units, con, excluded, budget, spread)
 
     def validate(self, target: str, where: str) -> None:
         super().validate(target, where)
@@ -401,25 +408,63 @@ def _option_text(value: str | Groups) -> str:
 
 
 def _group_batches(
-    groups: Groups, plan: ModelPlan, units: list[str], con: duckdb.DuckDBPyConnection, excluded: set[Path], budget: int
+    groups: Groups, plan: ModelPlan, units: list[str], con: duckdb.DuckDBPyConnection, excluded: set[Path], budget: int,
+    spread: int,
 ) -> list[Batch]:
-    """One batch per group of the grouped input's rows if its files exceed ``budget`` bytes
-    (memory then follows the largest group); else one batch of everything."""
+    """One batch of everything if the grouped input's files fit in ``budget`` bytes and
+    ``spread`` is 1; else consecutive groups packed as :meth:`PerRun.batches` packs runs (a
+    group whose size is unknown is a batch of its own). A grouped input with a run_id
+    column gives each group's runs: the batch reads the by-run inputs of those runs only
+    (a cohort's runs, the runs holding a kind of signature)."""
     dataset, columns = groups
     inp = plan.inputs[dataset]
     files = [f for f in inp.files_for([WHOLE]) if f not in excluded]
-    if sum(f.stat().st_size for f in files) <= budget:
+    if spread < 2 and sum(f.stat().st_size for f in files) <= budget:
         return [Batch(units)]
+    with_runs = "run_id" in inp.dataset.column_names
     keys = con.execute(
-        f"SELECT DISTINCT {', '.join(qi(c) for c in columns)}"
+        f"SELECT {', '.join(qi(c) for c in columns)}{', list(DISTINCT run_id)' if with_runs else ''}"
         f" FROM ({select_dataset(inp.dataset, files, exact=True)})"
-        " ORDER BY ALL"
+        f" GROUP BY ALL ORDER BY {', '.join(str(i + 1) for i in range(len(columns)))}"
     ).fetchall()
-    filters = [
-        " AND ".join(f"{qi(c)} IS NOT DISTINCT FROM {'NULL' if v is None else sql_literal(v)}" for c, v in zip(columns, key))
+    conditions = {
+        " AND ".join(f"{qi(c)} IS NOT DISTINCT FROM {'NULL' if v is None else sql_literal(v)}" for c, v in zip(columns, key)):
+        frozenset(key[len(columns)]) if with_runs else None
         for key in keys
-    ]
-    return [Batch(units, {dataset: f}) for f in filters] or [Batch(units)]
+    }
+    sizes = {c: sum(_run_bytes(plan, r, excluded) for r in runs) if runs is not None else budget
+             for c, runs in conditions.items()}
+    batches = []
+    for chunk in _pack(list(conditions), sizes, _target(sizes, budget, spread)):
+        runs = frozenset().union(*(conditions[c] for c in chunk)) if with_runs else None
+        batches.append(Batch(units, {dataset: " OR ".join(f"({c})" for c in chunk)}, runs))
+    return batches or [Batch(units)]
+
+
+def _run_bytes(plan: ModelPlan, run: str, excluded: set[Path]) -> int:
+    """The bytes of a run's files in the plan's inputs partitioned by run."""
+    return sum(f.stat().st_size for inp in plan.inputs.values() if inp.by_run
+               for f in inp.files.get(run, []) if f not in excluded)
+
+
+def _target(sizes: dict[str, int], budget: int, spread: int) -> int:
+    """The bytes a batch may read: ``budget``, and with ``spread`` above 1 at most a
+    2 x ``spread``-th of everything (so each of ``spread`` workers has a next batch)."""
+    return budget if spread < 2 else max(1, min(budget, sum(sizes.values()) // (2 * spread)))
+
+
+def _pack(items: list[str], sizes: dict[str, int], target: int) -> list[list[str]]:
+    """Consecutive ``items`` in chunks whose sizes total at most ``target`` (an item larger
+    than that is a chunk of its own)."""
+    chunks: list[list[str]] = []
+    size = 0
+    for item in items:
+        if not chunks or (chunks[-1] and size + sizes[item] > target):
+            chunks.append([])
+            size = 0
+        chunks[-1].append(item)
+        size += sizes[item]
+    return chunks
 
 
 def _validate_groups(kind: Grouped | Merging, where: str) -> None:
