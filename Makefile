@@ -19,7 +19,7 @@ CPD_ROWS     ?= 10000000
 # The HTML report's file: beside the catalog.
 REPORT ?= $(dir $(DB))report.html
 
-.PHONY: install torch chromium demo models report catalog check test test-faults example docs bench bench-100m bench-cpd bench-shapes bench-profile bench-report eval eval-deps eval-cpd eval-match clean
+.PHONY: install torch ray chromium demo models report catalog check test test-faults example docs bench bench-100m bench-cpd bench-shapes bench-profile bench-report eval eval-deps eval-cpd eval-match clean test-ray
 
 # The virtual environment, re-made when the project's dependencies change.
 $(VENV)/.installed: pyproject.toml
@@ -85,7 +85,18 @@ example: torch
 
 ## test-faults: SIGKILL `make models` at 20+ seeded random points, checking the lake after each
 test-faults: install
-	$(BIN)/python -m pytest -q -s -m faults
+	$(BIN)/python -m pytest -q -s -m 'faults and not ray'
+
+# Ray (the pinned `ray` extra) for `--executor ray` and its tests.
+$(VENV)/.ray: $(VENV)/.installed
+	$(BIN)/python -m pip install --quiet -e '.[ray]'
+	touch $@
+
+ray: $(VENV)/.ray
+
+## test-ray: the ray executor on a Ray cluster started on this machine: equal to local builds, bad input, killed workers and drivers
+test-ray: install ray
+	$(BIN)/python -m pytest -q -s -m ray
 
 ## docs: regenerate the README's data dictionary from the contracts
 docs: install

@@ -1,6 +1,6 @@
 """SIGKILL at random points of ``make models`` (``models run --full-refresh`` + ``catalog``).
 
-Run by ``make test-faults`` (``pytest -m faults -s``). A seeded random plan kills the
+Run by ``make test-faults`` (``pytest -m 'faults and not ray' -s``). A seeded random plan kills the
 build at least 20 times: just before or after randomly chosen steps that change the lake
 (an output file published, a partition folder exchanged, a record written or renamed, a
 snapshot link, the catalog renamed into place), and at random moments inside a phase (a
@@ -13,11 +13,17 @@ After each kill:
 - the catalog opens, and each analysis in it holds exactly the rows its record says;
 - the next build (``models run`` + ``catalog``) completes, its outputs equal a clean
   build's row for row, and ``warehouse check`` then finds nothing at all.
+
+``make test-ray`` runs the same with the ray executor (the build's batches as tasks on a Ray
+cluster started here, the killed process being the driver): 12 of the plan's trials, one of
+each fault first, at least 10 kills.
 """
 
 from __future__ import annotations
 
+import importlib.util
 import json
+import os
 import random
 import signal
 import subprocess
@@ -25,6 +31,7 @@ import sys
 import time
 from collections import Counter
 from pathlib import Path
+from typing import Iterator
 
 import pytest
 
@@ -41,18 +48,23 @@ SEED = 20260107
 POINTS_PER_KIND = {"publish": 3, "swap": 3, "record": 3, "record-rename": 2, "snapshot": 2}
 TIMED = {"model SQL": 4, "catalog write": 2, None: 3}  # None: any phase, weighted by its length
 MIN_KILLS = 20
+RAY_TRIALS = 12  # the ray executor's share of the plan: one of each fault, then as drawn
+RAY_MIN_KILLS = 10
 
 
 def quiet(_: str) -> None:
     pass
 
 
-def run_child(lake: Path, db: Path, plan: dict, log: Path, at: tuple[str, int, float] | None = None) -> int:
-    """Run the child build; with ``at`` = (phase, occurrence, delay), SIGKILL it from here
-    ``delay`` seconds after that occurrence of the phase begins."""
+def run_child(lake: Path, db: Path, plan: dict, log: Path, at: tuple[str, int, float] | None = None,
+              env: dict[str, str] | None = None) -> int:
+    """Run the child build (with ``env`` added to its environment); with ``at`` = (phase,
+    occurrence, delay), SIGKILL it from here ``delay`` seconds after that occurrence of the
+    phase begins."""
     log.write_text("")
     proc = subprocess.Popen([sys.executable, str(CHILD), str(lake), str(db), json.dumps(plan), str(log)],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, cwd=REPO)
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, cwd=REPO,
+                            env={**os.environ, **(env or {})})
     if at is not None:
         phase, occurrence, delay = at
         while proc.poll() is None and [p for p, _ in read_log(log)[0]].count(phase) < occurrence:
@@ -107,6 +119,28 @@ def plan_trials(points: list[tuple[str, int]], phases: list[tuple[str, float]], 
     return trials
 
 
+@pytest.fixture(scope="module", params=["local", pytest.param("ray", marks=pytest.mark.ray)])
+def executor(request: pytest.FixtureRequest) -> Iterator[dict]:
+    """The build's executor: local, or ray on a cluster started here (``make test-ray``); the
+    child reads it from the environment as ``make models`` would."""
+    if request.param == "local":
+        yield {"name": "local", "env": {}, "run": {}}
+        return
+    if importlib.util.find_spec("ray") is None:
+        pytest.skip("the ray extra is not installed: make test-ray installs it")
+    from ray_fixtures import ray_cluster
+
+    with ray_cluster(cpus=2) as address:
+        yield {"name": "ray", "env": {"SQUIGGLE_EXECUTOR": "ray", "SQUIGGLE_RAY_ADDRESS": address},
+               "run": {"executor": "ray", "address": address}}
+
+
+def ray_share(trials: list[dict]) -> list[dict]:
+    """The first trial of each fault, then the others in the plan's order, RAY_TRIALS in all."""
+    firsts = list({t["fault"]: t for t in reversed(trials)}.values())
+    return (firsts + [t for t in trials if t not in firsts])[:RAY_TRIALS]
+
+
 @pytest.fixture(scope="module")
 def demo(tmp_path_factory: pytest.TempPathFactory) -> dict:
     """The demo lake built once, its catalog, and what a clean build gives (the reference)."""
@@ -126,11 +160,11 @@ def assert_catalog_opens_whole(db: Path) -> None:
     assert problems == [] and seen
 
 
-def test_sigkill_at_random_points_of_make_models(demo: dict, tmp_path: Path) -> None:
-    lake, db = demo["lake"], demo["db"]
+def test_sigkill_at_random_points_of_make_models(demo: dict, executor: dict, tmp_path: Path) -> None:
+    lake, db, env = demo["lake"], demo["db"], executor["env"]
     started = time.monotonic()
     trace = tmp_path / "trace.log"
-    assert run_child(lake, db, {"trace": True}, trace) == 0
+    assert run_child(lake, db, {"trace": True}, trace, env=env) == 0
     total = time.monotonic() - started
     phases, points, _ = read_log(trace)
     assert {kind for kind, _ in points} == set(POINTS_PER_KIND) | {"catalog-swap"}
@@ -138,9 +172,10 @@ def test_sigkill_at_random_points_of_make_models(demo: dict, tmp_path: Path) -> 
     table: Counter = Counter()
     leftovers: Counter = Counter()  # stale staging files check reported right after the kills
     landed: Counter = Counter()
-    for i, trial in enumerate(plan_trials(points, phases, total)):
+    trials = plan_trials(points, phases, total)
+    for i, trial in enumerate(ray_share(trials) if executor["name"] == "ray" else trials):
         log = tmp_path / f"trial-{i}.log"
-        status = run_child(lake, db, trial.get("plan", {}), log, at=trial.get("at"))
+        status = run_child(lake, db, trial.get("plan", {}), log, at=trial.get("at"), env=env)
         if status == 0:  # a timed kill that came after the build had ended: nothing to check
             continue
         if "at" in trial:
@@ -152,7 +187,7 @@ def test_sigkill_at_random_points_of_make_models(demo: dict, tmp_path: Path) -> 
         leftovers[trial["fault"]] += len(findings)
         assert_catalog_opens_whole(db)
 
-        models.run(lake=lake, report=quiet)
+        models.run(lake=lake, report=quiet, **executor["run"])
         build_catalog(lake, db)
         assert check_lake(lake) == []
         assert model_contents(lake) == demo["contents"], trial
@@ -162,9 +197,9 @@ def test_sigkill_at_random_points_of_make_models(demo: dict, tmp_path: Path) -> 
         table[trial["fault"]] += 1
 
     kills = sum(table.values())
-    print(f"\n{kills} kills (seed {SEED}); where the timed ones landed: {dict(landed)}")
+    print(f"\n{kills} kills (seed {SEED}, {executor['name']} executor); where the timed ones landed: {dict(landed)}")
     print(f"{'fault':46} {'kills':>5} {'stale files':>11}  survived: no data problem, catalog whole, "
           "next build = clean, check then clean")
     for fault, n in sorted(table.items()):
         print(f"{fault:46} {n:>5} {leftovers[fault]:>11}  {n} of {n}")
-    assert kills >= MIN_KILLS
+    assert kills >= (RAY_MIN_KILLS if executor["name"] == "ray" else MIN_KILLS)
