@@ -19,7 +19,7 @@ CPD_ROWS     ?= 10000000
 # The HTML report's file: beside the catalog.
 REPORT ?= $(dir $(DB))report.html
 
-.PHONY: install torch ray chromium demo models report catalog check test test-faults example docs bench bench-100m bench-cpd bench-shapes bench-profile bench-report eval eval-deps eval-cpd eval-match clean test-ray
+.PHONY: install torch ray chromium demo models report catalog check test test-faults example docs bench bench-100m bench-cpd bench-shapes bench-profile bench-ray bench-report eval eval-deps eval-cpd eval-match clean test-ray
 
 # The virtual environment, re-made when the project's dependencies change.
 $(VENV)/.installed: pyproject.toml
@@ -121,6 +121,10 @@ bench-shapes: $(VENV)/.bench-installed
 ## bench-profile: where a no-op build's and one new run's time goes on a lake of 7,000 small runs (a 100M-row lake's file count) -> bench/results/build_profile.md
 bench-profile: $(VENV)/.bench-installed
 	$(BIN)/python bench/build_profile.py --repeat $(BENCH_REPEAT) --work $(BENCH_WORK)
+
+## bench-ray: the ray executor against local at 10M rows (one worker, every core), its tasks, a 1B-row projection -> bench/results/ray.md
+bench-ray: $(VENV)/.bench-installed ray
+	$(BIN)/python bench/ray_overhead.py --repeat $(BENCH_REPEAT) --work $(BENCH_WORK)
 
 ## bench-report: `warehouse report` on the demo lake and 1 and 10 million rows -> bench/results/report_cost.md
 bench-report: install

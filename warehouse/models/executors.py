@@ -53,9 +53,11 @@ class TaskStat:
     rows: int
     sent_bytes: int  # the task's arguments as pickled (its SQL and file lists)
     written_bytes: int  # the Parquet it wrote to the lake
-    waited: float  # seconds from submission to the task's start (scheduling latency)
+    started: float  # when the task began (seconds since the epoch, the worker's clock)
+    waited: float  # seconds from submission to the task's start
     seconds: float  # the task's own time
     node: str
+    ahead: int  # tasks in flight when it was submitted: below the slots, ``waited`` is Ray's latency alone
 
 
 def executor_from(name: str | None = None, address: str | None = None) -> str:
@@ -129,17 +131,17 @@ class RayExecutor:
                     batch = queue.popleft()
                     sql = views(batch)
                     ref = self._task.remote(shared, sql, str(attempts), index, self.task_cpus)
-                    running[ref] = (batch, index, time.time(), len(pickle.dumps((work, sql))))
+                    running[ref] = (batch, len(running), time.time(), len(pickle.dumps((work, sql))))
                     index += 1
                 [ref], _ = ray.wait(list(running), num_returns=1)
-                batch, number, submitted, sent = running.pop(ref)
+                batch, ahead, submitted, sent = running.pop(ref)
                 result = self._result(ref, work, batch)
                 if "out_of_memory" in result:
                     queue = deque(track.split(batch, list(queue), work.by_run, result["out_of_memory"], len(running)))
                     continue
                 written = _collect(Path(result["folder"]), out, work.by_run)
-                self.stats.append(TaskStat(work.model, result["rows"], sent, written, result["began"] - submitted,
-                                           result["ended"] - result["began"], result["node"]))
+                self.stats.append(TaskStat(work.model, result["rows"], sent, written, result["began"], result["began"] - submitted,
+                                           result["ended"] - result["began"], result["node"], ahead))
                 track.finished(result["rows"])
         finally:
             for ref in running:

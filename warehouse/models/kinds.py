@@ -22,8 +22,10 @@ A kind is a name, with options in brackets for the kinds that take them::
     files.
 ``grouped (groups = DATASET(COLUMN, ...))``
     One unit whose rows for one value of those columns depend only on DATASET's rows with
-    that value (``matches`` pairs signatures only within a kind, scope and vector layout):
-    when that input is larger than a batch, it is computed one group at a time.
+    that value (``matches`` pairs signatures only within a kind, scope and vector layout)
+    and, when DATASET has a run_id column, on the other inputs' rows of those runs (a
+    cohort's events): when that input is larger than a batch, or an executor has workers to
+    spread it over, it is computed in batches of whole groups.
 ``merging (runs = DATASET[, groups = DATASET(COLUMN, ...)])``
     One unit (grouped too, with ``groups``); when the only change to its inputs is new runs
     of DATASET (a dataset partitioned by run), the SQL is rendered with ``adding`` true and
