@@ -84,6 +84,7 @@ def measure(model: str, rows: int, args: argparse.Namespace, address: str, cores
     setups = {"local": None, "ray, 1 worker": cores, f"ray, {cores} workers": 1}
     rounds: dict[str, list[float]] = {name: [] for name in setups}
     connects: list[float] = []
+    outside: dict[str, list[float]] = {name: [] for name in setups if setups[name] is not None}
     tasks: dict[str, list[TaskStat]] = {name: [] for name in setups}
     for r in range(args.repeat):
         for name, task_cpus in setups.items():
@@ -96,10 +97,13 @@ def measure(model: str, rows: int, args: argparse.Namespace, address: str, cores
                     run_models(project, lake, selected=[model], full_refresh=True, report=lambda line: None, executor=ray)
                 tasks[name] = ray.stats
             rounds[name].append(time.perf_counter() - began)
+            if task_cpus is not None:  # the driver's time: the build less joining Ray and the tasks' span
+                outside[name].append(rounds[name][-1] - connects[-1] - span(ray.stats))
             print(f"{model} {shape.name} round {r + 1}: {name} {rounds[name][-1]:.1f} s", flush=True)
     return {"model": model, "shape": shape.name, "rows": shape.rows, "runs": shape.runs, "workers": cores,
             "seconds": {name: statistics.median(s) for name, s in rounds.items()}, "rounds": rounds,
             "connect_s": statistics.median(connects),
+            "driver_s": {name: statistics.median(s) for name, s in outside.items()},
             "tasks": {name: summarise(stats) for name, stats in tasks.items() if stats}}
 
 
@@ -113,9 +117,12 @@ def summarise(stats: list[TaskStat]) -> dict:
         "latency_s": statistics.median(free),
         "task_seconds_median": statistics.median(s.seconds for s in stats),
         "task_seconds_total": sum(s.seconds for s in stats),
-        # from the first submission to the last task's end: the rest of the build is the driver's
-        "span_s": max(s.started + s.seconds for s in stats) - min(s.started - s.waited for s in stats),
     }
+
+
+def span(stats: list[TaskStat]) -> float:
+    """From the first task's submission to the last one's end (0 without tasks)."""
+    return max(s.started + s.seconds for s in stats) - min(s.started - s.waited for s in stats) if stats else 0.0
 
 
 def projection(models: list[dict]) -> dict:
@@ -128,8 +135,7 @@ def projection(models: list[dict]) -> dict:
         one_thread, one_worker = m["tasks"][f"ray, {m['workers']} workers"], m["tasks"].get("ray, 1 worker")
         per_row = one_thread["task_seconds_total"] / m["rows"]
         rows_per_task = m["rows"] / (one_worker or one_thread)["tasks"]
-        outside = m["seconds"][f"ray, {m['workers']} workers"] - m["connect_s"] - one_thread["span_s"]
-        per_run = max(0.0, outside) / m["runs"]
+        per_run = max(0.0, m["driver_s"][f"ray, {m['workers']} workers"]) / m["runs"]
         runs = BILLION / (m["rows"] / m["runs"])
         out[m["model"]] = {
             "per_row_us": per_row * 1e6, "rows_per_task": rows_per_task, "driver_s_per_run": per_run, "runs": runs,

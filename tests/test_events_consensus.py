@@ -853,3 +853,25 @@ def test_a_consensus1_1_analysis_still_reads_beside_consensus2(tmp_path: Path) -
     finally:
         con.close()
     assert every == {v1: len(old), v2: len(new)} and shown == {v2}
+
+
+def test_cohorts_computed_one_batch_each_give_the_same_events(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """events groups by cohort (runs.config_hash): below the batch budget each cohort is a
+    batch of its own, reading only its runs' candidates and geometry, written into a file of
+    its own; the rows equal one batch of every cohort."""
+    from model_fixtures import read_rows
+
+    lakes = {}
+    for budget in ("1", str(1 << 40)):
+        lake = tmp_path / f"lake-{budget}"
+        write_demo(lake=lake, seed=0)
+        monkeypatch.setenv("SQUIGGLE_BATCH_BYTES", budget)
+        models.run(lake=lake, report=lambda _: None)
+        lakes[budget] = lake
+    with duckdb.connect() as con:
+        cohorts = con.execute(f"SELECT count(DISTINCT config_hash) FROM read_parquet('{lakes['1']}/runs/**/*.parquet')"
+                              " WHERE family_id IS NULL").fetchone()[0]
+    per_cohort = [pq.read_metadata(f).num_rows for f in (lakes["1"] / "events").rglob("*.parquet")]
+    assert len(per_cohort) == cohorts == 3 and all(per_cohort)
+    assert len(list((lakes[str(1 << 40)] / "events").rglob("*.parquet"))) == 1
+    assert read_rows(lakes["1"], "events") == read_rows(lakes[str(1 << 40)], "events")
