@@ -137,7 +137,8 @@ class RayExecutor:
                 batch, ahead, submitted, sent = running.pop(ref)
                 result = self._result(ref, work, batch)
                 if "out_of_memory" in result:
-                    queue = deque(track.split(batch, list(queue), work.by_run, result["out_of_memory"], len(running)))
+                    error = f"{result['out_of_memory']} (on Ray node {result['node']})"
+                    queue = deque(track.split(batch, list(queue), work.by_run, error, len(running)))
                     continue
                 written = _collect(Path(result["folder"]), out, work.by_run)
                 self.stats.append(TaskStat(work.model, result["rows"], sent, written, result["began"], result["began"] - submitted,
