@@ -24,14 +24,14 @@ from engine_equality_golden import differences, summarise_lake
 from model_fixtures import REPO
 from ray_fixtures import ray_cluster, ray_env
 from reliability_fixtures import copy_inputs
-from warehouse import models
+from warehouse import contracts, models
 from warehouse.demo import write_demo
 from warehouse.models.state import load_analyses
 
 if importlib.util.find_spec("ray") is None:  # not imported here: collecting the default run stays light
     pytest.skip("the ray extra is not installed: make test-ray installs it", allow_module_level=True)
 pytestmark = pytest.mark.ray
-KEYS = {name: list(contract.primary_key) for name, contract in __import__("warehouse").contracts.DATASETS.items()}
+KEYS = {name: list(contract.primary_key) for name, contract in contracts.DATASETS.items()}
 
 
 @pytest.fixture(scope="module")
