@@ -2,7 +2,7 @@
 
 A lake of about 100,000 rows is built with the ray executor, each run a batch of its own
 (``SQUIGGLE_BATCH_BYTES=1``), so that every model runs many short tasks. In each of at least
-14 seeded trials a full build starts as ``warehouse models run``; from here, after the k-th
+12 seeded trials a full build starts as ``warehouse models run``; from here, after the k-th
 task is seen to start (k and a delay drawn from the seed), a worker process computing a task
 (its title ``ray::run_batch``) is sent SIGKILL. Ray runs the task again on another worker:
 the build completes, ``warehouse check`` finds nothing (no partial output was published, the
@@ -34,7 +34,7 @@ if importlib.util.find_spec("ray") is None:
 pytestmark = pytest.mark.ray
 
 SEED = 20261205
-TRIALS = 14
+TRIALS = 12
 MIN_MID_TASK = 10
 CLI = Path(sys.executable).with_name("warehouse")
 TITLE = b"ray::run_batch"
