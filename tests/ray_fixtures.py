@@ -9,6 +9,7 @@ every Ray process of this user on the machine: run these tests where no other Ra
 
 from __future__ import annotations
 
+import importlib.util
 import os
 import signal
 import socket
@@ -17,9 +18,15 @@ import sys
 import time
 from contextlib import contextmanager
 from pathlib import Path
+from types import ModuleType
 from typing import Iterator
 
+import pytest
+
 RAY = Path(sys.executable).with_name("ray")
+RAY_INSTALLED = importlib.util.find_spec("ray") is not None  # not imported: collecting the default run stays light
+NO_RAY = "the ray extra is not installed: make test-ray installs it"
+BENCH = Path(__file__).resolve().parent.parent / "bench"
 AUTH = {"RAY_AUTH_MODE": "disabled"}
 
 
@@ -78,3 +85,25 @@ def can_unshare() -> bool:
     """Whether this process may make a mount namespace and mount a tmpfs in it."""
     probe = subprocess.run(["unshare", "-m", "sh", "-c", "mount -t tmpfs none /mnt"], capture_output=True)
     return probe.returncode == 0
+
+
+@pytest.fixture(scope="module")
+def cluster() -> Iterator[str]:
+    """A two-CPU cluster for a test module's builds."""
+    with ray_cluster(cpus=2) as address:
+        yield address
+
+
+def lake_state(lake: Path) -> dict[str, tuple[int, int]]:
+    """Every path under ``lake`` with its size and modification time: equal when nothing was written."""
+    return {str(p.relative_to(lake)): (p.stat().st_size, p.stat().st_mtime_ns) for p in lake.rglob("*")}
+
+
+def scale_lake_module() -> ModuleType:
+    """bench/scale_lake.py (bench/ is a folder of scripts, not a package)."""
+    sys.path.insert(0, str(BENCH))
+    try:
+        import scale_lake
+    finally:
+        sys.path.remove(str(BENCH))
+    return scale_lake

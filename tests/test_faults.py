@@ -21,7 +21,6 @@ each fault first, at least 10 kills.
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import os
 import random
@@ -126,9 +125,10 @@ def executor(request: pytest.FixtureRequest) -> Iterator[dict]:
     if request.param == "local":
         yield {"name": "local", "env": {}, "run": {}}
         return
-    if importlib.util.find_spec("ray") is None:
-        pytest.skip("the ray extra is not installed: make test-ray installs it")
-    from ray_fixtures import ray_cluster
+    from ray_fixtures import NO_RAY, RAY_INSTALLED, ray_cluster
+
+    if not RAY_INSTALLED:
+        pytest.skip(NO_RAY)
 
     with ray_cluster(cpus=2) as address:
         yield {"name": "ray", "env": {"SQUIGGLE_EXECUTOR": "ray", "SQUIGGLE_RAY_ADDRESS": address},

@@ -9,35 +9,27 @@ local build with two: a sum may add in another order).
 
 from __future__ import annotations
 
-import importlib.util
 import socket
 import subprocess
 import sys
 import threading
 import time
 from pathlib import Path
-from typing import Iterator
 
 import pytest
 
 from engine_equality_golden import differences, summarise_lake
 from model_fixtures import REPO
-from ray_fixtures import ray_cluster, ray_env
+from ray_fixtures import NO_RAY, RAY_INSTALLED, cluster, lake_state, ray_env, scale_lake_module  # noqa: F401, F811 (cluster: a fixture)
 from reliability_fixtures import copy_inputs
 from warehouse import contracts, models
 from warehouse.demo import write_demo
 from warehouse.models.state import load_analyses
 
-if importlib.util.find_spec("ray") is None:  # not imported here: collecting the default run stays light
-    pytest.skip("the ray extra is not installed: make test-ray installs it", allow_module_level=True)
+if not RAY_INSTALLED:
+    pytest.skip(NO_RAY, allow_module_level=True)
 pytestmark = pytest.mark.ray
 KEYS = {name: list(contract.primary_key) for name, contract in contracts.DATASETS.items()}
-
-
-@pytest.fixture(scope="module")
-def cluster() -> Iterator[str]:
-    with ray_cluster(cpus=2) as address:
-        yield address
 
 
 def build_both(source: Path, where: Path, address: str) -> tuple[Path, Path, list[str]]:
@@ -69,16 +61,6 @@ def test_the_demo_lake_built_on_ray_equals_the_local_build(cluster: str, tmp_pat
     assert tasks["probe_summaries"].endswith("on the driver (one batch)")
 
 
-def scale_lake_module():
-    """bench/scale_lake.py (bench/ is a folder of scripts, not a package)."""
-    sys.path.insert(0, str(REPO / "bench"))
-    try:
-        import scale_lake
-    finally:
-        sys.path.remove(str(REPO / "bench"))
-    return scale_lake
-
-
 @pytest.mark.slow
 def test_a_1m_row_scale_lake_built_on_ray_equals_the_local_build(cluster: str, tmp_path: Path) -> None:
     source = tmp_path / "source"
@@ -108,10 +90,6 @@ def test_new_runs_built_on_ray_equal_the_local_build(cluster: str, tmp_path: Pat
 
 
 # -- bad input: nothing written ------------------------------------------------------------
-
-
-def lake_state(lake: Path) -> dict[str, tuple[int, int]]:
-    return {str(p.relative_to(lake)): (p.stat().st_size, p.stat().st_mtime_ns) for p in lake.rglob("*")}
 
 
 @pytest.fixture(scope="module")

@@ -12,7 +12,6 @@ equal a clean build's. At least 10 kills must land while the task runs.
 
 from __future__ import annotations
 
-import importlib.util
 import os
 import random
 import signal
@@ -20,17 +19,16 @@ import subprocess
 import sys
 import time
 from pathlib import Path
-from typing import Iterator
 
 import pytest
 
 from model_fixtures import REPO
-from ray_fixtures import ray_cluster, ray_env
+from ray_fixtures import NO_RAY, RAY_INSTALLED, cluster, ray_env, scale_lake_module  # noqa: F401, F811 (cluster: a fixture)
 from reliability_fixtures import model_contents, recorded_units
 from warehouse import check_lake
 
-if importlib.util.find_spec("ray") is None:
-    pytest.skip("the ray extra is not installed: make test-ray installs it", allow_module_level=True)
+if not RAY_INSTALLED:
+    pytest.skip(NO_RAY, allow_module_level=True)
 pytestmark = pytest.mark.ray
 
 SEED = 20261205
@@ -38,12 +36,6 @@ TRIALS = 12
 MIN_MID_TASK = 10
 CLI = Path(sys.executable).with_name("warehouse")
 TITLE = b"ray::run_batch"
-
-
-@pytest.fixture(scope="module")
-def cluster() -> Iterator[str]:
-    with ray_cluster(cpus=2) as address:
-        yield address
 
 
 def build(lake: Path, address: str) -> subprocess.Popen:
@@ -91,13 +83,8 @@ def kill_a_task(proc: subprocess.Popen, starts: int, delay: float, rng: random.R
 
 
 def test_workers_killed_mid_task_leave_the_lake_as_a_clean_build(cluster: str, tmp_path: Path) -> None:
-    sys.path.insert(0, str(REPO / "bench"))
-    try:
-        import scale_lake
-    finally:
-        sys.path.remove(str(REPO / "bench"))
     lake = tmp_path / "lake"
-    scale_lake.write_lake(lake, rows=100_000)
+    scale_lake_module().write_lake(lake, rows=100_000)
     clean = build(lake, cluster)
     out, err = clean.communicate(timeout=600)
     assert clean.returncode == 0, err

@@ -6,18 +6,17 @@ filesystem mounted would be.
 
 from __future__ import annotations
 
-import importlib.util
 from pathlib import Path
 
 import pytest
 
-from ray_fixtures import can_unshare, hidden_lake_node, ray_cluster, wait_for_nodes
+from ray_fixtures import NO_RAY, RAY_INSTALLED, can_unshare, hidden_lake_node, lake_state, ray_cluster, wait_for_nodes
 from warehouse import models
 from warehouse.demo import write_demo
 from warehouse.errors import ModelError
 
-if importlib.util.find_spec("ray") is None:
-    pytest.skip("the ray extra is not installed: make test-ray installs it", allow_module_level=True)
+if not RAY_INSTALLED:
+    pytest.skip(NO_RAY, allow_module_level=True)
 pytestmark = pytest.mark.ray
 
 
@@ -26,7 +25,7 @@ def test_a_node_without_the_lake_fails_the_build_naming_node_and_path(tmp_path: 
         pytest.skip("this machine does not allow a mount namespace (unshare -m, mount): no node can hide the lake")
     lake = tmp_path / "shared" / "lake"
     write_demo(lake=lake, seed=0)
-    before = {str(p.relative_to(lake)): p.stat().st_mtime_ns for p in lake.rglob("*")}
+    before = lake_state(lake)
     with ray_cluster(cpus=1) as address, hidden_lake_node(address, lake.parent):
         wait_for_nodes(address, 2)
         with pytest.raises(ModelError) as failed:
@@ -35,4 +34,4 @@ def test_a_node_without_the_lake_fails_the_build_naming_node_and_path(tmp_path: 
     assert message.startswith("Ray node ") and f"cannot use the lake at {lake}: the path does not exist here" in message
     assert "every node must mount the lake at the same path" in message
     # before any model ran: no record, no output, no lock or staging left
-    assert {str(p.relative_to(lake)): p.stat().st_mtime_ns for p in lake.rglob("*")} == before
+    assert lake_state(lake) == before
