@@ -188,7 +188,7 @@ def test_bad_header(tmp_path: Path, old: str, new: str, expected: str) -> None:
     assert_names(str(err.value), DYN, path)
 
 
-MERGING = "-- kind: merging (runs = signatures, groups = signatures(kind, scope, vector_layout))"
+MERGING = "-- kind: merging (runs = signatures, groups = signatures(kind, scope, vector_layout), pairwise = true)"
 
 
 PROBE, RUN_SCOPE = "probe_summaries", "-- runs: family_id IS NOT NULL AND probe_name IS NOT NULL"

@@ -23,6 +23,9 @@ from warehouse import build_catalog, connect, models, writer
 from warehouse.catalog import parse_view_header
 from warehouse.contracts import MATCHES, SIGNATURES
 from warehouse.lake import init_lake
+from warehouse.models import load_project
+from warehouse.models.build import run_models
+from warehouse.models.executors import LocalExecutor
 
 REPO = Path(__file__).resolve().parent.parent
 SIG = "sig-hand"
@@ -322,6 +325,33 @@ def test_groups_computed_one_at_a_time_give_the_same_matches(
     assert len(files) == 1
     assert_rows({(r["signature_id_a"], r["signature_id_b"]): r for r in pq.read_table(files[0]).to_pylist()},
                 reference(sigs))
+
+
+@pytest.mark.parametrize("slots", [2, 5])
+def test_blocks_of_pairs_give_the_same_matches(tmp_path: Path, matches_only_sql: Path, slots: int) -> None:
+    """Planned for workers, a group with more than its share of the pairs is computed in
+    blocks of runs (block j: the pairs between its runs and those of blocks 1..j), and one
+    more step per group merges the blocks' top k: the rows are the reference's, ties of
+    score across blocks included. A small group is computed whole."""
+    rng = np.random.default_rng(11)
+    sigs = random_signatures(rng, range(30)) + [
+        sig(f"small-{i}", rng.integers(-2, 3, size=6).astype(float).tolist(), run_id=f"r{i:02d}", layout="K6;layer1",
+            scope="layer")
+        for i in range(3)
+    ]
+    lake = init_lake(tmp_path / "lake")
+    writer.write("signatures", sigs, lake=lake)
+    seen: list[models.Progress] = []
+    [result] = run_models(load_project(matches_only_sql, {"matches": {"top_k": 3}}), lake, report=lambda _: None,
+                          progress=seen.append, executor=LocalExecutor(slots))
+    # the two groups of 30 have 435 pairs each, above a 2 x slots-th of the 873: each is
+    # split into 435 / that share blocks, merged by one step; the small group is one step
+    blocks = math.ceil(435 / (873 // (2 * slots)))
+    assert [(p.done, p.total) for p in seen] == [(i, 2 * blocks + 3) for i in range(1, 2 * blocks + 4)]
+    folder = lake / "matches" / f"analysis_id={result.plan.analysis_id}"
+    assert sorted(pq.read_metadata(f).num_rows for f in folder.glob("*.parquet")) == [6, 90, 90]
+    got = {(r["signature_id_a"], r["signature_id_b"]): r for r in pq.read_table(folder, partitioning=None).to_pylist()}
+    assert_rows(got, reference(sigs, top_k=3))
 
 
 def random_signatures(rng: np.random.Generator, runs: range) -> list[dict]:

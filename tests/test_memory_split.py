@@ -14,7 +14,7 @@ import pytest
 from model_fixtures import only_models_sql, read_rows, snapshot, write_runs
 from warehouse import models
 from warehouse.check import memory_split_notes
-from warehouse.models import ModelError, compute
+from warehouse.models import ModelError, executors
 from warehouse.models.state import load_analyses
 
 DYN = "geometry_dynamics"
@@ -50,8 +50,9 @@ def lakes(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> tuple[Path, Path]:
 
 
 def limit_runs(monkeypatch: pytest.MonkeyPatch, most: int) -> None:
-    connect = compute.work_connection
-    monkeypatch.setattr(compute, "work_connection", lambda spill: RunsAtMost(connect(spill), most))
+    """Batches computed here (the local executor's connection) run out of memory past ``most`` runs."""
+    connect = executors.work_connection
+    monkeypatch.setattr(executors, "work_connection", lambda spill: RunsAtMost(connect(spill), most))
 
 
 def test_a_batch_out_of_memory_is_split_until_it_fits(lakes: tuple[Path, Path], monkeypatch: pytest.MonkeyPatch) -> None:
@@ -59,7 +60,7 @@ def test_a_batch_out_of_memory_is_split_until_it_fits(lakes: tuple[Path, Path], 
     monkeypatch.setenv("SQUIGGLE_BATCH_BYTES", "1")  # the reference: every run a batch of its own
     models.run(lake=twin, report=lambda _: None)
     monkeypatch.setenv("SQUIGGLE_BATCH_BYTES", str(10**9))  # all five runs in one batch
-    unlimited = compute.work_connection
+    unlimited = executors.work_connection
     limit_runs(monkeypatch, 2)
     said: list[str] = []
     [result] = models.run(lake=lake, report=said.append)
@@ -75,7 +76,7 @@ def test_a_batch_out_of_memory_is_split_until_it_fits(lakes: tuple[Path, Path], 
     assert record.last_build_splits == tuple(s.strip() for s in splits)
     [note] = memory_split_notes(lake)
     assert note.startswith(f"{DYN}/analysis_id={record.analysis_id} ({DYN} ") and "split 1 batch of runs that ran out of memory into smaller ones" in note
-    monkeypatch.setattr(compute, "work_connection", unlimited)
+    monkeypatch.setattr(executors, "work_connection", unlimited)
     models.run(lake=lake, full_refresh=True, report=lambda _: None)
     assert memory_split_notes(lake) == []
 

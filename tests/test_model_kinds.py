@@ -36,6 +36,11 @@ MATCHES_GROUPS = ("signatures", ("kind", "scope", "vector_layout"))
         # options in any order, spread over lines (a continued header line), written back canonically
         ("merging (groups = signatures( kind ,\n  scope ), runs = signatures )", Merging("signatures", ("signatures", ("kind", "scope"))),
          "merging (runs = signatures, groups = signatures(kind, scope))"),
+        ("merging (pairwise = true, runs = signatures, groups = signatures(kind))",
+         Merging("signatures", ("signatures", ("kind",)), True),
+         "merging (runs = signatures, groups = signatures(kind), pairwise = true)"),
+        ("merging (runs = signatures, pairwise = false)", Merging("signatures", None, False),
+         "merging (runs = signatures, pairwise = false)"),
         ("table ()", Table(), "table"),
     ],
 )
@@ -86,7 +91,7 @@ def test_every_kind_is_a_kind() -> None:
         ("grouped (groups = signatures(kind)", "cannot read kind 'grouped (groups = signatures(kind)'"),
         ("grouped", "kind grouped needs the option groups; write `-- kind: grouped (groups = DATASET(COLUMN, ...))`"),
         ("merging", "kind merging needs the option runs; write "
-                    "`-- kind: merging (runs = DATASET[, groups = DATASET(COLUMN, ...)])`"),
+                    "`-- kind: merging (runs = DATASET[, groups = DATASET(COLUMN, ...)][, pairwise = true])`"),
         ("merging (groups = signatures(kind))", "kind merging needs the option runs"),
         ("grouped (groups = signatures[kind])",
          "cannot read groups 'signatures[kind]' of kind grouped; write `groups = DATASET(COLUMN, ...)`"),
@@ -94,13 +99,15 @@ def test_every_kind_is_a_kind() -> None:
         ("grouped (groups = signatures(kind,))", "cannot read groups 'signatures(kind,)' of kind grouped"),
         ("merging (runs = signatures(kind))", "cannot read runs 'signatures(kind)' of kind merging; write `runs = DATASET`"),
         ("merging (runs)", "cannot read the option 'runs' of kind merging; write "
-                           "`-- kind: merging (runs = DATASET[, groups = DATASET(COLUMN, ...)])`"),
+                           "`-- kind: merging (runs = DATASET[, groups = DATASET(COLUMN, ...)][, pairwise = true])`"),
         ("merging (runs = )", "cannot read the option 'runs =' of kind merging"),
         ("merging (runs = signatures, runs = events_candidates)", "kind merging gives the option runs twice"),
         ("merging (runs = signatures, group = signatures(kind))",
-         "kind merging has no option 'group' (its options are runs, groups)"),
+         "kind merging has no option 'group' (its options are runs, groups, pairwise)"),
         ("table (runs = signatures)", "kind table has no option 'runs' (it takes no options); write `-- kind: table`"),
         ("per_run (groups = geometry_state(layer))", "kind per_run has no option 'groups' (it takes no options)"),
+        ("merging (runs = signatures, pairwise = yes)",
+         "cannot read pairwise 'yes' of kind merging; write `pairwise = true`"),
     ],
 )
 def test_kind_errors_name_the_file(text: str, expected: str) -> None:
@@ -142,6 +149,11 @@ def write_model(folder: Path, name: str, target: str, kind_lines: str) -> Path:
          "kind merging: groups names unknown dataset 'signature'"),
         ("matches", "grouped (groups = signatures(kind, colour))",
          "kind grouped: groups names columns signatures does not have: colour"),
+        # blocks of pairs are blocks of the merged dataset's runs, within a group of its rows
+        ("matches", "merging (runs = signatures, pairwise = true)",
+         "kind merging: pairwise = true needs groups over the runs dataset: `groups = signatures(COLUMN, ...)`"),
+        ("matches", "merging (runs = signatures, groups = runs(config_hash), pairwise = true)",
+         "kind merging: pairwise = true needs groups over the runs dataset: `groups = signatures(COLUMN, ...)`"),
     ],
 )
 def test_kind_against_the_target_contract(tmp_path: Path, target: str, kind: str, expected: str) -> None:
@@ -210,7 +222,8 @@ def test_old_header_is_refused_with_the_new_line(tmp_path: Path, target: str, ol
 
 def test_old_repo_header_is_refused_by_load_project(tmp_path: Path) -> None:
     sql = copy_sql(tmp_path)
-    path = edit_model(sql, "matches", "-- kind: merging (runs = signatures, groups = signatures(kind, scope, vector_layout))",
+    path = edit_model(sql, "matches",
+                      "-- kind: merging (runs = signatures, groups = signatures(kind, scope, vector_layout), pairwise = true)",
                       "-- materialization: lake\n-- incremental: full\n-- batch_by: signatures(kind, scope, vector_layout)"
                       "\n-- additions: signatures")
     with pytest.raises(ModelError) as err:
@@ -228,7 +241,7 @@ REPO_KINDS = {
     "events": (Merging("events_candidates", COHORTS), "lake", "full", COHORTS, "events_candidates"),
     "events_candidates": (PerRun(), "lake", "run_id", None, None),
     "geometry_dynamics": (PerRun(), "lake", "run_id", None, None),
-    "matches": (Merging("signatures", MATCHES_GROUPS), "lake", "full", MATCHES_GROUPS, "signatures"),
+    "matches": (Merging("signatures", MATCHES_GROUPS, True), "lake", "full", MATCHES_GROUPS, "signatures"),
     "probe_events_candidates": (PerRun(), "lake", "run_id", None, None),
     "probe_summaries": (TableByRun(), "lake", "full", None, None),
     "signatures": (PerRun(), "lake", "run_id", None, None),

@@ -16,14 +16,16 @@ import threading
 import time
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from engine_equality_golden import differences, summarise_lake
-from model_fixtures import REPO
+from model_fixtures import REPO, only_models_sql
 from ray_fixtures import NO_RAY, RAY_INSTALLED, cluster, lake_state, ray_env, scale_lake_module  # noqa: F401, F811 (cluster: a fixture)
 from reliability_fixtures import copy_inputs
-from warehouse import contracts, models
+from warehouse import contracts, models, writer
 from warehouse.demo import write_demo
+from warehouse.lake import init_lake
 from warehouse.models.state import load_analyses
 
 if not RAY_INSTALLED:
@@ -87,6 +89,42 @@ def test_new_runs_built_on_ray_equal_the_local_build(cluster: str, tmp_path: Pat
     by_model = {line.split()[0]: line for line in lines}
     assert "3 runs (new run)" in by_model["geometry_dynamics"] and "Ray tasks" in by_model["geometry_dynamics"], lines
     assert by_model["events"].endswith("on the driver (one batch)"), lines
+
+
+def signature_rows(runs: int, rng: np.random.Generator) -> list[dict]:
+    """Per run a run-scope and a layer-scope signature (two groups of ``runs``), small integer
+    vectors (ties of score) and events on a coarse grid of t."""
+    rows = []
+    for r in range(runs):
+        for scope, layout in (("run", "K8;run"), ("layer", "K8;layer0")):
+            t = [int(x) / 8 for x in rng.integers(0, 9, size=int(rng.integers(0, 4)))]
+            rows.append({
+                "signature_id": f"{scope}-r{r:03d}", "analysis_id": "sig-test", "run_id": f"r{r:03d}",
+                "kind": "trajectory", "scope": scope, "layer": 0 if scope == "layer" else None, "family_id": None,
+                "seed": r, "probe_name": None, "signature_version": "sig@1",
+                "vector": rng.integers(-2, 3, size=8).astype(float).tolist(), "vector_layout": layout, "norm": 1.0,
+                "event_t": t, "event_steps": [int(x * 100) for x in t], "event_layers": [0] * len(t),
+                "event_metrics": ["resid_post.eff_rank"] * len(t), "event_scores": [1.0] * len(t),
+            })
+    return rows
+
+
+def test_matches_in_blocks_of_pairs_on_ray_equal_the_local_build(cluster: str, tmp_path: Path) -> None:
+    """Two groups of 40 signatures on two slots: each group has more than a quarter of the
+    pairs, so each is computed in blocks of pairs as tasks and merged by one more task."""
+    sql = only_models_sql(tmp_path / "sql", "matches")
+    rows = signature_rows(40, np.random.default_rng(3))
+    lakes = {}
+    for executor in ("local", "ray"):
+        lakes[executor] = init_lake(tmp_path / executor)
+        writer.write("signatures", rows, lake=lakes[executor])
+    models.run(lake=lakes["local"], sql_dir=sql, report=lambda line: None)
+    lines: list[str] = []
+    models.run(lake=lakes["ray"], sql_dir=sql, report=lines.append, executor="ray", address=cluster)
+    assert_equal_builds(lakes["local"], lakes["ray"], "matches in blocks")
+    # 780 pairs a group, above 1,560 / 4: two blocks each, and a merging task per group
+    [line] = lines
+    assert line.endswith(", 6 Ray tasks"), line
 
 
 # -- bad input: nothing written ------------------------------------------------------------

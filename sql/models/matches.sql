@@ -1,7 +1,7 @@
 -- name: matches
 -- version: match@1.1
 -- target: matches
--- kind: merging (runs = signatures, groups = signatures(kind, scope, vector_layout))
+-- kind: merging (runs = signatures, groups = signatures(kind, scope, vector_layout), pairwise = true)
 -- grain: signature_id_a, signature_id_b
 -- param tolerance: float = 0.05 in [0, 1] | largest |delta t| (inclusive) at which two events of the same layer and metric match
 -- param top_k: int = 10 >= 1 | partners kept per signature (at least 1), best score first

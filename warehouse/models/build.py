@@ -28,7 +28,7 @@ from ..checked import recorded_clean, writer_clean
 from ..coverage import LeftOut, left_out
 from . import compute, inputs, publish, record
 from .current import expected_analyses
-from .executors import RayExecutor
+from .executors import Executor, RayExecutor
 from .plan import ModelPlan, plan_model
 from .project import Project
 from .spec import ModelError
@@ -69,7 +69,7 @@ class Build:
         full_refresh: bool = False,
         skip_invalid: bool = False,
         report: Callable[[str], None] = print,
-        executor: RayExecutor | None = None,
+        executor: Executor | None = None,
     ) -> None:
         self.project, self.root, self.names = project, root, names
         self.executor = executor
@@ -161,9 +161,10 @@ class Build:
                 splits.append(line.strip())
                 self.report(line)
 
-            sent = len(self.executor.stats) if self.executor else 0
+            ray = self.executor if isinstance(self.executor, RayExecutor) else None
+            sent = len(ray.stats) if ray else 0
             staged = compute.compute(plan, staging, excluded, progress, versions, say, self.executor) if plan.build else {}
-            tasks = len(self.executor.stats) - sent if self.executor else None
+            tasks = len(ray.stats) - sent if ray else None
             publish.check_output(plan, staged)
             keeps = plan.model.spec.kind.keeps_unchanged_runs and plan.build
             contents = publish.run_contents(plan, staging / "out") if keeps else {}
@@ -228,7 +229,7 @@ def run_models(
     report: Callable[[str], None] = print,
     started: Callable[[ModelPlan], None] | None = None,
     progress: Callable[[compute.Progress], None] | None = None,
-    executor: RayExecutor | None = None,
+    executor: Executor | None = None,
 ) -> list[ModelResult]:
     """Plan (and unless ``dry_run``, run) the selected models in build order under the lake's lock.
 
@@ -237,7 +238,7 @@ def run_models(
     the model computes); ``progress``, if given, a :class:`~.compute.Progress` after each
     batch a model writes. ``skip_invalid`` builds without the input files that break their
     contract instead of failing. ``executor``: a connected :class:`~.executors.RayExecutor`
-    to compute the batches on a Ray cluster (None: here).
+    to compute the batches on a Ray cluster (None: here, :class:`~.executors.LocalExecutor`).
     """
     with build_lock(root, wait=wait):
         lk.reclaim_stale(root)  # what killed builds and writers left: safe, their locks are gone

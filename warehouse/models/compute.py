@@ -11,7 +11,6 @@ import datetime as dt
 import os
 import shutil
 import time
-from collections import deque
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Callable, Mapping
@@ -23,13 +22,14 @@ from .. import contracts, lake as lk
 from ..duck import memory_bytes, work_connection
 from ..scan import select_dataset
 from ..sql import quote_identifier as qi, quote_literal as ql
-from .kinds import WHOLE, Batch
+from .executors import LocalExecutor
+from .kinds import WHOLE, Batch, merged_blocks
 from .plan import ModelPlan
 from .project import ADDED_RUNS, ENGINE_COLUMNS, PREVIOUS_OUTPUT
 from .spec import ModelError
 
 if TYPE_CHECKING:
-    from .executors import RayExecutor
+    from .executors import Executor
 
 # What a computation staged per unit: its rows and the files that hold them.
 Staged = dict[str, "StagedUnit"]
@@ -59,9 +59,9 @@ class Progress:
         return f"batch {self.done}/{self.total}, {rate:,.0f} rows/s, {left // 60}:{left % 60:02d} left"
 
 
-def output_sql(plan: ModelPlan, created_at: dt.datetime) -> str:
-    """The model's query (its merging variant when the plan adds runs) wrapped to give the
-    target's columns, types and engine columns."""
+def output_sql(plan: ModelPlan, sql: str, created_at: dt.datetime) -> str:
+    """The model's query ``sql`` (its full or its merging SQL) wrapped to give the target's
+    columns, types and engine columns."""
     contract = plan.model.spec.contract
     engine = {
         "analysis_id": ql(plan.analysis_id),
@@ -74,7 +74,7 @@ def output_sql(plan: ModelPlan, created_at: dt.datetime) -> str:
         f" AS {contracts.duckdb_type(c.type)}) AS {qi(c.name)}"
         for c in columns
     )
-    return f"SELECT\n    {select}\nFROM (\n{model_sql(plan)}\n) AS model_output"
+    return f"SELECT\n    {select}\nFROM (\n{sql}\n) AS model_output"
 
 
 def model_sql(plan: ModelPlan) -> str:
@@ -84,19 +84,25 @@ def model_sql(plan: ModelPlan) -> str:
 @dataclass(frozen=True)
 class Work:
     """What every batch of one model's computation shares: the statements that prepare a
-    connection (variables, a merge's views), the output query and whether its output is
-    partitioned by run. An executor runs it batch by batch, here or on workers."""
+    connection (variables), the output queries (full, and merging for a merging model) and
+    whether its output is partitioned by run. An executor runs it batch by batch, here or
+    on workers."""
 
     model: str
     setup: tuple[str, ...]
     query: str
+    merge_query: str | None
     by_run: bool
+
+    def query_for(self, batch: Batch) -> str:
+        """The query computing ``batch``: merging when it adds runs."""
+        return self.query if batch.added is None else self.merge_query
 
 
 def compute(
     plan: ModelPlan, staging: Path, excluded: set[Path],
     progress: Callable[[Progress], None] | None = None, versions: Mapping[str, str] | None = None,
-    say: Callable[[str], None] = print, executor: RayExecutor | None = None,
+    say: Callable[[str], None] = print, executor: Executor | None = None,
 ) -> Staged:
     """Run the model for the plan's units into ``staging/out`` without the ``excluded``
     input files; rows and files per unit. ``versions``: the model version behind each input
@@ -109,33 +115,63 @@ def compute(
     is computed again, with every batch after it, in batches of at most n // 2 runs (a wrong
     estimate is learned once, not paid again by each batch sized like it). ``progress`` hears
     of each batch written. ``executor`` runs the batches (:mod:`.executors`; default: here, one
-    after another); a model computed in one batch always runs here.
+    after another); a model computed in one batch always runs here. A pairwise model's blocks
+    of pairs (:func:`~.kinds.pair_blocks`) are merged, once all are written, by one more
+    batch per group.
     """
     spec = plan.model.spec
     units = sorted(plan.build)
     out = staging / "out"
     out.mkdir(parents=True, exist_ok=True)
-    work = Work(spec.where(), tuple(_setup(plan, versions or {})), output_sql(plan, dt.datetime.now(dt.timezone.utc)),
-                "run_id" in spec.contract.partition_by)
+    created = dt.datetime.now(dt.timezone.utc)
+    merging = plan.model.additions_sql
+    work = Work(spec.where(), tuple(_variables(plan, versions or {})), output_sql(plan, plan.model.sql, created),
+                output_sql(plan, merging, created) if merging else None, "run_id" in spec.contract.partition_by)
+    executor = executor or LocalExecutor()
+    try:
+        steps = _plan_batches(plan, work, units, staging, excluded, executor.slots)
+        split_groups = {step.block_of for step in steps} - {None}
+        track = Tracker(plan, len(steps) + len(split_groups), progress, say)
+        _run(executor, work, steps, lambda b: batch_views(plan, b, excluded), out, track)
+        if split_groups:
+            merges = merged_blocks(steps, _set_blocks_aside(plan, out, staging))
+            _run(executor, work, merges, lambda b: batch_views(plan, b, excluded), out, track)
+    except duckdb.Error as exc:
+        raise ModelError(f"{spec.where()}: the SQL failed: {exc}\n--- rendered SQL ---\n{model_sql(plan)}") from None
+    return _staged_units(out, units, work.by_run)
+
+
+def _plan_batches(plan: ModelPlan, work: Work, units: list[str], staging: Path, excluded: set[Path],
+                  spread: int) -> list[Batch]:
+    """The model's batches, for ``spread`` workers; the output types checked against the
+    contract on the first."""
     con = work_connection(staging / "spill")
     try:
         for statement in work.setup:
             con.execute(statement)
-        spread = executor.slots if executor else 1
-        steps = deque(spec.kind.batches(plan, units, con, excluded, batch_bytes(con, spec.batch_divisor), spread))
+        spec = plan.model.spec
+        steps = spec.kind.batches(plan, units, con, excluded, batch_bytes(con, spec.batch_divisor), spread)
         con.execute(batch_views(plan, steps[0], excluded))
         _check_types(plan, con)
-        track = Tracker(plan, len(steps), progress, say)
-        if executor and len(steps) > 1:
-            con.close()
-            executor.run(work, list(steps), lambda b: batch_views(plan, b, excluded), out, track)
-        else:
-            _compute_here(con, plan, work, steps, excluded, out, track)
-    except duckdb.Error as exc:
-        raise ModelError(f"{spec.where()}: the SQL failed: {exc}\n--- rendered SQL ---\n{model_sql(plan)}") from None
     finally:
         con.close()
-    return _staged_units(out, units, work.by_run)
+    return steps
+
+
+def _set_blocks_aside(plan: ModelPlan, out: Path, staging: Path) -> Path:
+    """Move the blocks' output out of ``out`` into a folder laid out as the target's analysis
+    folder (its path gives analysis_id), which the merging steps read; that folder."""
+    blocks = staging / "blocks" / f"analysis_id={plan.analysis_id}"
+    blocks.mkdir(parents=True)
+    for f in out.glob("block-*.parquet"):
+        os.rename(f, blocks / f.name)
+    return blocks
+
+
+def _run(executor: Executor, work: Work, steps: list[Batch], views: Callable[[Batch], str], out: Path,
+         track: Tracker) -> None:
+    """``steps`` by the executor; one step, here."""
+    (executor if len(steps) > 1 else LocalExecutor()).run(work, steps, views, out, track)
 
 
 class Tracker:
@@ -170,27 +206,9 @@ class Tracker:
         return smaller
 
 
-def _compute_here(
-    con: duckdb.DuckDBPyConnection, plan: ModelPlan, work: Work, steps: deque[Batch], excluded: set[Path], out: Path,
-    track: Tracker,
-) -> None:
-    """Every batch in this process's connection, one after another, into ``out``."""
-    index = 0
-    while steps:
-        batch = steps.popleft()
-        con.execute(batch_views(plan, batch, excluded))
-        try:
-            written = copy_batch(con, work, out, index)
-        except duckdb.OutOfMemoryException as exc:
-            _remove_runs(batch, out)
-            steps = deque(track.split(batch, list(steps), work.by_run, str(exc)))
-            continue
-        index += 1
-        track.finished(written)
-
-
 def batch_views(plan: ModelPlan, batch: Batch, excluded: set[Path]) -> str:
-    """Each input as a view over the batch's files (less ``excluded``), under its name in the SQL."""
+    """Each input as a view over the batch's files (less ``excluded``), under its name in the
+    SQL; for the merging SQL, the previous output and the added runs too."""
     views = []
     for name, inp in plan.inputs.items():
         # exact: every file left has the contract's columns (screened, vouched for or ours)
@@ -198,24 +216,27 @@ def batch_views(plan: ModelPlan, batch: Batch, excluded: set[Path]) -> str:
         if name in batch.filters:
             select = f"SELECT * FROM ({select}) WHERE {batch.filters[name]}"
         views.append(f"CREATE OR REPLACE VIEW {qi(name)} AS {select};")
+    if batch.added is not None:
+        views += _merge_views(plan, batch)
     return "\n".join(views)
 
 
-def copy_batch(con: duckdb.DuckDBPyConnection, work: Work, out: Path, index: int) -> int:
-    """Write one batch's output into ``out``, its rows: run folders beside the earlier
-    batches' ones (partitioned by run), else a file of its own."""
+def copy_batch(con: duckdb.DuckDBPyConnection, work: Work, batch: Batch, out: Path, index: int) -> int:
+    """Write the ``index``-th batch's output into ``out``, its rows: run folders beside the
+    earlier batches' ones (partitioned by run), else a file of its own."""
+    query = work.query_for(batch)
     if work.by_run:
         append = ", APPEND" if out.is_dir() and any(out.iterdir()) else ""
-        written = con.execute(f"COPY (\n{work.query}\n) TO {ql(str(out))} (FORMAT parquet, COMPRESSION zstd,"
+        written = con.execute(f"COPY (\n{query}\n) TO {ql(str(out))} (FORMAT parquet, COMPRESSION zstd,"
                               f" PARTITION_BY (run_id){append})")
     else:
         out.mkdir(parents=True, exist_ok=True)
-        written = con.execute(f"COPY (\n{work.query}\n) TO {ql(str(out / f'data-{index}.parquet'))}"
+        written = con.execute(f"COPY (\n{query}\n) TO {ql(str(out / batch.output_name(index)))}"
                               " (FORMAT parquet, COMPRESSION zstd)")
     return written.fetchone()[0]
 
 
-def _remove_runs(batch: Batch, out: Path) -> None:
+def remove_runs(batch: Batch, out: Path) -> None:
     """Remove the run folders a batch's failed ``COPY`` may have begun (each run is in one
     batch only)."""
     units = set(batch.units)
@@ -229,11 +250,6 @@ def _at_most(batch: Batch, most: int) -> list[Batch]:
     return [Batch(batch.units[i:i + most]) for i in range(0, len(batch.units), most)]
 
 
-def _setup(plan: ModelPlan, versions: Mapping[str, str]) -> list[str]:
-    """The statements a batch's connection runs first: the variables, and a merge's views."""
-    return _variables(plan, versions) + (_previous_views(plan) if plan.added else [])
-
-
 def _variables(plan: ModelPlan, versions: Mapping[str, str]) -> list[str]:
     # Ids the SQL may need (e.g. inside stable hashes) but cannot hold as text: they
     # derive from its fingerprint. It reads them with getvariable('analysis_id').
@@ -245,12 +261,14 @@ def _variables(plan: ModelPlan, versions: Mapping[str, str]) -> list[str]:
             f"SET VARIABLE input_versions = MAP {{{pairs}}}::MAP(VARCHAR, VARCHAR)"]
 
 
-def _previous_views(plan: ModelPlan) -> list[str]:
-    """The views a merging build reads besides its inputs: its last output and the new runs."""
-    previous = select_dataset(plan.model.spec.contract, list(plan.previous_files), exact=True)
-    runs = ", ".join(ql(r) for r in plan.added)
-    return [f"CREATE VIEW {PREVIOUS_OUTPUT} AS {previous}",
-            f"CREATE VIEW {ADDED_RUNS} AS SELECT CAST(unnest([{runs}]) AS VARCHAR) AS run_id"]
+def _merge_views(plan: ModelPlan, batch: Batch) -> list[str]:
+    """The views the merging SQL reads besides its inputs: the output it merges into and the
+    runs it adds (either may be empty: blocks of pairs, and their merge)."""
+    previous = select_dataset(plan.model.spec.contract, list(batch.previous), exact=True)
+    runs = ", ".join(f"({ql(r)})" for r in sorted(batch.added))
+    added = f"SELECT run_id FROM (VALUES {runs}) AS added(run_id)" if runs else "SELECT NULL::VARCHAR AS run_id WHERE false"
+    return [f"CREATE OR REPLACE VIEW {PREVIOUS_OUTPUT} AS {previous};",
+            f"CREATE OR REPLACE VIEW {ADDED_RUNS} AS {added};"]
 
 
 def batch_bytes(con: duckdb.DuckDBPyConnection, divisor: int = 32) -> int:

@@ -1,6 +1,7 @@
 """Executors: where a model's batches run.
 
-``local`` (the default) computes them in the build's own process, one after another.
+``local`` (the default) computes them in the build's own process, one after another
+(:class:`LocalExecutor`).
 ``ray`` sends each batch, as a Ray task, to the workers of a Ray cluster: the task runs the
 same rendered SQL (:class:`~.compute.Work`) in a DuckDB of its own, reads its input files
 from the lake and writes its output into the build's staging folder, which every node sees
@@ -22,12 +23,13 @@ import shutil
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 import uuid
 from collections import deque
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable
+from typing import TYPE_CHECKING, Any, Callable, Protocol
 
 import duckdb
 
@@ -58,6 +60,48 @@ class TaskStat:
     seconds: float  # the task's own time
     node: str
     ahead: int  # tasks in flight when it was submitted: below the slots, ``waited`` is Ray's latency alone
+
+
+class Executor(Protocol):
+    """Where batches run: ``slots`` of them at once; :meth:`run` computes ``batches`` of
+    ``work`` (each with the input views ``views`` gives it) into ``out``, telling ``track``
+    of each batch written, or of one out of memory."""
+
+    slots: int
+
+    def run(self, work: Work, batches: list[Batch], views: Callable[[Batch], str], out: Path,
+            track: Tracker) -> None: ...
+
+
+class LocalExecutor:
+    """Batches computed here, one after another, in one DuckDB connection. ``slots``: the
+    workers the batches are planned for: 1 (this process), or more to compute here the
+    batches a cluster of that size would get (tests of that plan)."""
+
+    def __init__(self, slots: int = 1) -> None:
+        self.slots = slots
+
+    def run(self, work: Work, batches: list[Batch], views: Callable[[Batch], str], out: Path, track: Tracker) -> None:
+        from .compute import copy_batch, remove_runs
+
+        steps, index = deque(batches), 0
+        con = work_connection(out.parent / "spill")
+        try:
+            for statement in work.setup:
+                con.execute(statement)
+            while steps:
+                batch = steps.popleft()
+                con.execute(views(batch))
+                try:
+                    written = copy_batch(con, work, batch, out, index)
+                except duckdb.OutOfMemoryException as exc:
+                    remove_runs(batch, out)
+                    steps = deque(track.split(batch, list(steps), work.by_run, str(exc)))
+                    continue
+                index += 1
+                track.finished(written)
+        finally:
+            con.close()
 
 
 def executor_from(name: str | None = None, address: str | None = None) -> str:
@@ -121,8 +165,7 @@ class RayExecutor:
         moved into ``out``. A batch out of memory is split as :meth:`~.compute.Tracker.split`
         says, and its parts queued."""
         ray = self._ray
-        attempts = out.parent / "tasks"
-        attempts.mkdir()
+        attempts = Path(tempfile.mkdtemp(prefix="tasks-", dir=out.parent))
         shared = ray.put(work)
         queue, running, index = deque(batches), {}, 0
         try:
@@ -130,8 +173,8 @@ class RayExecutor:
                 while queue and len(running) < 2 * self.slots:
                     batch = queue.popleft()
                     sql = views(batch)
-                    ref = self._task.remote(shared, sql, str(attempts), index, self.task_cpus)
-                    running[ref] = (batch, len(running), time.time(), len(pickle.dumps((work, sql))))
+                    ref = self._task.remote(shared, sql, batch, str(attempts), index, self.task_cpus)
+                    running[ref] = (batch, len(running), time.time(), len(pickle.dumps((work, sql, batch))))
                     index += 1
                 [ref], _ = ray.wait(list(running), num_returns=1)
                 batch, ahead, submitted, sent = running.pop(ref)
@@ -178,7 +221,7 @@ class RayExecutor:
                                  "every node must mount the lake at the same path, writable")
 
 
-def run_batch(work: Work, views: str, attempts: str, index: int, threads: int) -> dict:
+def run_batch(work: Work, views: str, batch: Batch, attempts: str, index: int, threads: int) -> dict:
     """One batch in a DuckDB of its own (a Ray task): its output written into a fresh attempt
     folder, renamed to ``attempts/batch-INDEX`` once complete. Out of memory or a failed
     statement is answered, not raised, so the driver splits the batch or reports the SQL."""
@@ -194,7 +237,7 @@ def run_batch(work: Work, views: str, attempts: str, index: int, threads: int) -
             for statement in work.setup:
                 con.execute(statement)
             con.execute(views)
-            rows = copy_batch(con, work, attempt / "out", index)
+            rows = copy_batch(con, work, batch, attempt / "out", index)
         finally:
             con.close()
     except duckdb.OutOfMemoryException as exc:
@@ -282,5 +325,6 @@ def _node_name(node: dict) -> str:
 
 def _batch_text(batch: Batch) -> str:
     if batch.filters:
-        return f"the rows where {' and '.join(batch.filters.values())}"
+        part = f"{batch.part} of " if batch.part else ""
+        return f"{part}the rows where {' and '.join(batch.filters.values())}"
     return f"{len(batch.units)} runs from {batch.units[0]}" if len(batch.units) > 1 else f"run {batch.units[0]}"

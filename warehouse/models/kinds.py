@@ -7,7 +7,7 @@ A kind is a name, with options in brackets for the kinds that take them::
     -- kind: table_by_run
     -- kind: grouped (groups = signatures(kind, scope, vector_layout))
     -- kind: merging (runs = events_candidates)
-    -- kind: merging (runs = signatures, groups = signatures(kind, scope, vector_layout))
+    -- kind: merging (runs = signatures, groups = signatures(kind, scope, vector_layout), pairwise = true)
     -- kind: view
 
 ``per_run``
@@ -26,11 +26,16 @@ A kind is a name, with options in brackets for the kinds that take them::
     and, when DATASET has a run_id column, on the other inputs' rows of those runs (a
     cohort's events): when that input is larger than a batch, or an executor has workers to
     spread it over, it is computed in batches of whole groups.
-``merging (runs = DATASET[, groups = DATASET(COLUMN, ...)])``
+``merging (runs = DATASET[, groups = DATASET(COLUMN, ...)][, pairwise = true])``
     One unit (grouped too, with ``groups``); when the only change to its inputs is new runs
     of DATASET (a dataset partitioned by run), the SQL is rendered with ``adding`` true and
     merges them into the previous output (``previous_output``; the new runs' ids are
-    ``added_runs(run_id)``).
+    ``added_runs(run_id)``). ``pairwise = true`` (with ``groups`` over DATASET itself) says
+    more: each output row scores one pair of DATASET's rows from that pair alone, and the
+    merge keeps the best rows of the union of ``previous_output`` and the new pairs, so
+    merging outputs of disjoint sets of pairs, with no runs added, gives the output of
+    their union. An executor with workers then computes a group too large for one task in
+    blocks of pairs (:func:`pair_blocks`), and merges the blocks' outputs.
 ``view``
     A view in the catalog, over the dataset views, at default parameters.
 
@@ -47,6 +52,7 @@ never branches on its name.
 
 from __future__ import annotations
 
+import math
 import os
 import re
 from dataclasses import dataclass, field
@@ -78,17 +84,31 @@ WHOLE = "*"  # the unit of work of a model computed as one table
 class Batch:
     """One step of a model's computation: the units it computes, per input dataset a
     condition on the rows it reads (groups of a grouped model), and the runs whose files its
-    inputs partitioned by run are read from (None: those of its units)."""
+    inputs partitioned by run are read from (None: those of its units).
+
+    A step of a merging model's merging SQL also has the runs it adds (``added``; None: the
+    full SQL) and the output it merges them into (``previous``). A block of pairs
+    (``block_of``: the number of the group it is part of) writes output that is merged
+    with the group's other blocks' by a last step (:func:`merged_blocks`); ``part`` names
+    the output file of those steps."""
 
     units: list[str]
     filters: dict[str, str] = field(default_factory=dict)
     runs: frozenset[str] | None = None
+    added: frozenset[str] | None = None
+    previous: tuple[Path, ...] = ()
+    block_of: int | None = None
+    part: str | None = None
 
     def files(self, inp: Input) -> list[Path]:
         """The input's files this batch reads."""
         if self.runs is None or not inp.by_run:
             return inp.files_for(self.units)
         return [f for run in sorted(self.runs) for f in inp.files.get(run, [])]
+
+    def output_name(self, index: int) -> str:
+        """The file its output gets (a target not partitioned by run), the ``index``-th step."""
+        return f"{self.part or f'data-{index}'}.parquet"
 
 
 @dataclass(frozen=True)
@@ -289,9 +309,10 @@ class Merging(Kind):
 
     runs: str
     groups: Groups | None = None
+    pairwise: bool | None = None
     name: ClassVar[str] = "merging"
-    syntax: ClassVar[str] = "merging (runs = DATASET[, groups = DATASET(COLUMN, ...)])"
-    options: ClassVar[tuple[str, ...]] = ("runs", "groups")
+    syntax: ClassVar[str] = "merging (runs = DATASET[, groups = DATASET(COLUMN, ...)][, pairwise = true])"
+    options: ClassVar[tuple[str, ...]] = ("runs", "groups", "pairwise")
     required: ClassVar[tuple[str, ...]] = ("runs",)
     merges: ClassVar[bool] = True
 
@@ -300,9 +321,14 @@ class Merging(Kind):
         spread: int = 1,
     ) -> list[Batch]:
         """A merge of new runs is one step (it reads only their pairs and the last output);
-        a full build goes by groups, if any."""
-        if plan.added or self.groups is None:
+        a full build goes by groups, if any, and in blocks of pairs when it is pairwise and
+        has workers to spread them over."""
+        if plan.added:
+            return [Batch(units, added=frozenset(plan.added), previous=plan.previous_files)]
+        if self.groups is None:
             return [Batch(units)]
+        if self.pairwise and spread > 1:
+            return pair_blocks(self.groups, plan, units, con, excluded, spread)
         return _group_batches(self.groups, plan, units, con, excluded, budget, spread)
 
     def validate(self, target: str, where: str) -> None:
@@ -314,6 +340,14 @@ class Merging(Kind):
             )
         if self.groups is not None:
             _validate_groups(self, where)
+        if self.pairwise and (self.groups is None or self.groups[0] != self.runs):
+            raise ModelError(
+                f"{where}: kind merging: pairwise = true needs groups over the runs dataset: "
+                f"`groups = {self.runs}(COLUMN, ...)`"
+            )
+        if self.pairwise and self.by_run(target):
+            raise ModelError(f"{where}: kind merging: pairwise = true is for a target not partitioned by run_id; "
+                             f"{target} is")
 
 
 @dataclass(frozen=True)
@@ -388,7 +422,11 @@ def _split_options(text: str, cls: type[Kind], where: str) -> dict[str, str]:
     return options
 
 
-def _read_option(cls: type[Kind], key: str, text: str, where: str) -> str | Groups:
+def _read_option(cls: type[Kind], key: str, text: str, where: str) -> str | Groups | bool:
+    if key == "pairwise":
+        if text not in ("true", "false"):
+            raise ModelError(f"{where}: cannot read pairwise {text!r} of kind {cls.name}; write `pairwise = true`")
+        return text == "true"
     if key == "groups":
         m = GROUPS_RE.match(text)
         columns = tuple(c.strip() for c in m["columns"].split(",")) if m else ()
@@ -402,7 +440,9 @@ def _read_option(cls: type[Kind], key: str, text: str, where: str) -> str | Grou
     return text
 
 
-def _option_text(value: str | Groups) -> str:
+def _option_text(value: str | Groups | bool) -> str:
+    if isinstance(value, bool):
+        return str(value).lower()
     if isinstance(value, str):
         return value
     dataset, columns = value
@@ -429,11 +469,7 @@ def _group_batches(
         f" FROM ({select_dataset(inp.dataset, files, exact=True)})"
         f" GROUP BY ALL ORDER BY {', '.join(str(i + 1) for i in range(len(columns)))}"
     ).fetchall()
-    conditions = {
-        " AND ".join(f"{qi(c)} IS NOT DISTINCT FROM {'NULL' if v is None else sql_literal(v)}" for c, v in zip(columns, key)):
-        frozenset(key[len(columns)]) if with_runs else None
-        for key in keys
-    }
+    conditions = {_group_condition(columns, key): frozenset(key[len(columns)]) if with_runs else None for key in keys}
     sizes = {c: sum(_run_bytes(plan, r, excluded) for r in runs) if runs is not None else budget
              for c, runs in conditions.items()}
     batches = []
@@ -441,6 +477,102 @@ def _group_batches(
         runs = frozenset().union(*(conditions[c] for c in chunk)) if with_runs else None
         batches.append(Batch(units, {dataset: " OR ".join(f"({c})" for c in chunk)}, runs))
     return batches or [Batch(units)]
+
+
+def pair_blocks(
+    groups: Groups, plan: ModelPlan, units: list[str], con: duckdb.DuckDBPyConnection, excluded: set[Path], spread: int,
+) -> list[Batch]:
+    """The steps of a pairwise model's full build over ``spread`` workers: about 2 x
+    ``spread`` steps of equal numbers of pairs (n signatures of a group make n(n-1)/2).
+
+    Consecutive groups with at most that share each are computed whole, together. A larger
+    group is split into B blocks of its runs, in order: block j adds its runs to the runs of
+    blocks 1..j-1 (the merging SQL with no previous output), so it computes the pairs with
+    one side in block j and the other in blocks 1..j, and every pair of the group is
+    computed once. Block j ends at n * sqrt(j / B) signatures, which gives each block about
+    n^2 / 2B pairs. :func:`merged_blocks` makes the steps that merge a group's blocks."""
+    dataset, columns = groups
+    inp = plan.inputs[dataset]
+    files = [f for f in inp.files_for([WHOLE]) if f not in excluded]
+    keys = ", ".join(qi(c) for c in columns)
+    counts = con.execute(
+        f"SELECT {keys}, run_id, count(*) FROM ({select_dataset(inp.dataset, files, exact=True)})"
+        f" GROUP BY ALL ORDER BY {keys}, run_id"
+    ).fetchall()
+    group_runs: dict[str, list[tuple[str, int]]] = {}
+    for *key, run, n in counts:
+        group_runs.setdefault(_group_condition(columns, key), []).append((run, n))
+    pairs = {c: _pairs(runs) for c, runs in group_runs.items()}
+    share = max(1, sum(pairs.values()) // (2 * spread))
+    steps: list[Batch] = []
+    whole: list[str] = []  # consecutive small groups, computed together
+    for number, (condition, runs) in enumerate(group_runs.items()):
+        if pairs[condition] <= share:
+            if whole and sum(pairs[c] for c in whole) + pairs[condition] > share:
+                steps.append(_whole_groups(dataset, whole, group_runs, units))
+                whole = []
+            whole.append(condition)
+            continue
+        blocks = _split_runs(runs, math.ceil(pairs[condition] / share))
+        if len(blocks) == 1:  # one run holds nearly all of it
+            steps.append(_whole_groups(dataset, [condition], group_runs, units))
+            continue
+        for j, block in enumerate(blocks):
+            earlier = frozenset(run for b in blocks[:j + 1] for run in b)
+            steps.append(Batch(units, {dataset: condition}, earlier, frozenset(block), block_of=number,
+                               part=f"block-{number}-{j}"))
+    if whole:
+        steps.append(_whole_groups(dataset, whole, group_runs, units))
+    return steps or [Batch(units)]
+
+
+def merged_blocks(steps: list[Batch], folder: Path) -> list[Batch]:
+    """For each group computed in blocks among ``steps``, the step that merges its blocks'
+    output (written into ``folder``): the merging SQL over the group's runs, with no runs
+    added and the blocks' files as its previous output."""
+    parts: dict[int, list[Batch]] = {}
+    for step in steps:
+        if step.block_of is not None:
+            parts.setdefault(step.block_of, []).append(step)
+    return [
+        Batch(blocks[0].units, blocks[0].filters, frozenset().union(*(b.runs or () for b in blocks)), frozenset(),
+              tuple(sorted(folder.glob(f"block-{number}-*.parquet"))), part=f"pairs-{number}")
+        for number, blocks in sorted(parts.items())
+    ]
+
+
+def _group_condition(columns: tuple[str, ...], key: Iterable[object]) -> str:
+    return " AND ".join(f"{qi(c)} IS NOT DISTINCT FROM {'NULL' if v is None else sql_literal(v)}"
+                        for c, v in zip(columns, key))
+
+
+def _pairs(runs: list[tuple[str, int]]) -> int:
+    n = sum(count for _, count in runs)
+    return n * (n - 1) // 2
+
+
+def _whole_groups(dataset: str, conditions: list[str], group_runs: dict[str, list[tuple[str, int]]],
+                  units: list[str]) -> Batch:
+    runs = frozenset(run for c in conditions for run, _ in group_runs[c])
+    return Batch(units, {dataset: " OR ".join(f"({c})" for c in conditions)}, runs)
+
+
+def _split_runs(runs: list[tuple[str, int]], blocks: int) -> list[list[str]]:
+    """``runs`` (with their signature counts) in consecutive blocks, block j ending nearest
+    n * sqrt(j / blocks) signatures (a run goes where most of it lies); fewer blocks when a
+    run is larger than a block."""
+    n = sum(count for _, count in runs)
+    bounds = [n * math.sqrt(j / blocks) for j in range(1, blocks + 1)]
+    split: list[list[str]] = [[]]
+    seen, j = 0, 0
+    for run, count in runs:
+        if split[-1] and seen + count / 2 > bounds[j]:  # most of it lies past block j
+            split.append([])
+            while j < blocks - 1 and seen + count / 2 > bounds[j]:
+                j += 1
+        split[-1].append(run)
+        seen += count
+    return split
 
 
 def _run_bytes(plan: ModelPlan, run: str, excluded: set[Path]) -> int:

@@ -34,7 +34,9 @@ outside them is refused before anything runs, and so is a header whose default i
   runs of DATASET (a dataset partitioned by run), the engine renders it with the Jinja
   variable ``adding`` true, and the SQL merges the new runs into its previous output, which
   it reads as ``previous_output`` (the new runs' ids are ``added_runs(run_id)``). The merged
-  table must equal a full build's.
+  table must equal a full build's. ``pairwise = true`` adds that each row scores one pair of
+  DATASET's rows from that pair alone and the merge keeps the best rows of the union: an
+  executor with workers may then compute a group in blocks of pairs with the same SQL.
 - ``view``: a view in the catalog (over the dataset views, at default parameters).
 
 The older keys ``materialization``, ``incremental``, ``batch_by`` and ``additions`` are
