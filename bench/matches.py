@@ -111,7 +111,7 @@ def run(n: int, dim: int, repeat: int, work: Path, memory_limit: str | None) -> 
         samples.append((wall, cpu, rss, model_s))
         print(f"  round {i + 1}/{repeat}: {wall:.2f} s wall, {cpu:.2f} s CPU, {rss:.0f} MiB, model {model_s:.2f} s; {line}",
               flush=True)
-    groups = _group_sizes(lake)
+    groups = group_sizes(lake)
     return {
         "signatures": n,
         "dim": dim,
@@ -127,7 +127,7 @@ def run(n: int, dim: int, repeat: int, work: Path, memory_limit: str | None) -> 
     }
 
 
-def _group_sizes(lake: Path) -> list[int]:
+def group_sizes(lake: Path) -> list[int]:
     import duckdb
 
     glob = str(lake / "signatures" / "**" / "*.parquet")

@@ -17,8 +17,11 @@ rows onto 8, 32 and 128 one-CPU workers; its assumptions are written beside it.
 
 events_candidates (cpd@2.2) costs about 33 us per row: at 10 million rows a round takes
 minutes, so ``--rows-cpd`` (default 1 million) measures it on a smaller lake of the same shape.
+matches is measured alone on ``--signatures`` synthetic signatures (``matches.py``'s: three
+vector layouts of ``--dim`` floats): with a worker per core its groups are computed in blocks
+of pairs, merged by one more task per group.
 
-    python bench/ray_overhead.py [--rows 10000000] [--rows-cpd 1000000] [--repeat 3]
+    python bench/ray_overhead.py [--rows 10000000] [--rows-cpd 1000000] [--signatures 10000] [--repeat 3]
 """
 
 from __future__ import annotations
@@ -33,10 +36,12 @@ from pathlib import Path
 
 import machine
 from models import fresh_copy
+from matches import group_sizes, model_only_sql, signatures_table
 from report import save
 from shape_lake import Shape, cached_lake
 
-from warehouse.models import load_project
+from warehouse import writer
+from warehouse.models import Project, load_project
 from warehouse.models.build import run_models
 from warehouse.models.executors import RayExecutor, TaskStat
 
@@ -45,6 +50,7 @@ RESULTS = HERE / "results"
 RAY = Path(sys.executable).with_name("ray")
 CAPTURES, LAYERS = 64, 96
 WORKERS = (8, 32, 128)
+SERIES_FLOATS = 16 * 24  # a layer's signature: K = 16 bins of its 24 module.descriptor series
 BILLION = 1_000_000_000
 TARGET = 1.15  # ray with one worker at most 15% slower than local
 
@@ -53,6 +59,8 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--rows", type=int, default=10_000_000)
     parser.add_argument("--rows-cpd", type=int, default=1_000_000)
+    parser.add_argument("--signatures", type=int, default=10_000)
+    parser.add_argument("--dim", type=int, default=384)
     parser.add_argument("--repeat", type=int, default=3)
     parser.add_argument("--work", type=Path, default=Path(".bench"))
     parser.add_argument("--out", type=Path, default=RESULTS / "ray")
@@ -62,10 +70,12 @@ def main(argv: list[str] | None = None) -> None:
     address = start_cluster(cores)
     try:
         report = {"machine": machine.describe(), "cores": cores, "repeat": args.repeat,
-                  "models": [measure(model, rows, args, address, cores) for model, rows in cases]}
+                  "models": [measure(model, rows, args, address, cores) for model, rows in cases],
+                  "matches": measure_matches(args, address, cores)}
     finally:
         subprocess.run([str(RAY), "stop", "--force"], capture_output=True)
     report["projection"] = projection(report["models"])
+    report["matches_projection"] = matches_projection(report["matches"])
     save(args.out, markdown(report), report)
 
 
@@ -79,7 +89,25 @@ def start_cluster(cores: int) -> str:
 def measure(model: str, rows: int, args: argparse.Namespace, address: str, cores: int) -> dict:
     shape = Shape.for_rows(rows, CAPTURES, LAYERS)
     lake = fresh_copy(cached_lake(args.work / "shapes", shape), args.work / "ray" / shape.name)
-    project = load_project(None)
+    timed = time_builds(load_project(None), lake, model, shape.name, args, address, cores)
+    return {"model": model, "shape": shape.name, "rows": shape.rows, "runs": shape.runs, "workers": cores, **timed}
+
+
+def measure_matches(args: argparse.Namespace, address: str, cores: int) -> dict:
+    """matches alone on synthetic signatures: its pairs are its work."""
+    lake = args.work / "ray" / f"matches-{args.signatures}-{args.dim}"
+    if not (lake / "signatures").exists():
+        writer.write("signatures", signatures_table(args.signatures, args.dim), lake=lake, create=True)
+    project = load_project(model_only_sql(args.work / "ray"))
+    groups = group_sizes(lake)
+    timed = time_builds(project, lake, "matches", f"{args.signatures:,} signatures", args, address, cores)
+    return {"model": "matches", "signatures": args.signatures, "dim": args.dim, "groups": groups,
+            "pairs": sum(n * (n - 1) // 2 for n in groups), "workers": cores, **timed}
+
+
+def time_builds(project: Project, lake: Path, model: str, label: str, args: argparse.Namespace, address: str,
+                cores: int) -> dict:
+    """``model`` built with ``--full-refresh`` by each setup, in ``args.repeat`` rounds."""
     run_models(project, lake, selected=[model], report=lambda line: None)  # once, unmeasured: the file cache warm
     setups = {"local": None, "ray, 1 worker": cores, f"ray, {cores} workers": 1}
     rounds: dict[str, list[float]] = {name: [] for name in setups}
@@ -99,9 +127,8 @@ def measure(model: str, rows: int, args: argparse.Namespace, address: str, cores
             rounds[name].append(time.perf_counter() - began)
             if task_cpus is not None:  # the driver's time: the build less joining Ray and the tasks' span
                 outside[name].append(rounds[name][-1] - connects[-1] - span(ray.stats))
-            print(f"{model} {shape.name} round {r + 1}: {name} {rounds[name][-1]:.1f} s", flush=True)
-    return {"model": model, "shape": shape.name, "rows": shape.rows, "runs": shape.runs, "workers": cores,
-            "seconds": {name: statistics.median(s) for name, s in rounds.items()}, "rounds": rounds,
+            print(f"{model} {label} round {r + 1}: {name} {rounds[name][-1]:.1f} s", flush=True)
+    return {"seconds": {name: statistics.median(s) for name, s in rounds.items()}, "rounds": rounds,
             "connect_s": statistics.median(connects),
             "driver_s": {name: statistics.median(s) for name, s in outside.items()},
             "tasks": {name: summarise(stats) for name, stats in tasks.items() if stats}}
@@ -145,6 +172,20 @@ def projection(models: list[dict]) -> dict:
     return out
 
 
+def matches_projection(m: dict) -> dict:
+    """A full build of matches over the signatures of a 1-billion-row lake of the measured
+    shape (one run-scope signature of 16 x 24 x 96 floats per run, one of 16 x 24 floats per
+    run and layer: 97 groups of a signature per run) on W one-CPU workers: the one-thread
+    tasks' time per pair and float x pairs x floats / W (vectors are the cost; events as
+    dense as the synthetic ones)."""
+    per_pair_float = m["tasks"][f"ray, {m['workers']} workers"]["task_seconds_total"] / (m["pairs"] * m["dim"])
+    runs = BILLION / (CAPTURES * LAYERS)
+    pairs = runs * (runs - 1) / 2
+    pair_floats = pairs * SERIES_FLOATS * LAYERS + LAYERS * pairs * SERIES_FLOATS
+    return {"ns_per_pair_float": per_pair_float * 1e9, "runs": runs, "pairs": pairs * (LAYERS + 1),
+            "pair_floats": pair_floats, "workers": {w: pair_floats * per_pair_float / w for w in WORKERS}}
+
+
 def markdown(report: dict) -> str:
     lines = ["# The ray executor against local, and a 1-billion-row projection", "",
              f"Machine: {machine.one_line(report['machine'])}. Median of {report['repeat']} rounds; "
@@ -179,9 +220,33 @@ def markdown(report: dict) -> str:
               "written per task above); the driver's time outside the tasks (planning, screening, publishing, "
               "records: the build's time less the connection and the tasks' span) growing with the runs, not "
               "overlapping the tasks; Ray's "
-              "connection once. The cross-run models are not projected: events splits by cohort, matches by "
-              "signature group only (all the pairs of a group are one task)."]
+              "connection once. events (split by cohort) is not projected."]
+    lines += matches_markdown(report["matches"], report["matches_projection"])
     return "\n".join(lines) + "\n"
+
+
+def matches_markdown(m: dict, p: dict) -> list[str]:
+    s, many = m["seconds"], f"ray, {m['workers']} workers"
+    lines = ["", "## matches in blocks of pairs", "",
+             f"{m['signatures']:,} synthetic signatures of {m['dim']} floats in {len(m['groups'])} groups "
+             f"({', '.join(f'{n:,}' for n in m['groups'])}): {m['pairs']:,} pairs. With one worker the model is one "
+             "task over every group, run on the driver; with a worker per core each group larger than a "
+             f"2 x {m['workers']}-th of the pairs is split into blocks of pairs, merged by one more task per group.", "",
+             "| setup | time | vs local | tasks | task time (median) | sent (median) | written (median) |",
+             "|---|---:|---:|---:|---:|---:|---:|",
+             f"| local | {s['local']:.1f} s | 1.00 | | | | |"]
+    for name in ("ray, 1 worker", many):
+        t = m["tasks"].get(name)
+        cells = (f"{t['tasks']} | {t['task_seconds_median']:.2f} s | {t['sent_bytes_per_task'] / 1024:,.1f} KiB | "
+                 f"{t['written_bytes_per_task'] / 2**20:,.2f} MiB" if t else "on the driver | | |")
+        lines.append(f"| {name} | {s[name]:.1f} s | {s[name] / s['local']:.2f} | {cells} |")
+    lines += ["", f"Projection: {p['ns_per_pair_float']:.2f} ns per pair and float on one thread (the tasks' "
+              f"time over pairs x floats); a 1-billion-row lake of the shape above ({p['runs']:,.0f} runs, 97 "
+              f"groups of one signature per run: {p['pairs']:.3g} pairs, {p['pair_floats']:.3g} pair-floats) "
+              "takes " + ", ".join(f"{p['workers'][w] / 3600:,.1f} h on {w} workers" for w in WORKERS)
+              + ". Every pair is scored: all-pairs matching grows with the square of the runs, so a lake "
+              "of that size wants candidate pairs from an approximate nearest-neighbour index first."]
+    return lines
 
 
 if __name__ == "__main__":
