@@ -134,7 +134,11 @@ def compute(
         track = Tracker(plan, len(steps) + len(split_groups), progress, say)
         _run(executor, work, steps, lambda b: batch_views(plan, b, excluded), out, track)
         if split_groups:
-            merges = merged_blocks(steps, _set_blocks_aside(plan, out, staging))
+            # the blocks' output leaves ``out`` for a folder laid out as the target's analysis
+            # folder (its path gives analysis_id), which the merging steps read
+            blocks = staging / "blocks" / f"analysis_id={plan.analysis_id}"
+            blocks.mkdir(parents=True)
+            merges = merged_blocks(steps, out, blocks)
             _run(executor, work, merges, lambda b: batch_views(plan, b, excluded), out, track)
     except duckdb.Error as exc:
         raise ModelError(f"{spec.where()}: the SQL failed: {exc}\n--- rendered SQL ---\n{model_sql(plan)}") from None
@@ -156,16 +160,6 @@ def _plan_batches(plan: ModelPlan, work: Work, units: list[str], staging: Path, 
     finally:
         con.close()
     return steps
-
-
-def _set_blocks_aside(plan: ModelPlan, out: Path, staging: Path) -> Path:
-    """Move the blocks' output out of ``out`` into a folder laid out as the target's analysis
-    folder (its path gives analysis_id), which the merging steps read; that folder."""
-    blocks = staging / "blocks" / f"analysis_id={plan.analysis_id}"
-    blocks.mkdir(parents=True)
-    for f in out.glob("block-*.parquet"):
-        os.rename(f, blocks / f.name)
-    return blocks
 
 
 def _run(executor: Executor, work: Work, steps: list[Batch], views: Callable[[Batch], str], out: Path,

@@ -526,19 +526,22 @@ def pair_blocks(
     return steps or [Batch(units)]
 
 
-def merged_blocks(steps: list[Batch], folder: Path) -> list[Batch]:
+def merged_blocks(steps: list[Batch], out: Path, folder: Path) -> list[Batch]:
     """For each group computed in blocks among ``steps``, the step that merges its blocks'
-    output (written into ``folder``): the merging SQL over the group's runs, with no runs
-    added and the blocks' files as its previous output."""
+    output: the merging SQL over the group's runs, with no runs added and the blocks' files
+    as its previous output, moved from ``out`` into ``folder`` (which names the analysis)."""
     parts: dict[int, list[Batch]] = {}
     for step in steps:
         if step.block_of is not None:
             parts.setdefault(step.block_of, []).append(step)
-    return [
-        Batch(blocks[0].units, blocks[0].filters, frozenset().union(*(b.runs or () for b in blocks)), frozenset(),
-              tuple(sorted(folder.glob(f"block-{number}-*.parquet"))), part=f"pairs-{number}")
-        for number, blocks in sorted(parts.items())
-    ]
+    merges = []
+    for number, blocks in sorted(parts.items()):
+        files = [folder / f.name for f in sorted(out.glob(f"block-{number}-*.parquet"))]
+        for f in files:
+            os.rename(out / f.name, f)
+        merges.append(Batch(blocks[0].units, blocks[0].filters, frozenset().union(*(b.runs or () for b in blocks)),
+                            frozenset(), tuple(files), part=f"pairs-{number}"))
+    return merges
 
 
 def _group_condition(columns: tuple[str, ...], key: Iterable[object]) -> str:
